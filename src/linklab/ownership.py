@@ -1,0 +1,156 @@
+"""Ownership records: what a run created, so that only its own leftovers are removed.
+
+Each run appends, *before* creating anything, one JSON line per namespace, process or
+path to ``/run/linklab/<marker>.jsonl``. ``clean`` reads every record whose owning process
+is dead (PID and start time no longer match) and removes exactly what it lists — never
+anything found by a name pattern.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+from linklab.cmd import proc_starttime, stop_pid
+from linklab.netns import delete_named
+
+RECORD_DIR = "/run/linklab"
+
+
+class Run:
+    """The current process's run: a short marker and an append-only ownership log."""
+
+    def __init__(self, marker: str | None = None) -> None:
+        os.makedirs(RECORD_DIR, exist_ok=True)
+        self.pid = os.getpid()
+        self.starttime = proc_starttime(self.pid)
+        while True:
+            self.marker = marker or secrets.token_hex(2)
+            self.record = f"{RECORD_DIR}/{self.marker}.jsonl"
+            try:
+                fd = os.open(self.record, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_APPEND, 0o644)
+                break
+            except FileExistsError:
+                if marker:
+                    raise
+        self._fh = os.fdopen(fd, "a", buffering=1)
+        self._log({"owner": self.pid, "start": self.starttime})
+
+    def _log(self, entry: dict) -> None:
+        self._fh.write(json.dumps(entry) + "\n")
+
+    def ns_name(self, logical: str) -> str:
+        """The real namespace name for a logical one, carrying this run's marker."""
+        return f"ll{self.marker}-{logical}"
+
+    def own_namespace(self, name: str) -> None:
+        self._log({"ns": name})
+
+    def disown_namespace(self, name: str) -> None:
+        self._log({"ns_gone": name})
+
+    def own_pid(self, pid: int, starttime: int | None, argv: list[str]) -> None:
+        self._log({"pid": pid, "start": starttime, "argv": argv[:6]})
+
+    def disown_pid(self, pid: int) -> None:
+        self._log({"pid_gone": pid})
+
+    def own_path(self, path: str) -> None:
+        self._log({"path": path})
+
+    def disown_path(self, path: str) -> None:
+        self._log({"path_gone": path})
+
+    def tmpdir(self, purpose: str) -> str:
+        """A fresh temporary directory owned (and later removed) by this run."""
+        path = tempfile.mkdtemp(prefix=f"linklab-{self.marker}-{purpose}-")
+        self.own_path(path)
+        return path
+
+    def close(self) -> None:
+        """End the run: its record is removed (everything in it must be released by now)."""
+        self._fh.close()
+        os.unlink(self.record)
+
+
+@dataclass
+class Leftovers:
+    """What a dead run's record still lists."""
+
+    record: str
+    owner: int
+    namespaces: list[str] = field(default_factory=list)
+    pids: dict[int, int | None] = field(default_factory=dict)
+    paths: list[str] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.namespaces or self.pids or self.paths)
+
+
+def read_record(path: str) -> Leftovers:
+    owner, owner_start = -1, None
+    ns: dict[str, None] = {}
+    pids: dict[int, int | None] = {}
+    paths: dict[str, None] = {}
+    with open(path) as fh:
+        for line in fh:
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by kill -9 mid-write
+            if "owner" in e:
+                owner, owner_start = e["owner"], e.get("start")
+            elif "ns" in e:
+                ns[e["ns"]] = None
+            elif "ns_gone" in e:
+                ns.pop(e["ns_gone"], None)
+            elif "pid" in e:
+                pids[e["pid"]] = e.get("start")
+            elif "pid_gone" in e:
+                pids.pop(e["pid_gone"], None)
+            elif "path" in e:
+                paths[e["path"]] = None
+            elif "path_gone" in e:
+                paths.pop(e["path_gone"], None)
+    left = Leftovers(path, owner, list(ns), pids, list(paths))
+    left.owner_start = owner_start  # type: ignore[attr-defined]
+    return left
+
+
+def _alive(pid: int, start: int | None) -> bool:
+    now = proc_starttime(pid)
+    return now is not None and (start is None or now == start)
+
+
+def clean(*, log=print) -> list[Leftovers]:  # noqa: ANN001
+    """Remove what runs whose process is dead left behind; return what was removed."""
+    removed: list[Leftovers] = []
+    if not os.path.isdir(RECORD_DIR):
+        return removed
+    for entry in sorted(os.listdir(RECORD_DIR)):
+        if not entry.endswith(".jsonl"):
+            continue
+        path = os.path.join(RECORD_DIR, entry)
+        try:
+            left = read_record(path)
+        except FileNotFoundError:
+            continue
+        if _alive(left.owner, getattr(left, "owner_start", None)):
+            continue
+        for pid, start in left.pids.items():
+            if start is not None and stop_pid(pid, start, grace=1.0):
+                log(f"linklab clean: stopped process {pid} of dead run {entry[:-6]}")
+        for name in reversed(left.namespaces):
+            if delete_named(name):
+                log(f"linklab clean: deleted namespace {name} of dead run {entry[:-6]}")
+        for p in left.paths:
+            if os.path.lexists(p):
+                shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.unlink(p)
+                log(f"linklab clean: removed {p} of dead run {entry[:-6]}")
+        os.unlink(path)
+        removed.append(left)
+    return removed

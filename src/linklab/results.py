@@ -1,0 +1,139 @@
+"""The results store: one directory per run, read back by reports (never a live run).
+
+Layout of ``results/<run-id>/``::
+
+    meta.json            schema version, kernel, CPU, virtualisation, tools, commit, times
+    <table>.jsonl        rows appended as each measurement finishes (survives a kill)
+    <table>.csv/.parquet the same rows, written atomically when the run ends
+    raw/                 raw tool output (iperf3 -J, sockperf), one file per measurement
+    junit-<leg>.xml      pytest's JUnit XML
+
+Tables and their columns are declared in :data:`TABLES`; numbers travel as numbers with
+the unit in a column, never as formatted strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+TABLES: dict[str, tuple[str, ...]] = {
+    # one row per reachability / L2 / MTU cell
+    "connectivity": ("scenario", "kind", "mode", "flag", "family", "check", "expected",
+                     "observed", "outcome", "reason", "detail", "kernel", "virt"),
+    # one row per DHCP client-id cell
+    "dhcp": ("scenario", "setup", "server", "server_option", "client", "client_id",
+             "expected", "observed", "outcome", "leases", "detail", "kernel", "virt"),
+    # one row per measured figure (tidy)
+    "bench": ("datapath", "mode", "flag", "family", "direction", "streams", "metric", "value",
+              "unit", "repetition", "tool", "error", "kernel", "virt"),
+}
+
+
+def virtualisation() -> str:
+    """'none', 'kvm', 'tcg' (or another hypervisor name) for the machine we run on."""
+    forced = os.environ.get("LINKLAB_VIRT")
+    if forced:
+        return forced
+    try:
+        out = subprocess.run(["systemd-detect-virt"], capture_output=True, text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            name = out.stdout.strip()
+            return "tcg" if name == "qemu" else name
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    if " hypervisor" not in cpuinfo:
+        return "none"
+    vendor = Path("/sys/class/dmi/id/sys_vendor")
+    if vendor.exists() and "QEMU" in vendor.read_text():
+        return "kvm" if "kvm" in cpuinfo.lower() else "tcg"
+    return "vm"
+
+
+def kernel_release() -> str:
+    return platform.release()
+
+
+def new_run_id(marker: str) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{marker}"
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``path`` so that readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    mode = "wb" if isinstance(data, bytes) else "w"
+    with open(tmp, mode) as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunDir:
+    """One run's results directory."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, root: Path | str, run_id: str) -> "RunDir":
+        path = Path(root) / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "raw").mkdir(exist_ok=True)
+        return cls(path)
+
+    def append(self, table: str, row: dict[str, Any], part: str = "") -> None:
+        """Append one row to ``<table>[.<part>].jsonl``; unknown columns are an error."""
+        columns = TABLES[table]
+        extra = set(row) - set(columns)
+        if extra:
+            raise ValueError(f"{table}: unknown column(s) {sorted(extra)}; known: {columns}")
+        name = f"{table}.{part}.jsonl" if part else f"{table}.jsonl"
+        with open(self.path / name, "a") as fh:
+            fh.write(json.dumps({c: row.get(c) for c in columns}) + "\n")
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        """All rows of a table from its .jsonl parts (complete or interrupted runs)."""
+        out: list[dict[str, Any]] = []
+        for part in sorted(self.path.glob(f"{table}*.jsonl")):
+            for line in part.read_text().splitlines():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a kill
+        return out
+
+    def finalise(self, table: str) -> int:
+        """Write ``<table>.csv`` and ``<table>.parquet`` atomically from the jsonl rows."""
+        import pandas as pd
+
+        rows = self.rows(table)
+        if not rows:
+            return 0
+        frame = pd.DataFrame(rows, columns=list(TABLES[table]))
+        atomic_write(self.path / f"{table}.csv", frame.to_csv(index=False))
+        tmp = self.path / f".{table}.parquet.tmp"
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, self.path / f"{table}.parquet")
+        return len(rows)
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        current = self.read_meta() if (self.path / "meta.json").exists() else {}
+        current.update(meta)
+        current["schema"] = SCHEMA_VERSION
+        atomic_write(self.path / "meta.json", json.dumps(current, indent=2, sort_keys=True))
+
+    def read_meta(self) -> dict[str, Any]:
+        return json.loads((self.path / "meta.json").read_text())
