@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,15 +40,30 @@ def setns(fd: int) -> None:
     _check(_libc.setns(fd, CLONE_NEWNET), "setns")
 
 
+def _is_mount_point(path: str) -> bool:
+    with open("/proc/self/mountinfo") as fh:
+        return any(line.split()[4] == path for line in fh)
+
+
+_netns_dir_ready = False
+
+
 def _prepare_netns_dir() -> None:
-    """Make /run/netns a shared mount point, as ``ip netns add`` does."""
-    os.makedirs(NETNS_DIR, exist_ok=True)
-    if os.path.ismount(NETNS_DIR):
+    """Make /run/netns a shared mount point once, exactly as ``ip netns add`` does
+    (a bind mount of the directory onto itself only when it is not a mount point yet)."""
+    global _netns_dir_ready
+    if _netns_dir_ready:
         return
-    _check(_libc.mount(NETNS_DIR.encode(), NETNS_DIR.encode(), b"none", MS_BIND | MS_REC, None),
-           f"bind mount {NETNS_DIR}")
-    _check(_libc.mount(b"none", NETNS_DIR.encode(), None, MS_SHARED | MS_REC, None),
-           f"make {NETNS_DIR} shared")
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    os.makedirs("/run/linklab", exist_ok=True)
+    with open("/run/linklab/.netns.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _is_mount_point(NETNS_DIR):
+            _check(_libc.mount(NETNS_DIR.encode(), NETNS_DIR.encode(), b"none", MS_BIND, None),
+                   f"bind mount {NETNS_DIR}")
+        _check(_libc.mount(b"none", NETNS_DIR.encode(), None, MS_SHARED | MS_REC, None),
+               f"make {NETNS_DIR} shared")
+    _netns_dir_ready = True
 
 
 @contextmanager

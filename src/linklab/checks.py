@@ -1,0 +1,95 @@
+"""Check: which cells a scenario has, and how each is observed on a live topology.
+
+A *cell* is (scenario, family, check). Reachability, neighbour resolution, broadcast,
+multicast and MTU cells of one topology are observed together in one batch (see
+:mod:`linklab.probes`): positives return as soon as their reply arrives, and every cell
+expected to be blocked is watched for the same quiet period, so an isolation result costs
+one wait per topology, not one per cell.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+from linklab.model import Scenario
+
+# reachability paths: check -> (source node, destination node); c1/c2 are the first two
+# containers, host is the parent's own address, upstream the LAN gateway.
+PATHS: dict[str, tuple[str, str]] = {
+    "child-to-child": ("c1", "c2"),
+    "child-to-host": ("c1", "host"),
+    "host-to-child": ("host", "c1"),
+    "child-to-gateway": ("c1", "upstream"),
+    "child-to-remote": ("c1", "remote"),
+}
+NEEDS_TWO = {"child-to-child", "neigh", "broadcast", "multicast"}
+FAMILY_CHECKS = (*PATHS, "neigh", "mtu-exact", "mtu-over", "host-netfilter")
+FAMILY_NAMES = {4: "v4", 6: "v6"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    scenario: str
+    family: str        # v4 | v6 | l2 | any
+    check: str
+    expected: str
+    why: str
+
+    @property
+    def id(self) -> str:
+        fam = "" if self.family == "any" else f"{self.family}-"
+        return f"{self.scenario}-{fam}{self.check}"
+
+
+def _roles(sc: Scenario) -> dict[str, str]:
+    """Map the abstract roles c1/c2 to the scenario's first two containers."""
+    roles = {"host": "host", "upstream": "upstream", "remote": "remote"}
+    for i, c in enumerate(sc.containers[:2]):
+        roles[f"c{i + 1}"] = c.name
+    return roles
+
+
+def endpoints(sc: Scenario, check: str) -> tuple[str, str]:
+    """The real node names (source, destination) a path check runs between."""
+    roles = _roles(sc)
+    src, dst = PATHS.get(check, ("c1", "c2" if check in NEEDS_TWO else "upstream"))
+    return roles[src], roles[dst]
+
+
+def applicable_checks(sc: Scenario) -> dict[str, tuple[str, ...]]:
+    """check -> the families it runs in, for this scenario's shape."""
+    if not sc.containers or not sc.containers[0].addrs:
+        return {}                 # address-less containers (DHCP scenarios): no matrix
+    two = len(sc.containers) >= 2
+    out: dict[str, tuple[str, ...]] = {}
+    for check in FAMILY_CHECKS:
+        if check in NEEDS_TWO and not two:
+            continue
+        src, dst = endpoints(sc, check)
+        fams = tuple(FAMILY_NAMES[f] for f in (4, 6)
+                     if sc.node(src).addr(f) is not None and sc.node(dst).addr(f) is not None)
+        if fams:
+            out[check] = fams
+    if two and sc.containers[0].addr(4) is not None:
+        out["broadcast"] = ("v4",)
+    if two:
+        out["multicast"] = ("l2",)
+    out["mtu-inherit"] = ("any",)
+    if sc.kind == "macvlan" and sc.mode == "passthru":
+        out["second-child"] = ("any",)
+    return out
+
+
+def cells(sc: Scenario) -> list[Cell]:
+    """Every cell of the scenario, in a stable order, with its expectation."""
+    out = []
+    for check, families in applicable_checks(sc).items():
+        exp = sc.expect[check]
+        for fam in families:
+            out.append(Cell(sc.name, fam, check, exp.results[fam], exp.why))
+    return out
+
+
+def errno_name(code: int) -> str:
+    return errno.errorcode.get(code, f"E{code}")

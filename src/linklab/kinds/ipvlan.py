@@ -1,0 +1,48 @@
+"""ipvlan: children share the parent's MAC (Documentation/networking/ipvlan.rst).
+
+l2: the child does ARP/ND and gets broadcast/multicast; l3: the parent routes, no
+broadcast, multicast or ARP (IFF_NOARP); l3s: like l3, but traffic passes the host
+namespace's netfilter hooks. Flags: bridge (children talk locally), private (they do not),
+vepa (child<->child goes to the upstream switch).
+"""
+
+from __future__ import annotations
+
+from linklab.kinds import macvlan
+
+MODES = ("l2", "l3", "l3s")
+FLAGS = ("bridge", "private", "vepa")
+HOST_FORWARDS = False
+MODE_VALUE = {"l2": 0, "l3": 1, "l3s": 2}
+FLAG_VALUE = {"bridge": 0, "private": 1, "vepa": 2}
+
+
+def validate_mode(ctx, mode, flag) -> None:  # noqa: ANN001
+    from linklab.kinds import check_choice
+    check_choice(ctx, "mode", mode, MODES, "ipvlan")
+    check_choice(ctx, "flag", flag or "bridge", FLAGS, "ipvlan")
+
+
+def validate(ctx, sc) -> None:  # noqa: ANN001
+    for i, c in enumerate(sc.containers):
+        if c.mac is not None:
+            raise ctx.fail(f"container[{i}].mac", "ipvlan children share the parent's MAC; "
+                                                  "a child MAC cannot be set")
+    macvlan.child_validate(ctx, sc, single=False)
+
+
+def prepare(topo) -> None:  # noqa: ANN001
+    pass
+
+
+def link_attrs(mode: str, flag: str | None) -> dict:
+    return {"kind": "ipvlan", "ipvlan_mode": MODE_VALUE[mode],
+            "ipvlan_flags": FLAG_VALUE[flag or "bridge"]}
+
+
+def attach(topo, c) -> int:  # noqa: ANN001
+    return topo.add_child(c, link_attrs(topo.scenario.mode, topo.scenario.flag))
+
+
+def probe(ipr, parent: int, mode, flag) -> None:  # noqa: ANN001
+    ipr.link("add", ifname="llprobe1", link=parent, **link_attrs(mode, flag))

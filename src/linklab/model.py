@@ -1,0 +1,397 @@
+"""Declare: scenario files (TOML) loaded into frozen dataclasses, validated before anything
+is built. Every error names the file and the field."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPIface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+ALLOWED = (ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32"))
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")           # namespace names (marker added)
+SCENARIO_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+IFNAME_MAX = 15  # IFNAMSIZ - 1 bytes
+ROLES = ("host", "upstream", "remote")
+
+
+class ScenarioError(ValueError):
+    """A scenario file is malformed; the message names the file and the field."""
+
+    def __init__(self, path: Path | str, where: str, message: str) -> None:
+        self.path = str(path)
+        self.where = where
+        super().__init__(f"{path}: {where}: {message}" if where else f"{path}: {message}")
+
+
+@dataclass(frozen=True)
+class Route:
+    to: str                      # "default" or a prefix
+    via: IPAddr | None = None
+    dev: str | None = None
+
+    @property
+    def family(self) -> int:
+        if self.via is not None:
+            return self.via.version
+        return ipaddress.ip_network(self.to).version
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The host-namespace end of a container's veth (veth and bridge kinds)."""
+
+    ifname: str
+    addrs: tuple[IPIface, ...] = ()
+
+
+@dataclass(frozen=True)
+class Node:
+    """One namespace with one interface of interest."""
+
+    name: str                    # logical name: host, upstream, remote, c1, ...
+    ifname: str
+    addrs: tuple[IPIface, ...] = ()
+    routes: tuple[Route, ...] = ()
+    mac: str | None = None
+    peer: Peer | None = None     # containers of veth/bridge kinds
+
+    def addr(self, family: int) -> IPIface | None:
+        return next((a for a in self.addrs if a.version == family), None)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """The expected outcome of one check, per family, with its documented reason."""
+
+    check: str
+    results: Mapping[str, str]   # family -> "pass" | "blocked" | errno name
+    why: str
+
+
+@dataclass(frozen=True)
+class Dhcp:
+    """A DHCP pool served on the LAN by a server in ``server`` (a namespace role)."""
+
+    server: str
+    pool_start: ipaddress.IPv4Address
+    pool_end: ipaddress.IPv4Address
+    subnet: ipaddress.IPv4Network
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: Path
+    kind: str
+    mode: str | None
+    flag: str | None
+    mtu: int
+    description: str
+    host: Node
+    upstream: Node
+    remote: Node
+    remote_gateway: tuple[IPIface, ...]   # upstream's addresses on the remote link
+    containers: tuple[Node, ...]
+    hairpin: bool = False
+    bridge: Node | None = None            # bridge kind: the host's bridge
+    ageing_time: int | None = None        # bridge kind: seconds (0 = flood every frame)
+    dhcp: Dhcp | None = None
+    expect: Mapping[str, Expectation] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return "-".join(p for p in (self.kind, self.mode, self.flag) if p)
+
+    def node(self, name: str) -> Node:
+        for n in (self.host, self.upstream, self.remote, *self.containers):
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+
+# ---- parsing helpers -------------------------------------------------------------------------
+
+class _Ctx:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, where: str, message: str) -> ScenarioError:
+        return ScenarioError(self.path, where, message)
+
+    def table(self, data: Mapping[str, Any], where: str, required: set[str],
+              optional: set[str]) -> None:
+        if not isinstance(data, Mapping):
+            raise self.fail(where, f"must be a table, got {type(data).__name__}")
+        missing = sorted(required - set(data))
+        if missing:
+            raise self.fail(f"{where}.{missing[0]}" if where else missing[0],
+                            "missing required field")
+        unknown = sorted(set(data) - required - optional)
+        if unknown:
+            raise self.fail(f"{where}.{unknown[0]}" if where else unknown[0],
+                            f"unknown field (known: {', '.join(sorted(required | optional))})")
+
+    def typed(self, data: Mapping[str, Any], key: str, where: str, typ: type | tuple,
+              default: Any = None) -> Any:
+        if key not in data:
+            return default
+        value = data[key]
+        if isinstance(value, bool) and typ in (int, str):
+            raise self.fail(f"{where}{key}", f"must be {typ.__name__}, got bool")
+        if not isinstance(value, typ):
+            want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+            raise self.fail(f"{where}{key}", f"must be {want}, got {type(value).__name__}"
+                            f" ({value!r})")
+        return value
+
+    def name(self, value: Any, where: str) -> str:
+        if not isinstance(value, str) or not NAME_RE.match(value):
+            raise self.fail(where, f"{value!r} is not a valid name (lower-case letters, digits, "
+                                   "'-', starting with a letter, at most 12 characters)")
+        return value
+
+    def ifname(self, value: Any, where: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(where, f"interface name must be a non-empty string, got {value!r}")
+        if len(value.encode()) > IFNAME_MAX:
+            raise self.fail(where, f"interface name {value!r} is {len(value.encode())} bytes; "
+                                   f"Linux allows at most {IFNAME_MAX}")
+        if "/" in value or any(c.isspace() for c in value) or value in (".", ".."):
+            raise self.fail(where, f"interface name {value!r} has a character Linux refuses")
+        return value
+
+    def allowed(self, addr: IPAddr | ipaddress.IPv4Network | ipaddress.IPv6Network,
+                where: str, text: str) -> None:
+        net = addr if not isinstance(addr, (ipaddress.IPv4Address, ipaddress.IPv6Address)) \
+            else ipaddress.ip_network(addr)
+        if not any(net.version == a.version and net.subnet_of(a) for a in ALLOWED):  # type: ignore[arg-type]
+            raise self.fail(where, f"{text} is outside the suite's ranges 198.18.0.0/15 and "
+                                   "2001:db8::/32")
+
+    def iface_addr(self, value: Any, where: str) -> IPIface:
+        if not isinstance(value, str) or "/" not in value:
+            raise self.fail(where, f"address must be a string 'ADDR/PREFIX', got {value!r}")
+        try:
+            iface = ipaddress.ip_interface(value)
+        except ValueError as exc:
+            raise self.fail(where, str(exc)) from None
+        self.allowed(iface.ip, where, value)
+        return iface
+
+    def addrs(self, data: Mapping[str, Any], where: str) -> tuple[IPIface, ...]:
+        raw = self.typed(data, "addrs", where, list, [])
+        return tuple(self.iface_addr(a, f"{where}addrs[{i}]") for i, a in enumerate(raw))
+
+    def routes(self, data: Mapping[str, Any], where: str) -> tuple[Route, ...]:
+        out = []
+        for i, r in enumerate(self.typed(data, "routes", where, list, [])):
+            w = f"{where}routes[{i}]"
+            self.table(r, w, {"to"}, {"via", "dev"})
+            to = self.typed(r, "to", w + ".", str)
+            via = None
+            if "via" in r:
+                try:
+                    via = ipaddress.ip_address(self.typed(r, "via", w + ".", str))
+                except ValueError as exc:
+                    raise self.fail(f"{w}.via", str(exc)) from None
+                self.allowed(via, f"{w}.via", str(via))
+            if to != "default":
+                try:
+                    net = ipaddress.ip_network(to)
+                except ValueError as exc:
+                    raise self.fail(f"{w}.to", str(exc)) from None
+                if net.prefixlen:
+                    self.allowed(net, f"{w}.to", to)
+                if via is not None and via.version != net.version:
+                    raise self.fail(f"{w}.via", f"{via} is not of the family of {to}")
+            elif via is None:
+                raise self.fail(f"{w}.via", "a 'default' route needs 'via' (or write "
+                                            "'0.0.0.0/0' or '::/0' with 'dev')")
+            dev = self.ifname(r["dev"], f"{w}.dev") if "dev" in r else None
+            out.append(Route(to, via, dev))
+        return tuple(out)
+
+
+NODE_FIELDS = {"ifname", "addrs", "routes"}
+
+
+def _node(ctx: _Ctx, data: Any, name: str, where: str, extra: set[str] = frozenset()) -> Node:
+    ctx.table(data, where, {"ifname"}, {"addrs", "routes"} | extra)
+    w = f"{where}."
+    mac = ctx.typed(data, "mac", w, str) if "mac" in extra else None
+    if mac is not None and not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac):
+        raise ctx.fail(f"{w}mac", f"{mac!r} is not a lower-case MAC address")
+    peer = None
+    if "peer" in extra and "peer" in data:
+        p = data["peer"]
+        ctx.table(p, f"{w}peer", {"ifname"}, {"addrs"})
+        peer = Peer(ctx.ifname(p["ifname"], f"{w}peer.ifname"), ctx.addrs(p, f"{w}peer."))
+    return Node(name, ctx.ifname(data["ifname"], f"{w}ifname"), ctx.addrs(data, w),
+                ctx.routes(data, w), mac, peer)
+
+
+def load_scenario(path: Path | str) -> Scenario:
+    """Parse and validate one scenario file; raise :class:`ScenarioError` on any problem."""
+    from linklab import kinds  # the registry validates kind-specific fields
+
+    path = Path(path)
+    ctx = _Ctx(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(path, "", f"not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(path, "", f"cannot read: {exc}") from None
+
+    ctx.table(data, "", {"name", "kind", "host", "upstream", "remote", "container", "expect"},
+              {"mode", "flag", "mtu", "description", "dhcp"})
+    name = data["name"]
+    if not isinstance(name, str) or not SCENARIO_NAME_RE.match(name):
+        raise ctx.fail("name", f"{name!r} is not a valid scenario name (lower-case letters, "
+                               "digits, '-', at most 40 characters)")
+    kind = ctx.typed(data, "kind", "", str)
+    kind_mod = kinds.REGISTRY.get(kind)
+    if kind_mod is None:
+        raise ctx.fail("kind", f"unknown kind {kind!r} (known: {', '.join(kinds.REGISTRY)})")
+    mode = ctx.typed(data, "mode", "", str)
+    flag = ctx.typed(data, "flag", "", str)
+    kind_mod.validate_mode(ctx, mode, flag)
+    mtu = ctx.typed(data, "mtu", "", int, 1500)
+    if not 1280 <= mtu <= 65535:
+        raise ctx.fail("mtu", f"{mtu} is out of range 1280..65535 (IPv6 needs at least 1280)")
+
+    host_d = data["host"]
+    ctx.table(host_d, "host", {"ifname"}, {"addrs", "routes", "bridge"})
+    host = _node(ctx, {k: v for k, v in host_d.items() if k != "bridge"}, "host", "host")
+    bridge, ageing = None, None
+    if "bridge" in host_d:
+        b = host_d["bridge"]
+        ctx.table(b, "host.bridge", {"ifname"}, {"addrs", "ageing_time"})
+        ageing = ctx.typed(b, "ageing_time", "host.bridge.", int)
+        bridge = _node(ctx, {k: v for k, v in b.items() if k != "ageing_time"}, "bridge",
+                       "host.bridge")
+    up_d = data["upstream"]
+    ctx.table(up_d, "upstream", {"ifname"}, {"addrs", "routes", "hairpin"})
+    hairpin = ctx.typed(up_d, "hairpin", "upstream.", bool, False)
+    upstream = _node(ctx, {k: v for k, v in up_d.items() if k != "hairpin"}, "upstream",
+                     "upstream")
+    rem_d = data["remote"]
+    ctx.table(rem_d, "remote", {"ifname", "gateway"}, {"addrs", "routes"})
+    gw_raw = ctx.typed(rem_d, "gateway", "remote.", list)
+    remote_gw = tuple(ctx.iface_addr(a, f"remote.gateway[{i}]") for i, a in enumerate(gw_raw))
+    remote = _node(ctx, {k: v for k, v in rem_d.items() if k != "gateway"}, "remote", "remote")
+
+    raw_containers = ctx.typed(data, "container", "", list)
+    containers = []
+    for i, c in enumerate(raw_containers):
+        w = f"container[{i}]"
+        if not isinstance(c, Mapping):
+            raise ctx.fail(w, "must be a table ([[container]])")
+        if "name" not in c:
+            raise ctx.fail(f"{w}.name", "missing required field")
+        cname = ctx.name(c["name"], f"{w}.name")
+        containers.append(_node(ctx, {k: v for k, v in c.items() if k != "name"}, cname, w,
+                                {"mac", "peer"}))
+
+    seen: dict[str, str] = {}
+    for i, n in enumerate(containers):
+        if n.name in ROLES or n.name in seen:
+            raise ctx.fail(f"container[{i}].name", f"duplicate name {n.name!r}")
+        seen[n.name] = f"container[{i}]"
+    addr_owner: dict[Any, str] = {}
+    for where, node in [("host", host), ("upstream", upstream), ("remote", remote),
+                        *[(f"container[{i}]", c) for i, c in enumerate(containers)],
+                        *([("host.bridge", bridge)] if bridge else [])]:
+        addrs = list(node.addrs) + list(node.peer.addrs if node.peer else ())
+        if where == "remote":
+            addrs += list(remote_gw)
+        for a in addrs:
+            if a.ip in addr_owner:
+                raise ctx.fail(f"{where}.addrs", f"address {a.ip} is also used by "
+                                                 f"{addr_owner[a.ip]}")
+            addr_owner[a.ip] = where
+
+    dhcp = None
+    if "dhcp" in data:
+        d = data["dhcp"]
+        ctx.table(d, "dhcp", {"server", "pool"}, set())
+        server = ctx.typed(d, "server", "dhcp.", str)
+        if server not in ("host", "upstream"):
+            raise ctx.fail("dhcp.server", f"{server!r}: must be 'host' or 'upstream'")
+        pool = ctx.typed(d, "pool", "dhcp.", list)
+        if len(pool) != 2:
+            raise ctx.fail("dhcp.pool", "must be [first, last] IPv4 addresses")
+        try:
+            lo, hi = (ipaddress.IPv4Address(p) for p in pool)
+        except (ValueError, TypeError) as exc:
+            raise ctx.fail("dhcp.pool", str(exc)) from None
+        for p in (lo, hi):
+            ctx.allowed(p, "dhcp.pool", str(p))
+        srv = bridge if server == "host" and bridge else (host if server == "host" else upstream)
+        srv_addr = srv.addr(4)
+        if srv_addr is None or lo not in srv_addr.network or hi not in srv_addr.network:
+            raise ctx.fail("dhcp.pool", f"{lo}-{hi} is not inside the server's subnet")
+        dhcp = Dhcp(server, lo, hi, srv_addr.network)
+
+    sc = Scenario(name=name, path=path, kind=kind, mode=mode, flag=flag, mtu=mtu,
+                  description=ctx.typed(data, "description", "", str, ""), host=host,
+                  upstream=upstream, remote=remote, remote_gateway=remote_gw,
+                  containers=tuple(containers), hairpin=hairpin, bridge=bridge,
+                  ageing_time=ageing, dhcp=dhcp)
+    kind_mod.validate(ctx, sc)
+    expect = _expectations(ctx, data["expect"], sc)
+    return Scenario(**{**sc.__dict__, "expect": expect})
+
+
+RESULTS = ("pass", "blocked")
+
+
+def _expectations(ctx: _Ctx, raw: Any, sc: Scenario) -> dict[str, Expectation]:
+    from linklab.checks import applicable_checks
+
+    if not isinstance(raw, Mapping):
+        raise ctx.fail("expect", "must be a table of check = { result = ..., why = ... }")
+    wanted = applicable_checks(sc)          # check -> families
+    out = {}
+    for check, entry in raw.items():
+        w = f"expect.{check}"
+        if check not in wanted:
+            raise ctx.fail(w, f"no such check for this scenario (applicable: "
+                              f"{', '.join(wanted)})")
+        families = wanted[check]
+        ctx.table(entry, w, {"why"}, {"result", *families})
+        why = ctx.typed(entry, "why", w + ".", str)
+        results = {}
+        for fam in families:
+            value = entry.get(fam, entry.get("result"))
+            if value is None:
+                raise ctx.fail(f"{w}.{fam}", "missing: give 'result' or one per family")
+            if not isinstance(value, str) or not (value in RESULTS or value.startswith("E")):
+                raise ctx.fail(f"{w}.{fam}", f"{value!r}: must be 'pass', 'blocked' or an "
+                                             "errno name such as 'EBUSY'")
+            results[fam] = value
+        out[check] = Expectation(check, results, why)
+    missing = [c for c in wanted if c not in out]
+    if missing:
+        raise ctx.fail(f"expect.{missing[0]}", "missing: every cell needs an expected result "
+                                                "and a reason")
+    return out
+
+
+def load_all(directory: Path | str) -> list[Scenario]:
+    """Every scenario in ``directory`` (sorted by name); names must be unique."""
+    scenarios = [load_scenario(p) for p in sorted(Path(directory).glob("*.toml"))]
+    names: dict[str, Path] = {}
+    for s in scenarios:
+        if s.name in names:
+            raise ScenarioError(s.path, "name", f"{s.name!r} is also the name of "
+                                                f"{names[s.name]}")
+        names[s.name] = s.path
+    return sorted(scenarios, key=lambda s: s.name)

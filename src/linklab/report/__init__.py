@@ -1,0 +1,56 @@
+"""``linklab report``: one self-contained HTML page from a saved results directory.
+
+aggregate (pandas) -> charts (matplotlib, inline SVG) -> render (Jinja2). Reports are rebuilt
+from ``results/<run-id>/`` only, never from a live run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from linklab.report.aggregate import ReportError, load_results
+
+
+def cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results_dir", metavar="RESULTS_DIR", type=Path,
+                        help="a results/<run-id> directory written by the test suite")
+    parser.add_argument("--baseline", metavar="RESULTS_DIR", type=Path,
+                        help="an earlier results directory to compare every figure with")
+    parser.add_argument("-o", "--output", type=Path,
+                        help="HTML file to write (default: reports/<run-id>/index.html, "
+                             "and reports/latest points at it)")
+    parser.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
+                        help="with --baseline: smallest change that counts, in percent (default 5); "
+                             "the 95%% confidence intervals must also be apart")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    from linklab.report.render import link_latest, render
+
+    try:
+        if args.threshold < 0:
+            raise ReportError(f"--threshold {args.threshold}: must be a percentage >= 0")
+        results = load_results(args.results_dir)
+        baseline = load_results(args.baseline) if args.baseline else None
+        output = args.output or Path("reports") / results.path.resolve().name / "index.html"
+        if output.exists() and output.is_dir():
+            raise ReportError(f"-o {output}: is a directory; give the HTML file name, "
+                              f"e.g. {output / 'index.html'}")
+        done = render(results, output, baseline, threshold=args.threshold / 100)
+        latest = link_latest(output) if args.output is None else None
+    except ReportError as exc:
+        print(f"linklab report: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"linklab report: cannot write {exc.filename or args.output}: {exc.strerror}",
+              file=sys.stderr)
+        return 2
+    for note in results.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"rendered {len(done.sections)} sections, {done.charts} charts in {done.seconds:.2f} s")
+    if latest is not None:
+        print(f"{latest} -> {output.parent.name}")
+    print(output)
+    return 0

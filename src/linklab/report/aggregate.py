@@ -1,0 +1,419 @@
+"""Read a saved results directory and aggregate it with pandas (no drawing, no HTML here).
+
+Everything the report shows comes from :func:`load_results`; a live run is never consulted.
+Problems a reader should know about (an unfinalised table, a missing ``meta.json``, error rows)
+are collected in :attr:`Results.notes` instead of raising, so a partial run still renders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from linklab.results import SCHEMA_VERSION, TABLES
+
+
+class ReportError(Exception):
+    """Input the report cannot be built from; the message names the file and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics (small on purpose; the bench package owns the measuring side)
+
+# two-sided 95 % Student t quantiles by degrees of freedom; 1.96 beyond the table
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(df: int) -> float:
+    """Two-sided 95 % t quantile for ``df`` degrees of freedom (next smaller tabulated df)."""
+    if df >= 60:
+        return 1.96
+    return _T95[max(k for k in _T95 if k <= df)]
+
+
+def median_ci95(values: list[float]) -> tuple[float, float, float]:
+    """(median, low, high): the median with the 95 % t-interval of the mean, shifted onto it.
+
+    With one value the interval is the value itself (no spread is known, none is invented).
+    """
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return (math.nan, math.nan, math.nan)
+    med = statistics.median(vals)
+    if len(vals) < 2:
+        return (med, med, med)
+    half = t95(len(vals) - 1) * statistics.stdev(vals) / math.sqrt(len(vals))
+    return (med, med - half, med + half)
+
+
+def cv(values: list[float]) -> float:
+    """Coefficient of variation (stdev / mean), NaN when undefined."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if len(vals) < 2 or statistics.fmean(vals) == 0:
+        return math.nan
+    return statistics.stdev(vals) / statistics.fmean(vals)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+@dataclass(frozen=True)
+class Leg:
+    """Where figures were measured: the run's own machine, or a VM leg (never mixed)."""
+
+    kernel: str
+    virt: str
+    is_host: bool
+
+    @property
+    def label(self) -> str:
+        where = "host" if self.is_host else "VM leg"
+        virt = "no virtualisation" if self.virt in ("none", "") else f"virtualised: {self.virt}"
+        return f"{where} · kernel {self.kernel or 'unknown'} · {virt}"
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", f"{'host' if self.is_host else 'vm'}-{self.kernel}-{self.virt}".lower()).strip("-")
+
+
+@dataclass(frozen=True)
+class JUnitSummary:
+    file: str
+    tests: int
+    failures: int
+    errors: int
+    skipped: int
+    time_s: float
+
+
+@dataclass
+class Results:
+    """One results directory as read back from disk."""
+
+    path: Path
+    run_id: str
+    meta: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+    junit: list[JUnitSummary] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return all(frame.empty for frame in self.tables.values())
+
+    def legs(self, table: str) -> list[Leg]:
+        """The (kernel, virt) legs present in ``table``, the run's own machine first."""
+        frame = self.tables[table]
+        if frame.empty:
+            return []
+        host = (str(self.meta.get("kernel", "")), str(self.meta.get("virt", "")))
+        pairs = sorted({(k, v) for k, v in zip(frame["kernel"], frame["virt"])},
+                       key=lambda kv: (kv != host, kv))
+        known = bool(self.meta.get("kernel"))
+        return [Leg(k, v, (k, v) == host if known else v in ("none", "")) for k, v in pairs]
+
+    def leg_rows(self, table: str, leg: Leg) -> pd.DataFrame:
+        frame = self.tables[table]
+        return frame[(frame["kernel"] == leg.kernel) & (frame["virt"] == leg.virt)]
+
+
+_META_FIELDS = ("kernel", "cpu_model", "cores", "virt", "tools", "git_commit", "started", "ended")
+
+
+def _normalise(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Declared columns only, key columns as plain strings ('' for missing)."""
+    for col in TABLES[table]:
+        if col not in frame.columns:
+            frame[col] = None
+    frame = frame[list(TABLES[table])].copy()
+    numeric = {"value"} if table == "bench" else set()
+    for col in frame.columns:
+        if col in numeric:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+        elif col == "repetition":
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+        else:
+            frame[col] = frame[col].map(_as_text)
+    return frame
+
+
+def _as_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _read_table(path: Path, table: str, notes: list[str]) -> pd.DataFrame:
+    """Rows of one table: the .jsonl parts (complete even for an interrupted run), else the
+    finalised Parquet, else the CSV."""
+    parts = sorted(path.glob(f"{table}.jsonl")) + sorted(path.glob(f"{table}.*.jsonl"))
+    if parts:
+        rows: list[dict[str, Any]] = []
+        for part in parts:
+            bad = 0
+            for line in part.read_text(errors="replace").splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    bad += 1
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+                else:
+                    bad += 1
+            if bad:
+                notes.append(f"{part.name}: {bad} unreadable line(s) skipped "
+                             "(a row cut short when the run was killed?)")
+        unknown = sorted({k for r in rows for k in r} - set(TABLES[table]))
+        if unknown:
+            notes.append(f"{table}: column(s) {unknown} are not known to this linklab; ignored")
+        if rows and not (path / f"{table}.parquet").exists() and not (path / f"{table}.csv").exists():
+            notes.append(f"{table}: not finalised (no {table}.parquet / {table}.csv); "
+                         "the run was interrupted or is still running — showing the rows it saved")
+        return _normalise(pd.DataFrame(rows), table)
+    for name, reader in ((f"{table}.parquet", pd.read_parquet), (f"{table}.csv", pd.read_csv)):
+        file = path / name
+        if file.exists():
+            try:
+                return _normalise(reader(file), table)
+            except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file to name
+                notes.append(f"{name}: cannot be read ({type(exc).__name__}: {exc}); table skipped")
+    return _normalise(pd.DataFrame(columns=list(TABLES[table])), table)
+
+
+def _read_junit(path: Path, notes: list[str]) -> list[JUnitSummary]:
+    out = []
+    for file in sorted(path.glob("junit*.xml")):
+        try:
+            root = ET.parse(file).getroot()
+        except (ET.ParseError, OSError) as exc:
+            notes.append(f"{file.name}: not valid JUnit XML ({exc})")
+            continue
+        suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+        num = lambda key: sum(int(float(s.get(key, 0) or 0)) for s in suites)  # noqa: E731
+        out.append(JUnitSummary(file.name, num("tests"), num("failures"), num("errors"),
+                                num("skipped"), sum(float(s.get("time", 0) or 0) for s in suites)))
+    return out
+
+
+def load_results(path: Path | str) -> Results:
+    """Read ``results/<run-id>/``; raise :class:`ReportError` only when nothing can be shown."""
+    path = Path(path)
+    if not path.exists():
+        raise ReportError(f"results directory {path} does not exist; run `make report` or "
+                          "`pytest -m 'connectivity or bench'` first, or pass an existing run "
+                          "directory such as results/<run-id>")
+    if not path.is_dir():
+        raise ReportError(f"{path} is not a directory; pass a results/<run-id> directory")
+    notes: list[str] = []
+    meta_file = path / "meta.json"
+    meta: dict[str, Any] = {}
+    if meta_file.exists():
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ReportError(f"{meta_file}: not valid JSON ({exc}); the run did not finish "
+                              "writing it — re-run, or delete the file to render the rows alone")
+        if not isinstance(meta, dict):
+            raise ReportError(f"{meta_file}: expected a JSON object, found {type(meta).__name__}")
+        schema = meta.get("schema")
+        if schema is None:
+            raise ReportError(f"{meta_file}: field 'schema' is missing; this is not a linklab "
+                              f"results directory (linklab writes schema {SCHEMA_VERSION})")
+        if schema != SCHEMA_VERSION:
+            raise ReportError(f"{meta_file}: schema version {schema!r} is not known to this "
+                              f"linklab (it reads schema {SCHEMA_VERSION}); render it with the "
+                              "linklab version that wrote it")
+        missing = [k for k in _META_FIELDS if k not in meta]
+        if missing:
+            notes.append(f"meta.json: field(s) {', '.join(missing)} missing")
+    else:
+        notes.append("meta.json missing: environment unknown (kernel, CPU, tools); "
+                     "legs are told apart by the kernel/virt columns alone")
+    tables = {name: _read_table(path, name, notes) for name in TABLES}
+    junit = _read_junit(path, notes)
+    if not meta and all(t.empty for t in tables.values()) and not junit:
+        raise ReportError(f"{path} holds no linklab results (no meta.json, no "
+                          f"{'/'.join(TABLES)} tables); pass a results/<run-id> directory")
+    for name, frame in tables.items():
+        if frame.empty:
+            notes.append(f"{name}: no rows recorded in this run")
+    run_id = str(meta.get("run_id") or path.resolve().name)
+    return Results(path=path, run_id=run_id, meta=meta, tables=tables, junit=junit, notes=notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# bench aggregation
+
+BENCH_KEYS = ("kernel", "virt", "datapath", "mode", "flag", "family", "direction", "streams",
+              "metric", "unit", "tool")
+
+LOOPBACK = "loopback"
+_LATENCY = re.compile(r"latency_p(\d+)_(\w+)$")
+
+
+def datapath_label(datapath: str, mode: str = "", flag: str = "") -> str:
+    """'macvlan bridge', 'ipvlan l3s private', 'veth' (empty parts and repeats dropped)."""
+    parts: list[str] = []
+    for part in (datapath, mode, flag):
+        if part and part not in parts:
+            parts.append(part)
+    return " ".join(parts) or "?"
+
+
+def metric_family(metric: str) -> str:
+    """Which report section a metric belongs to."""
+    if metric.startswith("throughput") or metric in ("bits_per_second",):
+        return "throughput"
+    if _LATENCY.search(metric):
+        return "latency"
+    if metric.startswith("cpu_s_per_gbit"):
+        return "cpu"
+    return "other"
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric_family(metric) == "throughput"
+
+
+def latency_parts(metric: str, direction: str) -> tuple[str, str]:
+    """('tcp'|'udp'|'', 'p99.9'): the protocol may sit in the direction column or the name."""
+    match = _LATENCY.search(metric)
+    pct = match.group(1) if match else "?"
+    pct = pct if len(pct) <= 2 else f"{pct[:2]}.{pct[2:]}"
+    proto = ""
+    for source in (direction, metric):
+        for name in ("tcp", "udp"):
+            if name in source.lower().split("_") or source.lower() == name:
+                proto = name
+    return proto, f"p{pct}"
+
+
+def bench_errors(bench: pd.DataFrame) -> pd.DataFrame:
+    return bench[bench["error"] != ""]
+
+
+def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
+    """One row per measured figure: median, 95 % CI, n, CV, plus a readable datapath label."""
+    ok = bench[(bench["error"] == "") & bench["value"].notna()]
+    cols = list(BENCH_KEYS) + ["median", "ci_low", "ci_high", "n", "cv", "label", "section"]
+    if ok.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for key, group in ok.groupby(list(BENCH_KEYS), sort=False):
+        values = group["value"].tolist()
+        med, low, high = median_ci95(values)
+        if min(values) >= 0:  # rates, losses, latencies: the interval stops at zero
+            low = max(0.0, low)
+        row = dict(zip(BENCH_KEYS, key))
+        row.update(median=med, ci_low=low, ci_high=high, n=len(values), cv=cv(values),
+                   label=datapath_label(row["datapath"], row["mode"], row["flag"]),
+                   section=metric_family(row["metric"]))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def with_efficiency(summary: pd.DataFrame) -> pd.DataFrame:
+    """Add ``efficiency``: throughput median / loopback median of the same leg, direction,
+    streams and family (loopback = no datapath, this machine's ceiling)."""
+    out = summary.copy()
+    out["efficiency"] = math.nan
+    match = ["kernel", "virt", "family", "direction", "streams", "metric"]
+    thr = out[out["section"] == "throughput"]
+    ceiling = thr[thr["datapath"] == LOOPBACK].set_index(match)["median"]
+    ceiling = ceiling[~ceiling.index.duplicated()]
+    for idx, row in thr.iterrows():
+        key = tuple(row[c] for c in match)
+        if key in ceiling.index and ceiling[key] > 0:
+            out.at[idx, "efficiency"] = row["median"] / ceiling[key]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# baseline comparison
+
+MATCH_KEYS = ("role", "virt", "datapath", "mode", "flag", "family", "direction", "streams",
+              "metric", "unit")
+
+
+@dataclass(frozen=True)
+class Regression:
+    """A change in a metric that counts: worse by more than ``threshold`` (a fraction, 0.05 =
+    5 %) AND with the two 95 % confidence intervals apart (so noise alone never counts)."""
+
+    threshold: float = 0.05
+
+    @staticmethod
+    def delta(current: float, baseline: float) -> float:
+        return (current - baseline) / baseline if baseline else math.nan
+
+    @staticmethod
+    def separated(cur: tuple[float, float], base: tuple[float, float]) -> bool:
+        return cur[0] > base[1] or base[0] > cur[1]
+
+    def verdict(self, metric: str, current: dict[str, float], baseline: dict[str, float]) -> str:
+        """'regressed', 'improved' or 'same' for one figure (dicts with median/ci_low/ci_high)."""
+        delta = self.delta(current["median"], baseline["median"])
+        if math.isnan(delta) or abs(delta) <= self.threshold:
+            return "same"
+        if not self.separated((current["ci_low"], current["ci_high"]),
+                              (baseline["ci_low"], baseline["ci_high"])):
+            return "same"
+        worse = delta < 0 if higher_is_better(metric) else delta > 0
+        return "regressed" if worse else "improved"
+
+
+def machine_mismatch(current: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """What differs between two runs' machines; figures from different machines compare badly."""
+    out = []
+    for key, name in (("kernel", "kernel"), ("cpu_model", "CPU"), ("cores", "cores"),
+                      ("virt", "virtualisation")):
+        a, b = current.get(key), baseline.get(key)
+        if a != b:
+            out.append(f"{name}: {b if b is not None else 'unknown'} (baseline) → "
+                       f"{a if a is not None else 'unknown'} (this run)")
+    return out
+
+
+def _with_role(summary: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
+    out = summary.copy()
+    host = (str(meta.get("kernel", "")), str(meta.get("virt", "")))
+    out["role"] = ["host" if (k, v) == host else "vm" for k, v in zip(out["kernel"], out["virt"])]
+    return out
+
+
+def compare(current: Results, baseline: Results, rule: Regression) -> pd.DataFrame:
+    """Per-figure deltas against the baseline. Host figures are matched with host figures and
+    VM-leg figures with VM-leg figures of the same virtualisation, never across."""
+    cur = _with_role(bench_summary(current.tables["bench"]), current.meta)
+    base = _with_role(bench_summary(baseline.tables["bench"]), baseline.meta)
+    cols = list(MATCH_KEYS) + ["label", "section", "median", "ci_low", "ci_high", "base_median",
+                               "base_ci_low", "base_ci_high", "delta", "verdict"]
+    if cur.empty or base.empty:
+        return pd.DataFrame(columns=cols)
+    base = base.rename(columns={"median": "base_median", "ci_low": "base_ci_low",
+                                "ci_high": "base_ci_high"})
+    merged = cur.merge(base[list(MATCH_KEYS) + ["base_median", "base_ci_low", "base_ci_high"]],
+                       on=list(MATCH_KEYS), how="inner")
+    merged["delta"] = [Regression.delta(c, b) for c, b in zip(merged["median"], merged["base_median"])]
+    merged["verdict"] = [
+        rule.verdict(r.metric, {"median": r.median, "ci_low": r.ci_low, "ci_high": r.ci_high},
+                     {"median": r.base_median, "ci_low": r.base_ci_low, "ci_high": r.base_ci_high})
+        for r in merged.itertuples()]
+    return merged[cols]

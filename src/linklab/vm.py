@@ -1,0 +1,426 @@
+"""``linklab vm``: run a command on a stock distro kernel under QEMU (virtme-ng).
+
+The host's root filesystem is shared read-only into the guest (9p), the command runs in
+the same working directory with the same virtualenv, its output streams live, and files
+written under the repository's ``results/`` come back (a read-write 9p share).
+
+The boot is trimmed for TCG: ``-nodefaults`` drops the default CD-ROM and NIC, and the
+modules udev would load for emulated hardware nobody uses (AHCI, KVM, watchdogs, crypto
+accelerators) are blacklisted on the kernel command line; the guest command starts ~8 s
+after QEMU instead of ~15 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import selectors
+import shlex
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from linklab.cmd import MissingTool, proc_starttime, require, stop_pid
+
+BOOT = Path("/boot")
+MODULES = Path("/lib/modules")
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.prefix) / "bin"
+START = "linklab-vm: guest command starting"
+END = "linklab-vm: guest command exited "
+GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+KVM_PROBE_CACHE = Path("/run/linklab/kvm-probe.json")
+# Exit statuses of linklab vm itself (the command's own status is passed through).
+EXIT_SETUP, EXIT_TIMEOUT, EXIT_GUEST = 2, 124, 125
+# Modules udev would load for q35 devices and CPU features the tests never use; each
+# costs a modprobe over 9p under TCG (together ~4-7 s of boot).
+BLACKLIST = (
+    "kvm_amd,kvm_intel,kvm,ccp,irqbypass,sr_mod,cdrom,sg,ahci,libahci,libata,iTCO_wdt,"
+    "iTCO_vendor_support,intel_pmc_bxt,lpc_ich,i2c_i801,i2c_smbus,psmouse,serio_raw,evdev,"
+    "pcspkr,button,powernow_k8,qemu_fw_cfg,aesni_intel,ghash_clmulni_intel,"
+    "crct10dif_pclmul,crc32_pclmul,crc32c_intel,sha1_ssse3,sha256_ssse3,sha512_ssse3"
+)
+PANIC = re.compile(r"Kernel panic - not syncing|sysrq: Trigger a crash")
+
+
+class VMError(RuntimeError):
+    """The VM leg cannot start; the message says what to install or change."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """An installed distro kernel: its image and whether its modules include ipvlan."""
+
+    release: str
+    image: Path
+    has_ipvlan: bool
+
+
+def release_key(release: str) -> tuple:
+    """Sort key ordering kernel releases numerically (6.12 after 6.1)."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", release) if p)
+
+
+def list_kernels(boot: Path = BOOT, modules: Path = MODULES) -> list[Kernel]:
+    """Kernels with an image in ``boot``, newest first."""
+    found = []
+    for image in boot.glob("vmlinuz-*"):
+        release = image.name.removeprefix("vmlinuz-")
+        ipvlan = any((modules / release / "kernel/drivers/net/ipvlan").glob("ipvlan.ko*"))
+        found.append(Kernel(release, image, ipvlan))
+    return sorted(found, key=lambda k: release_key(k.release), reverse=True)
+
+
+def find_kernel(spec: str | None = None, boot: Path = BOOT, modules: Path = MODULES) -> Kernel:
+    """The kernel ``spec`` names (an image path, a release or a release prefix such as
+    ``6.1``), or by default the newest kernel whose modules include ipvlan."""
+    kernels = list_kernels(boot, modules)
+    if spec and ("/" in spec or Path(spec).is_file()):
+        image = Path(spec)
+        if not image.is_file():
+            raise VMError(f"--kernel {spec}: no such kernel image")
+        release = image.name.removeprefix("vmlinuz-")
+        ipvlan = any((modules / release / "kernel/drivers/net/ipvlan").glob("ipvlan.ko*"))
+        return Kernel(release, image, ipvlan)
+    if not kernels:
+        raise VMError(f"no kernel image (vmlinuz-*) in {boot}: install the Debian package "
+                      "linux-image-amd64 (run `make setup`)")
+    if spec:
+        match = [k for k in kernels if k.release == spec or k.release.startswith((spec + ".",
+                                                                                  spec + "-"))]
+        if not match:
+            have = ", ".join(k.release for k in kernels)
+            raise VMError(f"--kernel {spec}: no such kernel in {boot} (installed: {have})")
+        return match[0]
+    with_ipvlan = [k for k in kernels if k.has_ipvlan]
+    if not with_ipvlan:
+        raise VMError(f"no kernel in {boot} has ipvlan.ko under {modules}/<release>: install the "
+                      "Debian package linux-image-amd64 (run `make setup`)")
+    return with_ipvlan[0]
+
+
+def _is_static(path: str) -> bool:
+    """True when the ELF file ``path`` has no program interpreter (statically linked)."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            return False
+        phoff, = struct.unpack_from("<Q", head, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+        fh.seek(phoff)
+        table = fh.read(phentsize * phnum)
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
+
+
+def check_tools() -> str:
+    """Path of vng after checking QEMU, a static busybox and virtme-ng are installed."""
+    require("qemu-system-x86_64", "qemu-system-x86")
+    busybox = require("busybox", "busybox-static")
+    if not _is_static(os.path.realpath(busybox)):
+        raise MissingTool(f"{busybox} is dynamically linked; virtme-ng's initramfs needs the "
+                          "Debian package busybox-static (run `make setup`)")
+    vng = VENV_BIN / "vng"
+    if not vng.exists():
+        raise MissingTool(f"virtme-ng (vng) is not installed in {sys.prefix}; run `make setup`")
+    return str(vng)
+
+
+def probe_kvm(kernel: Kernel, timeout: float = 8.0) -> bool:
+    """Whether QEMU can run this kernel under KVM here (boot to the no-root panic).
+
+    Some hosts expose /dev/kvm but only run special guests (QEMU asserts on MSR 0x10a or
+    hangs), so a real boot is tried once and the answer is cached under /run.
+    """
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    qemu = require("qemu-system-x86_64", "qemu-system-x86")
+    key = hashlib.sha256(f"{qemu}:{os.stat(qemu).st_mtime_ns}:{kernel.image}".encode()).hexdigest()
+    try:
+        cached = json.loads(KVM_PROBE_CACHE.read_text())
+        if cached.get("key") == key:
+            return bool(cached["kvm"])
+    except (OSError, ValueError, KeyError):
+        pass
+    argv = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "256M", "-nodefaults", "-display",
+            "none", "-no-reboot", "-serial", "stdio", "-kernel", str(kernel.image),
+            "-append", "console=ttyS0 panic=-1 loglevel=1"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        ok = b"Kernel panic" in out
+    except subprocess.TimeoutExpired:
+        stop_pid(proc.pid, grace=1.0)
+        proc.wait()
+        ok = False
+    try:
+        KVM_PROBE_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        KVM_PROBE_CACHE.write_text(json.dumps({"key": key, "kvm": ok}))
+    except OSError:
+        pass
+    return ok
+
+
+@dataclass
+class Outcome:
+    """How a VM run ended."""
+
+    returncode: int
+    kernel: str
+    virt: str
+    boot_s: float | None
+    total_s: float
+    failure: str | None = None  # None (the command ran), "panic", "timeout", "qemu"
+    console_tail: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        boot = f"{self.boot_s:.1f}s" if self.boot_s is not None else "n/a"
+        return f"vm leg: boot {boot}, total {self.total_s:.1f}s"
+
+
+def guest_script(argv: Sequence[str], cwd: str, env: dict[str, str]) -> str:
+    """The shell script the guest runs: markers around ``argv`` with a venv-first PATH."""
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+    return (
+        "#!/bin/sh\n"
+        f"echo '{START}' >&2\n"
+        f"export PATH={shlex.quote(str(VENV_BIN))}:{GUEST_PATH}\n"
+        f"export VIRTUAL_ENV={shlex.quote(sys.prefix)}\n"
+        f"{exports}"
+        f"cd {shlex.quote(cwd)} || exit 126\n"
+        f"{shlex.join(argv)}\n"
+        "status=$?\n"
+        f"echo \"{END}$status\" >&2\n"
+        "exit $status\n"
+    )
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        return []
+
+
+def _descendants(pid: int) -> list[int]:
+    """All descendants of ``pid``, deepest first."""
+    out: list[int] = []
+    for child in _children(pid):
+        out.extend(_descendants(child))
+        out.append(child)
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def run(argv: Sequence[str], *, kernel: Kernel, cpus: int = 2, memory: str = "2G",
+        timeout: float = 1800, boot_timeout: float = 180, rwdirs: Iterable[Path] = (),
+        env: dict[str, str] | None = None, owner: object = None, kvm: bool | None = None,
+        out: BinaryIO | None = None, err: BinaryIO | None = None) -> Outcome:
+    """Boot ``kernel``, run ``argv`` in the current directory, stream its output, wait.
+
+    ``owner`` (a :class:`linklab.ownership.Run`) records vng's and QEMU's PIDs and the
+    script's directory so ``linklab clean`` can remove them if this process dies.
+    """
+    out = out or sys.stdout.buffer
+    err = err or sys.stderr.buffer
+    vng = check_tools()
+    use_kvm = probe_kvm(kernel) if kvm is None else kvm
+    virt = "kvm" if use_kvm else "tcg"
+    guest_env = {k: v for k, v in os.environ.items() if k.startswith("LINKLAB_")}
+    guest_env.update({"LINKLAB_VIRT": virt, "LINKLAB_IN_VM": "1", "PYTHONUNBUFFERED": "1"})
+    guest_env.update(env or {})
+    if owner is not None:
+        scriptdir = Path(owner.tmpdir("vm"))  # type: ignore[attr-defined]
+    else:
+        import tempfile
+        scriptdir = Path(tempfile.mkdtemp(prefix="linklab-vm-"))
+    script = scriptdir / "guest.sh"
+    script.write_text(guest_script(argv, os.getcwd(), guest_env))
+    shared = [REPO / "results", *rwdirs]
+    for d in shared:
+        Path(d).mkdir(parents=True, exist_ok=True)
+    vng_argv = [vng, "--run", str(kernel.image), "--force-9p", "--verbose",
+                "--memory", memory, "--cpus", str(cpus), "--qemu-opts=-nodefaults",
+                "--append", "loglevel=4", "--append", f"modprobe.blacklist={BLACKLIST}",
+                *[f"--rwdir={Path(d).resolve()}" for d in shared],
+                "--exec", f"/bin/sh {script}"]
+    if not use_kvm:
+        vng_argv.insert(3, "--disable-kvm")
+    vng_env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', GUEST_PATH)}")
+    tail: deque[str] = deque(maxlen=40)
+    started = time.monotonic()
+    boot_s: float | None = None
+    status: int | None = None
+    failure: str | None = None
+    recorded: dict[int, int | None] = {}
+    proc = subprocess.Popen(vng_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=vng_env, start_new_session=True)
+
+    def record(pid: int) -> None:
+        if pid not in recorded:
+            recorded[pid] = proc_starttime(pid)
+            if owner is not None:
+                owner.own_pid(pid, recorded[pid], [_comm(pid)])  # type: ignore[attr-defined]
+
+    record(proc.pid)
+    sel = selectors.DefaultSelector()
+    assert proc.stdout is not None and proc.stderr is not None
+    sel.register(proc.stdout, selectors.EVENT_READ, "out")
+    sel.register(proc.stderr, selectors.EVENT_READ, "err")
+    pending = b""
+    try:
+        open_streams = 2
+        while open_streams:
+            if not any(_comm(p).startswith("qemu") for p in recorded):
+                for p in _descendants(proc.pid):
+                    if _comm(p).startswith("qemu"):
+                        record(p)
+            elapsed = time.monotonic() - started
+            if elapsed > timeout or (boot_s is None and elapsed > boot_timeout):
+                failure = "timeout"
+                what = "the guest command" if boot_s is not None else "the guest boot"
+                tail.append(f"linklab vm: {what} did not finish within "
+                            f"{timeout if boot_s is not None else boot_timeout:g}s; "
+                            "stopping QEMU")
+                break
+            for key, _ in sel.select(timeout=0.5):
+                chunk = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    open_streams -= 1
+                    continue
+                if key.data == "out":
+                    out.write(chunk)
+                    out.flush()
+                    continue
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode(errors="replace").rstrip("\r")
+                    if boot_s is None and line == START:
+                        boot_s = time.monotonic() - started
+                        continue
+                    if line.startswith(END) and line[len(END):].isdigit():
+                        status = int(line[len(END):])
+                        continue
+                    if PANIC.search(line):
+                        failure = "panic"
+                    tail.append(line)
+                    if boot_s is not None:
+                        err.write(raw + b"\n")
+                        err.flush()
+        if failure is None and pending:
+            tail.append(pending.decode(errors="replace"))
+    finally:
+        _stop(proc, recorded)
+        sel.close()
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()
+        if owner is not None:
+            for pid in recorded:
+                owner.disown_pid(pid)  # type: ignore[attr-defined]
+        for f in scriptdir.iterdir():
+            f.unlink()
+        scriptdir.rmdir()
+        if owner is not None:
+            owner.disown_path(str(scriptdir))  # type: ignore[attr-defined]
+    total = time.monotonic() - started
+    if failure is None and status is None:
+        failure = "qemu"
+        tail.append(f"linklab vm: QEMU exited (vng status {proc.returncode}) before the guest "
+                    "command finished")
+    if failure == "panic":
+        code = EXIT_GUEST
+    elif failure == "timeout":
+        code = EXIT_TIMEOUT
+    elif failure == "qemu":
+        code = EXIT_GUEST
+    else:
+        code = status if status is not None else EXIT_GUEST
+    return Outcome(code, kernel.release, virt, boot_s, total, failure, list(tail))
+
+
+def _stop(proc: subprocess.Popen, recorded: dict[int, int | None]) -> None:
+    """Stop QEMU (and so vng), deepest process first, each by PID; wait for vng."""
+    if proc.poll() is None:
+        for pid in _descendants(proc.pid):
+            stop_pid(pid, proc_starttime(pid), grace=2.0)
+        stop_pid(proc.pid, recorded.get(proc.pid), grace=2.0)
+    proc.wait()
+    for pid, start in recorded.items():
+        if pid != proc.pid:
+            stop_pid(pid, start, grace=1.0)  # a QEMU orphaned by vng dying first
+
+
+def cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel", metavar="PATH|RELEASE",
+                        help="kernel image or release (prefix such as 6.1); default: newest "
+                             "/boot/vmlinuz-* whose modules include ipvlan")
+    parser.add_argument("--cpus", type=int, default=min(2, os.cpu_count() or 1),
+                        help="guest CPUs (default: %(default)s)")
+    parser.add_argument("--memory", default="2G", help="guest memory (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=1800, metavar="S",
+                        help="stop the guest after S seconds, boot included (default: "
+                             "%(default)g)")
+    parser.add_argument("--rwdir", action="append", default=[], type=Path, metavar="DIR",
+                        help="another host directory the guest may write (results/ always is)")
+    parser.add_argument("--tcg", action="store_true", help="skip the KVM probe, use TCG")
+    parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...",
+                        help="command to run in the guest")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        print("linklab vm: no command given (usage: linklab vm [options] -- COMMAND...)",
+              file=sys.stderr)
+        return EXIT_SETUP
+    from linklab.ownership import Run
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        kernel = find_kernel(args.kernel)
+        run_owner = Run()
+        try:
+            outcome = run(command, kernel=kernel, cpus=args.cpus, memory=args.memory,
+                          timeout=args.timeout, rwdirs=args.rwdir, owner=run_owner,
+                          kvm=False if args.tcg else None)
+        finally:
+            run_owner.close()
+    except (VMError, MissingTool) as exc:
+        print(f"linklab vm: {exc}", file=sys.stderr)
+        return EXIT_SETUP
+    except KeyboardInterrupt:
+        print("linklab vm: interrupted; QEMU stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if outcome.failure:
+        print(f"linklab vm: guest {outcome.failure} on {outcome.kernel} ({outcome.virt}); "
+              "last console lines:", file=sys.stderr)
+        for line in outcome.console_tail[-25:]:
+            print(f"  | {line}", file=sys.stderr)
+    print(f"{outcome.summary()} (kernel {outcome.kernel}, {outcome.virt})", file=sys.stderr)
+    return outcome.returncode
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
