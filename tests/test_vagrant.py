@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import ipaddress
 import json
 import os
@@ -169,3 +171,191 @@ def test_node_env_bad_input(tmp_path: Path, bad: tuple[str, str], field: str) ->
     assert out.returncode != 0
     assert field in out.stderr
     assert not (tmp_path / "node.env").exists()
+
+
+# ci/nightly: the plan (--dry-run) and the gate, with a runner that plays the machines.
+
+def load_nightly():
+    """ci/nightly as a module (it has no .py suffix: it is a command)."""
+    loader = importlib.machinery.SourceFileLoader("linklab_ci_nightly", str(REPO / "ci/nightly"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = module
+    loader.exec_module(module)
+    return module
+
+
+nightly = load_nightly()
+
+
+def earlier_night(root: Path, stamp: str, status: str) -> dict[str, Path]:
+    """A night directory as ci/nightly leaves it, with one run per node."""
+    runs = {}
+    for node in ("node-a", "node-b"):
+        run = root / "nights" / stamp / node / "results" / f"{stamp}-{node[-1]}x"
+        run.mkdir(parents=True)
+        (run / "meta.json").write_text("{}")
+        runs[node] = run
+    (root / "nights" / stamp / "nightly.json").write_text(json.dumps(
+        {"status": status, "runs": {n: str(r.relative_to(root / "nights" / stamp))
+                                    for n, r in runs.items()}}))
+    return runs
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_dry_run_prints_the_exact_steps(tmp_path: Path) -> None:
+    passed = earlier_night(tmp_path, "20260101T010000Z", "passed")
+    earlier_night(tmp_path, "20260102T010000Z", "failed")      # never a baseline
+    before = listing(tmp_path)
+    out = subprocess.run([str(REPO / "ci" / "nightly"), "--nightly-dir", str(tmp_path)],
+                         env={**os.environ, "DRY_RUN": "1", "NIGHTLY_BENCH_FAIL_ON": "10%"},
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert listing(tmp_path) == before, "a dry run must not write anything"
+    text = out.stdout
+    body, final = text.split("\nfinally:\n")
+    lines = body.splitlines()
+
+    def at(fragment: str) -> int:
+        hits = [i for i, line in enumerate(lines) if fragment in line]
+        assert hits, f"no step with {fragment!r} in:\n{text}"
+        return hits[0]
+
+    up = at("vagrant up --provider=libvirt node-a node-b")
+    for node in ("node-a", "node-b"):
+        run = at(f"{node} -- 'sudo env -C /vagrant .venv/bin/python -m pytest")
+        assert up < at(f"/home/vagrant/linklab-baseline/{passed[node].name}") < run
+        assert f"--bench-baseline /home/vagrant/linklab-baseline/{passed[node].name} " \
+               "--bench-fail-on 10%" in lines[run]
+        collect = at(f"{node}:/vagrant/results/")
+        assert run < collect
+        report = at(f"{node}/results/<run-id>' --baseline {passed[node]}")
+        assert collect < report
+    assert "[verdict]" in lines[at("connectivity suite and benchmarks on node-a")]
+    assert "vagrant destroy --force node-a node-b" in final
+    assert "vagrant up" not in final and "-m pytest" not in final
+    assert f"VAGRANT_DOTFILE_PATH={tmp_path}/vagrant-state" in text
+
+
+def test_make_nightly_dry_run_calls_the_script() -> None:
+    out = subprocess.run(["make", "-n", "nightly", "DRY_RUN=1"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "ci/nightly --dry-run" in out.stdout.splitlines()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--provider", "docker"], "--provider docker: use libvirt or virtualbox"),
+    (["--box", "fedora"], "--box fedora: use debian or ubuntu"),
+    (["--nightly-dir", "nights"], "--nightly-dir nights: give an absolute path"),
+    (["--keep", "0"], "--keep 0: keep at least 1 night"),
+])
+def test_nightly_bad_option(args: list[str], message: str) -> None:
+    out = subprocess.run([str(REPO / "ci" / "nightly"), "--dry-run", *args],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2
+    assert message in out.stderr
+
+
+class Machines:
+    """Plays vagrant, ssh and rsync for execute(): records argv, returns chosen exit codes."""
+
+    def __init__(self, pytest_rc: dict[str, int] | None = None, up_rc: int = 0,
+                 interrupt_at: str | None = None) -> None:
+        self.pytest_rc = pytest_rc or {}
+        self.up_rc = up_rc
+        self.interrupt_at = interrupt_at
+        self.calls: list[tuple[str, ...]] = []
+
+    def __call__(self, step, env: dict[str, str]) -> int:
+        argv = step.argv
+        self.calls.append(argv)
+        assert env["VAGRANT_CHECKPOINT_DISABLE"] == "1"
+        if self.interrupt_at and self.interrupt_at in " ".join(argv):
+            raise KeyboardInterrupt
+        if argv[:2] == ("vagrant", "up"):
+            return self.up_rc
+        if step.stdout:
+            step.stdout.parent.mkdir(parents=True, exist_ok=True)
+            step.stdout.write_text("Host node-a\n")
+        if argv[0] == "ssh" and "pytest" in argv[-1]:
+            return self.pytest_rc.get(argv[3], 0)
+        if argv[0] == "rsync" and argv[-2].endswith("/vagrant/results/"):
+            node = argv[-2].split(":")[0]
+            run = Path(argv[-1]) / f"run-{node}"
+            run.mkdir(parents=True)
+            (run / "meta.json").write_text("{}")
+        return 0
+
+    def index(self, *prefix: str) -> int:
+        return next(i for i, c in enumerate(self.calls) if c[:len(prefix)] == prefix)
+
+
+def config(root: Path, stamp: str = "20260105T010000Z"):
+    return nightly.Config(nightly_dir=root, provider="libvirt", box="debian", keep=30,
+                          two_host=False, bench_fail_on="", stamp=stamp)
+
+
+def test_execute_passes_and_records_the_next_baseline(tmp_path: Path) -> None:
+    prev = earlier_night(tmp_path, "20260101T010000Z", "passed")
+    cfg = config(tmp_path)
+    machines = Machines()
+    assert nightly.execute(nightly.make_plan(cfg), machines) == nightly.EXIT_PASSED
+    report = next(c for c in machines.calls if "report" in c and "--baseline" in c)
+    assert report[2] == str(cfg.night / "node-a" / "results" / "run-node-a")
+    assert report[report.index("--baseline") + 1] == str(prev["node-a"])
+    assert machines.calls[-1] == ("vagrant", "destroy", "--force", "node-a", "node-b")
+    record = json.loads((cfg.night / "nightly.json").read_text())
+    assert record["status"] == "passed"
+    assert record["runs"]["node-b"] == "node-b/results/run-node-b"
+    assert (tmp_path / "latest").resolve() == cfg.night.resolve()
+    assert nightly.find_baseline(tmp_path, "20260106T010000Z", "node-b") == \
+        cfg.night / "node-b" / "results" / "run-node-b"
+
+
+def test_failed_cell_fails_the_night_but_collects_and_destroys(tmp_path: Path) -> None:
+    prev = earlier_night(tmp_path, "20260101T010000Z", "passed")
+    cfg = config(tmp_path)
+    machines = Machines(pytest_rc={"node-b": 1})
+    assert nightly.execute(nightly.make_plan(cfg), machines) == nightly.EXIT_FAILED
+    collect = next(i for i, c in enumerate(machines.calls) if c[-2] == "node-b:/vagrant/results/")
+    assert collect > machines.index("ssh", "-F", str(cfg.ssh_config), "node-b")
+    assert machines.calls[-1][:2] == ("vagrant", "destroy")
+    assert json.loads((cfg.night / "nightly.json").read_text())["status"] == "failed"
+    # the failed night never becomes a baseline: tomorrow still compares with the last pass
+    assert nightly.find_baseline(tmp_path, "20260106T010000Z", "node-b") == prev["node-b"]
+
+
+@pytest.mark.parametrize("machines, expected_calls", [
+    (Machines(up_rc=1), "no pytest"),                 # a VM did not come up
+    (Machines(pytest_rc={"node-a": 4}), "pytest"),    # pytest usage error: broken, not failed
+])
+def test_broken_run_exits_3_and_destroys(tmp_path: Path, machines: Machines,
+                                         expected_calls: str) -> None:
+    cfg = config(tmp_path)
+    assert nightly.execute(nightly.make_plan(cfg), machines) == nightly.EXIT_BROKEN
+    ran_pytest = any(c[0] == "ssh" and "pytest" in c[-1] for c in machines.calls)
+    assert ran_pytest == (expected_calls == "pytest")
+    assert machines.calls[-1] == ("vagrant", "destroy", "--force", "node-a", "node-b")
+    assert json.loads((cfg.night / "nightly.json").read_text())["status"] == "broken"
+
+
+def test_interrupt_still_destroys(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    machines = Machines(interrupt_at="pytest")
+    with pytest.raises(KeyboardInterrupt):
+        nightly.execute(nightly.make_plan(cfg), machines)
+    assert machines.calls[-1] == ("vagrant", "destroy", "--force", "node-a", "node-b")
+    assert json.loads((cfg.night / "nightly.json").read_text())["status"] == "broken"
+
+
+def test_prune_keeps_the_baseline_in_use(tmp_path: Path) -> None:
+    runs = earlier_night(tmp_path, "20260101T010000Z", "passed")
+    for day in (2, 3, 4):
+        earlier_night(tmp_path, f"202601{day:02}T010000Z", "failed")
+    nightly.prune(tmp_path, keep=2, keep_also={runs["node-a"]})
+    assert sorted(p.name for p in (tmp_path / "nights").iterdir()) == \
+        ["20260101T010000Z", "20260103T010000Z", "20260104T010000Z"]
