@@ -138,9 +138,7 @@ def _normalise(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     frame = frame[list(TABLES[table])].copy()
     numeric = {"value"} if table == "bench" else set()
     for col in frame.columns:
-        if col in numeric:
-            frame[col] = pd.to_numeric(frame[col], errors="coerce")
-        elif col == "repetition":
+        if col in numeric or col == "repetition":
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
         else:
             frame[col] = frame[col].map(_as_text)
@@ -197,6 +195,13 @@ def _read_table(path: Path, table: str, notes: list[str]) -> pd.DataFrame:
     return _normalise(pd.DataFrame(columns=list(TABLES[table])), table)
 
 
+_JUNIT_COUNTS = ("tests", "failures", "errors", "skipped")
+
+
+def _junit_sum(suites: list[ET.Element], key: str) -> int:
+    return sum(int(float(s.get(key, 0) or 0)) for s in suites)
+
+
 def _read_junit(path: Path, notes: list[str]) -> list[JUnitSummary]:
     out = []
     for file in sorted(path.glob("junit*.xml")):
@@ -206,9 +211,8 @@ def _read_junit(path: Path, notes: list[str]) -> list[JUnitSummary]:
             notes.append(f"{file.name}: not valid JUnit XML ({exc})")
             continue
         suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-        num = lambda key: sum(int(float(s.get(key, 0) or 0)) for s in suites)  # noqa: E731
-        out.append(JUnitSummary(file.name, num("tests"), num("failures"), num("errors"),
-                                num("skipped"), sum(float(s.get("time", 0) or 0) for s in suites)))
+        out.append(JUnitSummary(file.name, *(_junit_sum(suites, k) for k in _JUNIT_COUNTS),
+                                sum(float(s.get("time", 0) or 0) for s in suites)))
     return out
 
 

@@ -11,8 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
 COLOURS = ("#3b6ea8", "#9cc3e6", "#c8553d", "#f2a490", "#5b8c5a", "#b4d6a4", "#7a5195", "#c9b3dc")
 _STYLE = {
@@ -36,7 +36,7 @@ def to_svg(fig: plt.Figure, chart_id: str) -> str:
     plt.close(fig)
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
-    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
     # ids must be unique in the page: prefix matplotlib's (axes_1, clip paths ...) per chart
     svg = re.sub(r'\bid="([^"]+)"', rf'id="{chart_id}-\1"', svg)
     svg = re.sub(r'url\(#([^)]+)\)', rf'url(#{chart_id}-\1)', svg)

@@ -1,0 +1,250 @@
+"""`linklab report`: aggregation, comparison and rendering from the committed results fixture,
+and every kind of bad input giving a clear message (never a traceback)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from linklab.cli import main
+from linklab.report.aggregate import (
+    Regression,
+    bench_summary,
+    compare,
+    latency_parts,
+    load_results,
+    machine_mismatch,
+    median_ci95,
+    with_efficiency,
+)
+from linklab.report.render import render
+
+SAMPLE = Path(__file__).parent / "data" / "results-sample"
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    """A private copy of the fixture, safe to alter."""
+    return Path(shutil.copytree(SAMPLE, tmp_path / "20250101T100000Z-sample"))
+
+
+def _scale_bench(run: Path, datapath: str, metric: str, factor: float) -> None:
+    for part in run.glob("bench*.jsonl"):
+        rows = [json.loads(line) for line in part.read_text().splitlines()]
+        for row in rows:
+            if row["datapath"] == datapath and row["metric"] == metric and row["value"] is not None:
+                row["value"] *= factor
+        part.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ---- statistics and aggregation -------------------------------------------------------------
+
+def test_median_ci95_uses_t_interval() -> None:
+    med, low, high = median_ci95([1, 2, 3, 4, 5])
+    half = 2.776 * math.sqrt(2.5) / math.sqrt(5)
+    assert med == 3 and low == pytest.approx(3 - half) and high == pytest.approx(3 + half)
+    assert median_ci95([7.0]) == (7.0, 7.0, 7.0)
+    assert all(math.isnan(v) for v in median_ci95([]))
+
+
+def test_latency_parts_reads_protocol_from_direction_or_name() -> None:
+    assert latency_parts("latency_p999_us", "udp") == ("udp", "p99.9")
+    assert latency_parts("tcp_latency_p50_us", "") == ("tcp", "p50")
+    assert latency_parts("latency_p90_us", "forward") == ("", "p90")
+
+
+def test_legs_split_host_from_vm() -> None:
+    res = load_results(SAMPLE)
+    legs = res.legs("connectivity")
+    assert [leg.is_host for leg in legs] == [True, False]
+    assert legs[0].kernel == res.meta["kernel"] and legs[1].virt == "tcg"
+    host = res.leg_rows("connectivity", legs[0])
+    assert set(host["virt"]) == {"none"} and "ipvlan" in set(host["kind"])  # skipped on host
+    assert set(res.leg_rows("connectivity", legs[1])["kind"]) == {"ipvlan"}
+
+
+def test_efficiency_is_relative_to_loopback_of_same_leg() -> None:
+    summary = with_efficiency(bench_summary(load_results(SAMPLE).tables["bench"]))
+    thr = summary[summary["section"] == "throughput"]
+    loop = thr[thr["datapath"] == "loopback"]
+    assert (loop["efficiency"] == 1.0).all()
+    veth = thr[(thr["datapath"] == "veth") & (thr["direction"] == "forward") & (thr["streams"] == "1")]
+    host_loop = loop[(loop["virt"] == "none") & (loop["direction"] == "forward") & (loop["streams"] == "1")]
+    assert veth["efficiency"].iloc[0] == pytest.approx(veth["median"].iloc[0] / host_loop["median"].iloc[0])
+    assert (thr["n"] == 5).all() and (thr["ci_low"] <= thr["median"]).all()
+
+
+def test_error_rows_are_not_averaged() -> None:
+    summary = bench_summary(load_results(SAMPLE).tables["bench"])
+    assert summary[(summary["datapath"] == "macvlan") & (summary["mode"] == "private")].empty
+
+
+# ---- comparison -----------------------------------------------------------------------------
+
+def test_regression_needs_threshold_and_separated_intervals() -> None:
+    rule = Regression(0.05)
+    base = {"median": 100.0, "ci_low": 98.0, "ci_high": 102.0}
+    assert rule.verdict("throughput_bps", {"median": 90.0, "ci_low": 88.0, "ci_high": 92.0}, base) == "regressed"
+    assert rule.verdict("throughput_bps", {"median": 90.0, "ci_low": 70.0, "ci_high": 110.0}, base) == "same"
+    assert rule.verdict("throughput_bps", {"median": 97.0, "ci_low": 96.5, "ci_high": 97.5}, base) == "same"
+    assert rule.verdict("latency_p99_us", {"median": 120.0, "ci_low": 118.0, "ci_high": 122.0}, base) == "regressed"
+    assert rule.verdict("latency_p99_us", {"median": 80.0, "ci_low": 78.0, "ci_high": 82.0}, base) == "improved"
+
+
+def test_degraded_datapath_is_caught(sample: Path) -> None:
+    baseline = load_results(SAMPLE)
+    _scale_bench(sample, "veth", "throughput_bps", 0.7)
+    result = compare(load_results(sample), baseline, Regression(0.05))
+    regressed = result[result["verdict"] == "regressed"]
+    assert set(regressed["datapath"]) == {"veth"} and set(regressed["metric"]) == {"throughput_bps"}
+    assert len(regressed) == 4  # both directions, 1 and 4 streams
+    assert (result[result["datapath"] != "veth"]["verdict"] == "same").all()
+    assert set(result["role"]) == {"host", "vm"}
+
+
+def test_machine_mismatch_names_what_differs() -> None:
+    meta = load_results(SAMPLE).meta
+    assert machine_mismatch(meta, dict(meta)) == []
+    other = dict(meta, kernel="6.1.0-28-amd64", cores=8)
+    diff = machine_mismatch(meta, other)
+    assert any("kernel: 6.1.0-28-amd64 (baseline)" in d for d in diff) and any("cores" in d for d in diff)
+
+
+# ---- rendering ------------------------------------------------------------------------------
+
+def test_report_is_self_contained_with_every_section(tmp_path: Path) -> None:
+    out = render(load_results(SAMPLE), tmp_path / "index.html")
+    html = out.path.read_text()
+    for section in ("environment", "connectivity", "dhcp", "throughput", "latency", "cpu"):
+        assert f'<section id="{section}">' in html
+    assert "<script" not in html.lower() and "<link" not in html.lower() and "@import" not in html
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', html), "external reference"
+    assert set(re.findall(r"url\((.)", html)) <= {"#"}, "url() pointing outside the page"
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), "duplicate element ids (clip paths of two charts?)"
+    assert html.count('class="chart"') == out.charts == 10
+    assert html.count('<table class="matrix"') == 2
+    assert "kernel lacks ipvlan (CONFIG_IPVLAN)" in html  # a skip shows its reason
+    assert "Test runs (JUnit XML)" in html and "6.12.48+deb13-amd64" in html
+
+
+def test_vm_figures_stay_in_their_own_block(tmp_path: Path) -> None:
+    html = render(load_results(SAMPLE), tmp_path / "index.html").path.read_text()
+    throughput = html[html.index('<section id="throughput">'):html.index('<section id="latency">')]
+    host, vm = throughput.split("VM leg</span>", 1)
+    assert "ipvlan l2 bridge" not in host and "macvlan bridge" not in vm
+
+
+def test_baseline_section_highlights_regressions_and_machine_mismatch(sample: Path, tmp_path: Path) -> None:
+    meta = json.loads((sample / "meta.json").read_text())
+    for part in sample.glob("bench*.jsonl"):  # the same run on another kernel
+        part.write_text(part.read_text().replace(meta["kernel"], "6.1.0-28-amd64"))
+    meta["kernel"] = "6.1.0-28-amd64"
+    (sample / "meta.json").write_text(json.dumps(meta))
+    _scale_bench(sample, "bridge", "latency_p99_us", 1.5)
+    out = tmp_path / "r" / "index.html"
+    assert main([ "report", str(sample), "--baseline", str(SAMPLE), "-o", str(out)]) == 0
+    html = out.read_text()
+    assert '<section id="baseline">' in html and "Different machine or kernel" in html
+    assert html.count('<tr class="regressed">') == 2  # TCP and UDP p99 of the bridge
+    assert "kernel: 6.18.0-linklab (baseline) → 6.1.0-28-amd64 (this run)" in html
+
+
+def test_default_output_and_latest_link(sample: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(sample)]) == 0
+    out = tmp_path / "reports" / sample.name / "index.html"
+    assert out.is_file()
+    latest = tmp_path / "reports" / "latest"
+    assert latest.is_symlink() and (latest / "index.html").samefile(out)
+    assert capsys.readouterr().out.strip().endswith(str(Path("reports") / sample.name / "index.html"))
+    assert main(["report", str(sample)]) == 0  # re-render replaces the link
+    assert latest.is_symlink()
+
+
+def test_finalised_tables_without_jsonl_are_read(sample: Path, tmp_path: Path) -> None:
+    from linklab.results import RunDir
+
+    run = RunDir(sample)
+    for table in ("connectivity", "dhcp", "bench"):
+        run.finalise(table)
+    for part in sample.glob("*.jsonl"):
+        part.unlink()
+    res = load_results(sample)
+    assert len(res.tables["bench"]) == len(load_results(SAMPLE).tables["bench"])
+    assert not any("not finalised" in n for n in res.notes)
+
+
+# ---- bad input ------------------------------------------------------------------------------
+
+def _report(args: list[str], capsys) -> tuple[int, str, str]:
+    rc = main(["report", *args])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_missing_dir_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    rc, _, err = _report([str(tmp_path / "nope"), "-o", str(tmp_path / "x.html")], capsys)
+    assert rc == 2 and "nope does not exist" in err
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_dir_without_results_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "junk").mkdir()
+    rc, _, err = _report([str(tmp_path / "junk"), "-o", str(tmp_path / "x.html")], capsys)
+    assert rc == 2 and "holds no linklab results" in err
+
+
+def test_unknown_schema_is_a_clear_error(sample: Path, tmp_path: Path, capsys) -> None:
+    meta = json.loads((sample / "meta.json").read_text())
+    meta["schema"] = 99
+    (sample / "meta.json").write_text(json.dumps(meta))
+    rc, _, err = _report([str(sample), "-o", str(tmp_path / "x.html")], capsys)
+    assert rc == 2 and "meta.json: schema version 99 is not known" in err
+
+
+def test_bad_baseline_is_named(sample: Path, tmp_path: Path, capsys) -> None:
+    (sample / "meta.json").write_text("{\"schema\": 1, ")
+    rc, _, err = _report([str(SAMPLE), "--baseline", str(sample), "-o", str(tmp_path / "x.html")], capsys)
+    assert rc == 2 and f"{sample / 'meta.json'}: not valid JSON" in err
+
+
+def test_empty_run_renders_what_is_missing(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "20250101T000000Z-empty"
+    run.mkdir()
+    (run / "meta.json").write_text(json.dumps({"schema": 1, "kernel": "6.18.0", "virt": "none"}))
+    out = tmp_path / "x.html"
+    rc, _, err = _report([str(run), "-o", str(out)], capsys)
+    assert rc == 0 and "bench: no rows recorded" in err
+    html = out.read_text()
+    assert "This run recorded no rows at all" in html
+    assert "No connectivity rows in this run" in html and "No benchmark rows in this run" in html
+    assert "field(s) cpu_model, cores, tools, git_commit, started, ended missing" in html
+
+
+def test_partial_run_renders_the_rows_it_has(sample: Path, tmp_path: Path, capsys) -> None:
+    (sample / "meta.json").unlink()
+    for part in [*sample.glob("bench*.jsonl"), sample / "bench.parquet"]:
+        part.unlink()
+    with open(sample / "dhcp.jsonl", "a") as fh:
+        fh.write('{"scenario": "cut-sho')  # the run was killed mid-write
+    out = tmp_path / "x.html"
+    rc, _, _ = _report([str(sample), "-o", str(out)], capsys)
+    assert rc == 0
+    html = out.read_text()
+    assert "meta.json missing" in html and "dhcp.jsonl: 1 unreadable line(s) skipped" in html
+    assert html.count('<table class="matrix"') == 2 and "No benchmark rows" in html
+
+
+def test_cli_error_has_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "linklab.cli", "report", str(tmp_path / "none")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("linklab report: ") and proc.stdout == ""

@@ -1,0 +1,107 @@
+"""The rendered report in a real browser: headless Chromium via chromedriver (selenium).
+
+Renders the committed fixture (tests/data/results-sample) — or, when LINKLAB_REPORT_HTML names
+a report (``make report`` sets it), that report — opens it from file://, takes a screenshot and
+checks that every chart drew, the matrix is there, the console is clean and nothing was fetched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from linklab.report.aggregate import load_results
+from linklab.report.render import render
+
+SAMPLE = Path(__file__).parent / "data" / "results-sample"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run")
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    """A fresh headless Chromium (own profile dir under tmp_path), quit after the test."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (pip extra 'dev')")
+    for tool, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not os.access(tool, os.X_OK):
+            pytest.skip(f"{tool} missing (Debian package {package})")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_argument("--window-size=1400,1000")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER,
+                                      log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _report(tmp_path: Path) -> tuple[Path, Path | None]:
+    """(report to open, directory to also keep the screenshot in)."""
+    given = os.environ.get("LINKLAB_REPORT_HTML")
+    if given:
+        path = Path(given).resolve()
+        assert path.is_file(), f"LINKLAB_REPORT_HTML={given}: no such report"
+        return path, path.parent
+    out = tmp_path / "report" / "index.html"
+    render(load_results(SAMPLE), out)
+    return out, None
+
+
+def test_report_renders_in_chromium(browser, tmp_path: Path) -> None:
+    report, keep = _report(tmp_path)
+    browser.get(report.as_uri())
+    full_height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1400, min(int(full_height) + 40, 16000))
+    shot = tmp_path / "report.png"
+    assert browser.save_screenshot(str(shot)), "screenshot failed"
+    assert shot.stat().st_size > 10_000
+    if keep is not None:
+        shutil.copy(shot, keep / "screenshot.png")
+
+    # every section drawn, every chart an svg that drew something
+    for section in ("environment", "connectivity", "dhcp", "throughput", "latency", "cpu"):
+        assert browser.find_elements("id", section), f"section #{section} missing"
+    charts = browser.execute_script("""
+        return Array.from(document.querySelectorAll('svg.chart')).map(s => {
+            const r = s.getBoundingClientRect();
+            return {id: s.id, w: r.width, h: r.height,
+                    paths: s.querySelectorAll('path').length,
+                    bars: Array.from(s.querySelectorAll('path')).filter(p => {
+                        const b = p.getBBox(); return b.width > 1 && b.height > 1; }).length};
+        });""")
+    assert charts, "no chart in the page"
+    for chart in charts:
+        assert chart["w"] > 200 and chart["h"] > 100, f"{chart['id']} laid out empty: {chart}"
+        assert chart["bars"] >= 2, f"{chart['id']} drew nothing: {chart}"
+    if keep is None:  # the fixture holds two legs, each with all five charts
+        ids = {c["id"] for c in charts}
+        for kind in ("throughput", "efficiency", "latency-tcp", "latency-udp", "cpu"):
+            assert sum(i.startswith(f"chart-{kind}-") for i in ids) == 2, (kind, sorted(ids))
+
+    # the connectivity matrix, with coloured cells
+    cells = browser.execute_script("""
+        return Array.from(document.querySelectorAll('table.matrix td.cell')).map(td =>
+            [td.className, getComputedStyle(td).backgroundColor]);""")
+    assert cells, "connectivity matrix missing or empty"
+    colours = {cls: bg for cls, bg in cells}
+    assert len(set(colours.values())) == len(colours), f"outcomes share a colour: {colours}"
+
+    # a clean console and no request leaving the file
+    problems = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    assert not problems, problems
+    urls = browser.execute_script("""
+        return performance.getEntriesByType('resource').map(e => e.name)
+            .concat(performance.getEntriesByType('navigation').map(e => e.name));""")
+    leaving = [u for u in urls if not u.startswith(("file://", "data:", "about:"))]
+    assert not leaving, leaving
