@@ -359,3 +359,31 @@ def test_prune_keeps_the_baseline_in_use(tmp_path: Path) -> None:
     nightly.prune(tmp_path, keep=2, keep_also={runs["node-a"]})
     assert sorted(p.name for p in (tmp_path / "nights").iterdir()) == \
         ["20260101T010000Z", "20260103T010000Z", "20260104T010000Z"]
+
+
+def test_two_host_plan_trusts_then_drives_the_peer(tmp_path: Path) -> None:
+    cfg = nightly.Config(nightly_dir=tmp_path, provider="virtualbox", box="ubuntu", keep=3,
+                         two_host=True, bench_fail_on="", stamp="20260105T010000Z")
+    steps = [s.show() for s in nightly.make_plan(cfg).body]
+    key = next(i for i, s in enumerate(steps) if "node-a -- 'sudo /vagrant/ci/peer-ssh key'" in s)
+    auth = next(i for i, s in enumerate(steps) if "node-b -- 'sudo /vagrant/ci/peer-ssh auth" in s)
+    drive = next(i for i, s in enumerate(steps) if "--remote-env /etc/linklab/node.env" in s)
+    assert key < auth < drive
+    assert steps[auth].endswith(f"< {cfg.night / 'work' / 'node-a.pub'}")
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None,
+                    reason="ssh-keygen not installed (Debian package openssh-client)")
+def test_peer_ssh_key_and_authorise(tmp_path: Path) -> None:
+    env = {**os.environ, "PEER_SSH_DIR": str(tmp_path / "ssh")}
+    peer_ssh = str(REPO / "ci" / "peer-ssh")
+    pub = subprocess.run([peer_ssh, "key"], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert pub.startswith("ssh-ed25519 ")
+    for _ in range(2):      # idempotent: the key is authorised once
+        subprocess.run([peer_ssh, "authorise"], env=env, input=pub, text=True, timeout=60,
+                       check=True)
+    assert (tmp_path / "ssh" / "authorized_keys").read_text() == pub
+    bad = subprocess.run([peer_ssh, "authorise"], env=env, input="not a key\n", text=True,
+                         capture_output=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "not an ssh-ed25519 public key" in bad.stderr
