@@ -252,9 +252,13 @@ def test_make_nightly_dry_run_calls_the_script() -> None:
     (["--box", "fedora"], "--box fedora: use debian or ubuntu"),
     (["--nightly-dir", "nights"], "--nightly-dir nights: give an absolute path"),
     (["--keep", "0"], "--keep 0: keep at least 1 night"),
+    (["NIGHTLY_STAMP=2026-01-01"], "NIGHTLY_STAMP=2026-01-01: use the UTC form"),
 ])
 def test_nightly_bad_option(args: list[str], message: str) -> None:
-    out = subprocess.run([str(REPO / "ci" / "nightly"), "--dry-run", *args],
+    env = dict(os.environ)
+    env.update(a.split("=", 1) for a in args if a.startswith("NIGHTLY_"))
+    args = [a for a in args if not a.startswith("NIGHTLY_")]
+    out = subprocess.run([str(REPO / "ci" / "nightly"), "--dry-run", *args], env=env,
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 2
     assert message in out.stderr
