@@ -211,7 +211,8 @@ def test_dry_run_prints_the_exact_steps(tmp_path: Path) -> None:
     earlier_night(tmp_path, "20260102T010000Z", "failed")      # never a baseline
     before = listing(tmp_path)
     out = subprocess.run([str(REPO / "ci" / "nightly"), "--nightly-dir", str(tmp_path)],
-                         env={**os.environ, "DRY_RUN": "1", "NIGHTLY_BENCH_FAIL_ON": "10%"},
+                         env={**os.environ, "DRY_RUN": "1", "NIGHTLY_BENCH_FAIL_ON": "10%",
+                              "NIGHTLY_STAMP": "20260103T010000Z"},
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert listing(tmp_path) == before, "a dry run must not write anything"
@@ -228,11 +229,12 @@ def test_dry_run_prints_the_exact_steps(tmp_path: Path) -> None:
     for node in ("node-a", "node-b"):
         run = at(f"{node} -- 'sudo env -C /vagrant .venv/bin/python -m pytest")
         assert up < at(f"/home/vagrant/linklab-baseline/{passed[node].name}") < run
+        assert f"--run-id 20260103T010000Z-{node} " in lines[run]
         assert f"--bench-baseline /home/vagrant/linklab-baseline/{passed[node].name} " \
                "--bench-fail-on 10%" in lines[run]
         collect = at(f"{node}:/vagrant/results/")
         assert run < collect
-        report = at(f"{node}/results/<run-id>' --baseline {passed[node]}")
+        report = at(f"{node}/results/20260103T010000Z-{node} --baseline {passed[node]} -o ")
         assert collect < report
     assert "[verdict]" in lines[at("connectivity suite and benchmarks on node-a")]
     assert "vagrant destroy --force node-a node-b" in final
@@ -289,7 +291,7 @@ class Machines:
             return self.pytest_rc.get(argv[3], 0)
         if argv[0] == "rsync" and argv[-2].endswith("/vagrant/results/"):
             node = argv[-2].split(":")[0]
-            run = Path(argv[-1]) / f"run-{node}"
+            run = Path(argv[-1]) / f"{Path(argv[-1]).parent.parent.name}-{node}"
             run.mkdir(parents=True)
             (run / "meta.json").write_text("{}")
         return 0
@@ -309,15 +311,15 @@ def test_execute_passes_and_records_the_next_baseline(tmp_path: Path) -> None:
     machines = Machines()
     assert nightly.execute(nightly.make_plan(cfg), machines) == nightly.EXIT_PASSED
     report = next(c for c in machines.calls if "report" in c and "--baseline" in c)
-    assert report[2] == str(cfg.night / "node-a" / "results" / "run-node-a")
+    assert report[2] == str(cfg.night / "node-a" / "results" / "20260105T010000Z-node-a")
     assert report[report.index("--baseline") + 1] == str(prev["node-a"])
     assert machines.calls[-1] == ("vagrant", "destroy", "--force", "node-a", "node-b")
     record = json.loads((cfg.night / "nightly.json").read_text())
     assert record["status"] == "passed"
-    assert record["runs"]["node-b"] == "node-b/results/run-node-b"
+    assert record["runs"]["node-b"] == "node-b/results/20260105T010000Z-node-b"
     assert (tmp_path / "latest").resolve() == cfg.night.resolve()
     assert nightly.find_baseline(tmp_path, "20260106T010000Z", "node-b") == \
-        cfg.night / "node-b" / "results" / "run-node-b"
+        cfg.night / "node-b" / "results" / "20260105T010000Z-node-b"
 
 
 def test_failed_cell_fails_the_night_but_collects_and_destroys(tmp_path: Path) -> None:
