@@ -23,9 +23,13 @@ FIRST_INDEX = 10          # interface indices we choose ourselves, per namespace
 UPLINK_PORT = "p-host"    # upstream's end of the host's parent veth
 REMOTE_PORT = "to-remote"  # upstream's end of the remote link
 
-# per-namespace sysctls: ping sockets for root probes, no router advertisements
+# per-namespace sysctls, written before any link exists: ping sockets for the probes, no
+# router advertisements, no duplicate address detection (link-local addresses would stay
+# tentative for a second or two and delay the first IPv6 exchange)
 NS_SYSCTLS = {
     "net/ipv4/ping_group_range": "0 2147483647",
+    "net/ipv6/conf/default/accept_dad": "0",
+    "net/ipv6/conf/all/accept_dad": "0",
     "net/ipv6/conf/default/accept_ra": "0",
     "net/ipv6/conf/all/accept_ra": "0",
 }

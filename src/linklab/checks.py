@@ -23,6 +23,12 @@ PATHS: dict[str, tuple[str, str]] = {
     "child-to-gateway": ("c1", "upstream"),
     "child-to-remote": ("c1", "remote"),
 }
+# the other checks' endpoints
+OTHER_ENDPOINTS: dict[str, tuple[str, str]] = {
+    "neigh": ("c1", "c2"), "broadcast": ("c1", "c2"), "multicast": ("c1", "c2"),
+    "mtu-exact": ("c1", "upstream"), "mtu-over": ("c1", "upstream"),
+    "host-netfilter": ("upstream", "c1"),   # echo requests from the LAN router to c1
+}
 NEEDS_TWO = {"child-to-child", "neigh", "broadcast", "multicast"}
 FAMILY_CHECKS = (*PATHS, "neigh", "mtu-exact", "mtu-over", "host-netfilter")
 FAMILY_NAMES = {4: "v4", 6: "v6"}
@@ -53,7 +59,7 @@ def _roles(sc: Scenario) -> dict[str, str]:
 def endpoints(sc: Scenario, check: str) -> tuple[str, str]:
     """The real node names (source, destination) a path check runs between."""
     roles = _roles(sc)
-    src, dst = PATHS.get(check, ("c1", "c2" if check in NEEDS_TWO else "upstream"))
+    src, dst = PATHS.get(check) or OTHER_ENDPOINTS[check]
     return roles[src], roles[dst]
 
 

@@ -14,6 +14,7 @@ the unit in a column, never as formatted strings.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
+@functools.cache
 def virtualisation() -> str:
     """'none', 'kvm', 'tcg' (or another hypervisor name) for the machine we run on."""
     forced = os.environ.get("LINKLAB_VIRT")
@@ -137,3 +139,22 @@ class RunDir:
 
     def read_meta(self) -> dict[str, Any]:
         return json.loads((self.path / "meta.json").read_text())
+
+
+def machine_meta() -> dict[str, Any]:
+    """What a result is worth knowing about the machine it came from."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return {"kernel": kernel_release(), "virt": virtualisation(), "cpu_model": cpu,
+            "cores": os.cpu_count(), "git_commit": commit, "hostname": platform.node()}

@@ -1,0 +1,151 @@
+"""The linklab pytest plugin (loaded by the root conftest.py).
+
+Fixtures:
+  ``run``      session: this process's :class:`~linklab.ownership.Run` (marker, ownership log);
+               dead runs' leftovers are cleaned when it starts.
+  ``results``  session: the :class:`~linklab.results.RunDir` of this pytest run
+               (``--results-dir``, default ``results/``; one run id shared by xdist workers).
+  ``scenario_dir``  session: the directory holding the scenario files.
+Test reports of connectivity cells are written to the results store as they finish; the
+host's default namespace is snapshotted at session start and compared at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from linklab import results as store
+from linklab.ownership import Run, clean
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAPSHOT_CMDS = (["ip", "-j", "link", "show"], ["ip", "-j", "addr", "show"],
+                 ["ip", "-j", "-4", "route", "show", "table", "all"],
+                 ["ip", "-j", "-6", "route", "show", "table", "all"], ["ip", "-j", "rule", "show"])
+VOLATILE = {"operstate", "linkmode", "txqlen", "valid_life_time", "preferred_life_time",
+            "stats", "stats64", "expires", "lastused"}
+
+
+def host_snapshot() -> dict[str, object]:
+    """The default namespace's links, addresses, routes and rules (stable fields only)."""
+    def strip(obj: object) -> object:
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k not in VOLATILE}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+    out = {}
+    for argv in SNAPSHOT_CMDS:
+        text = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        out[" ".join(argv[2:])] = strip(json.loads(text or "[]"))
+    return out
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("linklab")
+    group.addoption("--results-dir", default=str(ROOT / "results"),
+                    help="where results/<run-id>/ is written (default: results/)")
+    group.addoption("--run-id", default=None, help="results run id (default: time + marker)")
+    group.addoption("--scenarios", default=str(ROOT / "scenarios"),
+                    help="directory of scenario files (default: scenarios/)")
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _is_worker(config):
+        return
+    run_id = config.getoption("--run-id") or os.environ.get("LINKLAB_RUN_ID") or \
+        store.new_run_id(os.urandom(2).hex())
+    os.environ["LINKLAB_RUN_ID"] = run_id       # inherited by xdist workers
+    config._linklab_snapshot = host_snapshot()  # type: ignore[attr-defined]
+    config._linklab_started = time.time()       # type: ignore[attr-defined]
+
+
+def run_dir(config: pytest.Config) -> store.RunDir:
+    return store.RunDir.create(config.getoption("--results-dir"), os.environ["LINKLAB_RUN_ID"])
+
+
+def _part(config: pytest.Config) -> str:
+    return f"{store.kernel_release()}-{store.virtualisation()}-" + \
+        (config.workerinput["workerid"] if _is_worker(config) else "main")  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def run() -> Iterator[Run]:
+    """This process's ownership run; dead runs' leftovers are removed first."""
+    clean(log=lambda _m: None)
+    r = Run()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="session")
+def results(pytestconfig: pytest.Config) -> store.RunDir:
+    """The results directory of this pytest run."""
+    return run_dir(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def scenario_dir(pytestconfig: pytest.Config) -> Path:
+    return Path(pytestconfig.getoption("--scenarios"))
+
+
+CELL_KEY = pytest.StashKey[dict]()
+
+
+def record_observation(item: pytest.Item, observed: str, detail: str) -> None:
+    """Called by a cell test before it asserts: what the kernel actually did."""
+    item.stash[CELL_KEY] = {"observed": observed, "detail": detail}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    cell = getattr(item, "callspec", None) and item.callspec.params.get("cell")
+    if cell is None or not hasattr(cell, "check"):
+        return
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        seen = item.stash.get(CELL_KEY, {})
+        reason = cell.why
+        if report.skipped:
+            reason = str(report.longrepr[2]).removeprefix("Skipped: ") \
+                if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        sc = item.callspec.params.get("topology") or item.callspec.params.get("scenario")
+        run_dir(item.config).append("connectivity", {
+            "scenario": cell.scenario, "kind": getattr(sc, "kind", None),
+            "mode": getattr(sc, "mode", None), "flag": getattr(sc, "flag", None),
+            "family": cell.family, "check": cell.check, "expected": cell.expected,
+            "observed": seen.get("observed"), "outcome": report.outcome, "reason": reason,
+            "detail": seen.get("detail", ""), "kernel": store.kernel_release(),
+            "virt": store.virtualisation()}, part=_part(item.config))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if _is_worker(config):
+        return
+    rd = run_dir(config)
+    for table in store.TABLES:
+        rd.finalise(table)
+    rd.write_meta(store.machine_meta() | {
+        "run_id": os.environ["LINKLAB_RUN_ID"],
+        "started": config._linklab_started,  # type: ignore[attr-defined]
+        "ended": time.time()})
+    after = host_snapshot()
+    before = config._linklab_snapshot  # type: ignore[attr-defined]
+    if after != before:
+        changed = [k for k in before if before[k] != after.get(k)]
+        session.config.get_terminal_writer().line(
+            f"linklab: the default namespace changed during the run ({', '.join(changed)})",
+            red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
