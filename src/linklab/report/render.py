@@ -44,12 +44,42 @@ class Cell:
 
 
 @dataclass
+class Row:
+    label: str
+    scenario: str  # shown under the label when it says more than the label
+    cells: list[Cell | None]
+
+    @property
+    def skipped_note(self) -> int | None:
+        """The one skip note when every measured cell of the row was skipped for it."""
+        present = [c for c in self.cells if c is not None]
+        notes = {c.note for c in present}
+        if present and all(c.cls == "skipped" for c in present) and len(notes) == 1:
+            return notes.pop()
+        return None
+
+
+@dataclass
 class Matrix:
     leg: Leg
     columns: list[tuple[str, str]]
-    rows: list[tuple[str, str, list[Cell | None]]]
+    rows: list[Row]
     notes: list[tuple[int, str, str]] = field(default_factory=list)  # (n, kind, text)
     counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def check_groups(self) -> list[tuple[str, int]]:
+        """(check, number of family columns) for the grouped header row."""
+        groups: list[tuple[str, int]] = []
+        for check, _family in self.columns:
+            if groups and groups[-1][0] == check:
+                groups[-1] = (check, groups[-1][1] + 1)
+            else:
+                groups.append((check, 1))
+        return groups
+
+    def note_text(self, n: int) -> str:
+        return next(text for num, _kind, text in self.notes if num == n)
 
 
 def _cell(row: pd.Series, notes: dict[tuple[str, str], int]) -> Cell:
@@ -60,13 +90,13 @@ def _cell(row: pd.Series, notes: dict[tuple[str, str], int]) -> Cell:
     if row["detail"]:
         title += f" — {row['detail']}"
     if outcome == "skipped":
-        cls, text, kind = "skipped", "skipped", "skip"
+        cls, text, kind = "skipped", "skip", "skip"
     elif outcome == "passed" and expected == "pass":
-        cls, text, kind = "pass", "pass", ""
+        cls, text, kind = "pass", "✓", ""
     elif outcome == "passed":
-        cls, text, kind = "isolated", expected if expected != "blocked" else "isolated", "why"
+        cls, text, kind = "isolated", "⊘", "why"
     else:
-        cls, text, kind = "fail", f"FAIL ({observed})", "fail"
+        cls, text, kind = "fail", "FAIL", "fail"
     note = None
     text_for_note = reason if kind != "fail" else (
         f"expected {expected}, observed {observed}" + (f": {row['detail']}" if row["detail"] else "")
@@ -78,13 +108,23 @@ def _cell(row: pd.Series, notes: dict[tuple[str, str], int]) -> Cell:
     return Cell(cls, text, title, note)
 
 
+_FAMILY_ORDER = {"v4": 0, "v6": 1, "l2": 2, "any": 3}
+
+
+def _column_order(checks: list[str]):
+    """Checks in the order the suite ran them, families v4, v6, l2, any within a check."""
+    first = {c: i for i, c in reversed(list(enumerate(checks)))}
+    return lambda col: (first[col[0]], _FAMILY_ORDER.get(col[1], 9), col[1])
+
+
 def connectivity_matrices(results: Results) -> list[Matrix]:
     """datapath x (check, family) per leg; each blocked/skipped/failed cell points at a note."""
     out = []
     for leg in results.legs("connectivity"):
         frame = results.leg_rows("connectivity", leg).copy()
         frame["_rank"] = frame["outcome"].map(lambda o: _OUTCOME_ORDER.get(o, 0))
-        columns = list(dict.fromkeys(zip(frame["check"], frame["family"])))
+        columns = sorted(dict.fromkeys(zip(frame["check"], frame["family"])),
+                         key=_column_order(list(frame["check"])))
         row_keys = list(dict.fromkeys(zip(frame["scenario"], frame["kind"], frame["mode"],
                                           frame["flag"])))
         notes: dict[tuple[str, str], int] = {}
@@ -103,7 +143,7 @@ def connectivity_matrices(results: Results) -> list[Matrix]:
                 counts[cell.cls] += 1
                 cells.append(cell)
             label = datapath_label(kind, mode, flag)
-            rows.append((label, scenario if scenario.replace("-", " ") != label else "", cells))
+            rows.append(Row(label, scenario if scenario.replace("-", " ") != label else "", cells))
         note_list = [(n, kind, text) for (kind, text), n in sorted(notes.items(), key=lambda i: i[1])]
         out.append(Matrix(leg, columns, rows, note_list, counts))
     return out
@@ -241,8 +281,35 @@ def _env(meta: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("kernel release", meta.get("kernel")), ("CPU", meta.get("cpu_model")),
             ("cores", meta.get("cores")), ("virtualisation", meta.get("virt")),
             ("tool versions", tool_text or None), ("git commit", meta.get("git_commit")),
-            ("started", meta.get("started")), ("ended", meta.get("ended"))]
+            ("started", _when(meta.get("started"))), ("ended", _when(meta.get("ended"))),
+            ("duration", _duration(meta.get("started"), meta.get("ended")))]
     return [(k, "unknown (not recorded)" if v in (None, "") else str(v)) for k, v in rows]
+
+
+def _epoch(value: Any) -> float | None:
+    """Seconds since the epoch from a number or an ISO 8601 string (None if neither)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            return pd.Timestamp(value).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _when(value: Any) -> Any:
+    secs = _epoch(value)
+    if secs is None:
+        return value
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(secs))
+
+
+def _duration(start: Any, end: Any) -> str | None:
+    a, b = _epoch(start), _epoch(end)
+    if a is None or b is None:
+        return None
+    return f"{b - a:.0f} s"
 
 
 @dataclass
