@@ -211,7 +211,7 @@ def test_dry_run_prints_the_exact_steps(tmp_path: Path) -> None:
     earlier_night(tmp_path, "20260102T010000Z", "failed")      # never a baseline
     before = listing(tmp_path)
     out = subprocess.run([str(REPO / "ci" / "nightly"), "--nightly-dir", str(tmp_path)],
-                         env={**os.environ, "DRY_RUN": "1", "NIGHTLY_BENCH_FAIL_ON": "10%",
+                         env={**os.environ, "DRY_RUN": "1", "NIGHTLY_BENCH_FAIL_ON": "throughput:7%",
                               "NIGHTLY_STAMP": "20260103T010000Z"},
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
@@ -231,7 +231,7 @@ def test_dry_run_prints_the_exact_steps(tmp_path: Path) -> None:
         assert up < at(f"/home/vagrant/linklab-baseline/{passed[node].name}") < run
         assert f"--run-id 20260103T010000Z-{node} " in lines[run]
         assert f"--bench-baseline /home/vagrant/linklab-baseline/{passed[node].name} " \
-               "--bench-fail-on 10%" in lines[run]
+               "--bench-fail-on throughput:7%" in lines[run]
         collect = at(f"{node}:/vagrant/results/")
         assert run < collect
         report = at(f"{node}/results/20260103T010000Z-{node} --baseline {passed[node]} -o ")
