@@ -1,0 +1,32 @@
+"""Benchmarks: register the bench plugin (unless the root conftest already did) and
+parametrise ``datapath`` over every datapath the scenarios declare."""
+
+from __future__ import annotations
+
+import pytest
+
+from linklab import benchplugin
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    if pluginmanager.get_plugin("linklab.benchplugin") is None:
+        pluginmanager.register(benchplugin, "linklab.benchplugin")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "datapath" not in metafunc.fixturenames:
+        return
+    from linklab.bench.datapaths import datapaths
+
+    config = metafunc.config
+    found = datapaths(config.getoption("--scenarios"))
+    wanted = benchplugin.selected_datapaths(config)
+    if wanted:
+        names = {d.name for d in found}
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise pytest.UsageError(f"--bench-datapaths: unknown datapath(s) {unknown}; known: "
+                                    f"{', '.join(sorted(names))}")
+        found = [d for d in found if d.name in wanted]
+    config.stash[benchplugin.DATAPATHS_KEY] = found
+    metafunc.parametrize("datapath", found, ids=[d.name for d in found])

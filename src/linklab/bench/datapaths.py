@@ -1,0 +1,112 @@
+"""The datapaths a benchmark run measures: two references and every scenario whose datapath
+forwards between its two containers (c1 = server, c2 = client).
+
+References, measured in the same run:
+  ``loopback``  server and client in ONE namespace over ``lo`` (no datapath at all: the
+                ceiling of this machine; efficiency = datapath / loopback),
+  ``veth-pair`` a plain veth pair between two namespaces, at the scenarios' MTU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from linklab.bench.measure import Endpoints
+from linklab.model import Scenario, load_all
+from linklab.netns import NetNS
+from linklab.ownership import Run
+
+REF_MTU = 1400                   # the scenarios' MTU, so veth-pair compares with them
+LOOP_ADDR = "198.18.254.1"       # on lo of the loopback namespace
+PAIR_ADDRS = ("198.18.254.1", "198.18.254.2")   # server, client of veth-pair
+
+
+@dataclass(frozen=True)
+class Datapath:
+    """One measured datapath. ``name`` is the test id; kind/mode/flag go to the table."""
+
+    name: str
+    kind: str
+    mode: str = ""
+    flag: str = ""
+    scenario: Scenario | None = None
+
+    @property
+    def reference(self) -> bool:
+        return self.scenario is None
+
+
+LOOPBACK = Datapath("loopback", "loopback")
+VETH_PAIR = Datapath("veth-pair", "veth-pair")
+
+
+def forwards_between_children(sc: Scenario) -> bool:
+    """The scenario expects c1 <-> c2 to pass over IPv4 (macvlan private, vepa without
+    hairpin, passthru and the ipvlan modes that isolate children are left out)."""
+    names = {c.name for c in sc.containers}
+    exp = sc.expect.get("child-to-child")
+    return {"c1", "c2"} <= names and exp is not None and exp.results.get("v4") == "pass"
+
+
+def datapaths(scenario_dir: Path | str) -> list[Datapath]:
+    """The references, then every forwarding scenario (data-driven from the expectations)."""
+    out = [LOOPBACK, VETH_PAIR]
+    for sc in load_all(scenario_dir):
+        if forwards_between_children(sc):
+            flag = sc.flag or ("hairpin" if sc.hairpin else "")
+            out.append(Datapath(sc.name, sc.kind, sc.mode or "", flag, sc))
+    return out
+
+
+def missing(dp: Datapath) -> str | None:
+    """Why this kernel cannot build ``dp`` (e.g. ``kernel lacks ipvlan (CONFIG_IPVLAN)``)."""
+    if dp.scenario is None:
+        return None
+    from linklab.capabilities import missing_link
+
+    return missing_link(dp.scenario.kind, dp.scenario.mode, dp.scenario.flag)
+
+
+def _namespace(stack: ExitStack, run: Run, logical: str) -> NetNS:
+    name = run.ns_name(logical)
+    run.own_namespace(name)
+    ns = NetNS(name)
+
+    def release() -> None:
+        ns.close()
+        run.disown_namespace(name)
+
+    stack.callback(release)
+    ns.ipr.link("set", index=1, state="up")
+    return ns
+
+
+@contextmanager
+def open_datapath(dp: Datapath, run: Run) -> Iterator[Endpoints]:
+    """Build ``dp`` (its namespaces owned by ``run``) and yield its endpoints; delete it all
+    on exit."""
+    if dp.scenario is not None:
+        from linklab.build import build
+
+        with build(dp.scenario, run) as topo:
+            yield Endpoints(topo.ns("c1"), topo.ns("c2"), str(topo.addr("c1", 4)),
+                            {"server": topo.ifname("c1"), "client": topo.ifname("c2")})
+        return
+    with ExitStack() as stack:
+        if dp is LOOPBACK or dp.name == LOOPBACK.name:
+            ns = _namespace(stack, run, "bn-loop")
+            ns.ipr.addr("add", index=1, address=LOOP_ADDR, prefixlen=32)
+            yield Endpoints(ns, ns, LOOP_ADDR, {"server": "lo", "client": "lo"})
+            return
+        srv = _namespace(stack, run, "bn-pair-s")
+        cli = _namespace(stack, run, "bn-pair-c")
+        srv.ipr.link("add", ifname="eth0", kind="veth", mtu=REF_MTU,
+                     peer={"ifname": "eth0", "net_ns_fd": cli.fd, "mtu": REF_MTU})
+        for ns, addr in zip((srv, cli), PAIR_ADDRS):
+            index = ns.ipr.link_lookup(ifname="eth0")[0]
+            ns.ipr.link("set", index=index, state="up")
+            ns.ipr.addr("add", index=index, address=addr, prefixlen=24)
+        yield Endpoints(srv, cli, PAIR_ADDRS[0], {"server": "eth0", "client": "eth0"})

@@ -1,0 +1,326 @@
+"""A benchmark run: repetitions of the measurement matrix over live datapaths, each figure
+appended to the results store as soon as it exists, with a live progress line.
+
+Rows (table ``bench``): datapath, mode, flag, family, direction, streams, metric, value,
+unit, repetition, tool, error, kernel, virt. Raw tool output goes to
+``raw/<datapath>/<measurement>-r<rep>.<json|txt>``; warm-up repetitions are run and
+printed but neither stored nor counted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from linklab import results as store
+from linklab.bench.datapaths import LOOPBACK, Datapath
+from linklab.bench.measure import MATRIX, Endpoints, Outcome, Params, Spec, measure
+from linklab.cmd import cmd
+from linklab.compare import KEY, Delta, Threshold, compare, machine_mismatch, summaries
+
+FAMILY = "v4"
+BASE_PORT = 20000
+SYSCTLS = ("net/ipv4/tcp_congestion_control", "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem",
+           "net/core/rmem_max", "net/core/wmem_max", "net/core/default_qdisc",
+           "net/ipv4/tcp_timestamps", "net/ipv4/tcp_sack", "net/ipv4/tcp_ecn",
+           "net/core/netdev_max_backlog")
+LATENCY_DEFINITION = ("one-way latency = round-trip time / 2, as sockperf ping-pong prints "
+                      "it without --full-rtt (metrics *_oneway_latency_pNN_us)")
+CPU_DEFINITION = ("cpu_s_per_gbit: system-wide busy CPU-seconds (/proc/stat: user+nice+system+"
+                  "irq+softirq+steal, all cores) over the post-warm-up window, per gigabit "
+                  "received in that window; iperf_cpu_*_pct: iperf3's cpu_utilization_percent")
+
+
+@dataclass
+class Settings:
+    """Everything that shapes a run; recorded in meta.json under ``bench``."""
+
+    params: Params = field(default_factory=Params)
+    reps: int = 5
+    warmup: int = 1
+    specs: tuple[Spec, ...] = MATRIX
+
+    def check(self) -> None:
+        self.params.check()
+        if self.reps < 1:
+            raise ValueError(f"repetitions must be >= 1, got {self.reps}")
+        if self.warmup < 0:
+            raise ValueError(f"warm-up repetitions must be >= 0, got {self.warmup}")
+
+    @property
+    def warmup_params(self) -> Params:
+        """Warm-up repetitions are short: they only have to warm caches, ARP and sockets."""
+        return replace(self.params, duration_s=1, omit_s=0.0, latency_s=1)
+
+    def estimate_s(self, n_datapaths: int) -> float:
+        """A rough wall-time estimate of the matrix (tool time plus start-up)."""
+        def per(p: Params) -> float:
+            return sum((p.duration_s if s.tool == "iperf3" else p.latency_s) + 0.25
+                       for s in self.specs)
+        return n_datapaths * (self.reps * per(self.params) + self.warmup * per(self.warmup_params)
+                              + 0.5)
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for tool, argv in (("iperf3", ["iperf3", "--version"]), ("sockperf", ["sockperf", "--version"]),
+                       ("ethtool", ["ethtool", "--version"])):
+        try:
+            res = cmd(argv, timeout=10, check=False)
+        except Exception:  # noqa: BLE001 - a missing tool is recorded, not fatal here
+            out[tool] = "missing"
+            continue
+        text = re.sub(r"\x1b\[[0-9;]*m", "", res.stdout + res.stderr)
+        m = re.search(r"(?:iperf|version|ethtool)\D*([0-9][0-9.]*[-\w.]*)", text)
+        out[tool] = m.group(1) if m else text.strip().splitlines()[0][:60]
+    return out
+
+
+def offloads(ep: Endpoints) -> dict[str, dict[str, str]]:
+    """``ethtool -k`` of the measured interfaces, inside their namespaces."""
+    out: dict[str, dict[str, str]] = {}
+    for role, ns in (("server", ep.server), ("client", ep.client)):
+        ifname = ep.ifnames.get(role, "")
+        if not ifname or ifname == "lo" and role == "client":
+            continue
+        try:
+            res = cmd(["ethtool", "-k", ifname], ns=ns, timeout=10)
+        except Exception as exc:  # noqa: BLE001 - recorded, the benchmark goes on
+            out[role] = {"error": str(exc).splitlines()[0]}
+            continue
+        feats = {}
+        for line in res.stdout.splitlines()[1:]:
+            if ":" in line and not line.startswith("\t\t"):
+                name, _, value = line.strip().partition(":")
+                feats[name.strip()] = value.strip()
+        out[role] = {"ifname": ifname, **feats}
+    return out
+
+
+def sysctls(ep: Endpoints) -> dict[str, str]:
+    out = {}
+    for key in SYSCTLS:
+        try:
+            out[key.replace("/", ".")] = " ".join(ep.server.read_sysctl(key).split())
+        except OSError:
+            continue
+    return out
+
+
+def headline(out: Outcome) -> str:
+    """The progress figure of one measurement (display only; the store keeps numbers)."""
+    if out.error:
+        return "ERROR " + out.error.splitlines()[0][:100]
+    f = {x.metric: x.value for x in out.figures}
+    if "throughput_bps" in f:
+        return f"{f['throughput_bps'] / 1e9:7.2f} Gbit/s  cpu {f['cpu_s_per_gbit']:.3f} s/Gbit"
+    if "udp_goodput_bps" in f:
+        return (f"{f['udp_goodput_bps'] / 1e9:7.2f} Gbit/s  loss {f['udp_loss_pct']:.2f} %  "
+                f"jitter {f['udp_jitter_ms']:.3f} ms")
+    lat = {m.split("_latency_")[1]: v for m, v in f.items() if "_latency_" in m}
+    return "  ".join(f"{k.removesuffix('_us')} {v:.1f} us" for k, v in lat.items())
+
+
+class Bench:
+    """Runs the matrix on datapaths, writing rows, raw output and meta to ``results``."""
+
+    def __init__(self, results: store.RunDir, run: object, settings: Settings,
+                 progress: Callable[[str], None] = print, part: str = "") -> None:
+        settings.check()
+        self.results = results
+        self.run = run
+        self.settings = settings
+        self.progress = progress
+        self.part = part
+        self.kernel = store.kernel_release()
+        self.virt = store.virtualisation()
+        self.meta: dict[str, Any] = {"datapaths": {}}
+        self.started: float | None = None
+        self.measurements = 0
+        self.seconds = 0.0
+        self._port = 0
+
+    def _next_port(self) -> int:
+        self._port = (self._port + 1) % 1000
+        return BASE_PORT + self._port
+
+    def write_meta(self) -> None:
+        s = self.settings
+        bench = {"reps": s.reps, "warmup_reps": s.warmup, "params": asdict(s.params),
+                 "warmup_params": asdict(s.warmup_params),
+                 "matrix": [asdict(x) for x in s.specs], "family": FAMILY,
+                 "latency": LATENCY_DEFINITION, "cpu": CPU_DEFINITION,
+                 "sockperf_message_bytes": 14, **self.meta}
+        current = self.results.read_meta() if (self.results.path / "meta.json").exists() else {}
+        tools = {**current.get("tools", {}), **tool_versions()}
+        self.results.write_meta(store.machine_meta() | {"bench": bench, "tools": tools})
+
+    def run_datapath(self, dp: Datapath, ep: Endpoints) -> list[str]:
+        """Warm-up, then the repetitions of every measurement; returns the error texts."""
+        if self.started is None:
+            self.started = time.time()
+        self.meta["datapaths"][dp.name] = {
+            "kind": dp.kind, "mode": dp.mode, "flag": dp.flag,
+            "scenario": str(dp.scenario.path) if dp.scenario else None,
+            "mtu": dp.scenario.mtu if dp.scenario else (65536 if dp is LOOPBACK else 1400),
+            "server_addr": ep.server_addr, "offloads": offloads(ep), "sysctls": sysctls(ep)}
+        self.write_meta()
+        errors: list[str] = []
+        s = self.settings
+        total = s.reps
+        for rep in range(1 - s.warmup, s.reps + 1):
+            warm = rep <= 0
+            params = s.warmup_params if warm else s.params
+            for spec in s.specs:
+                out = measure(spec, ep, params, self.run, self._next_port())
+                tag = "warm-up" if warm else f"rep {rep}/{total}"
+                self.progress(f"bench {dp.name:<21} {spec.name:<15} {tag:<9} {headline(out)}")
+                if warm:
+                    continue
+                self.measurements += 1
+                self.seconds += out.seconds
+                self._store(dp, spec, rep, out)
+                if out.error:
+                    errors.append(f"{dp.name} {spec.name} rep {rep}: {out.error}")
+        self.meta["datapaths"][dp.name]["ended"] = time.time()
+        self.meta["wall_s"] = time.time() - self.started
+        self.write_meta()
+        return errors
+
+    def _store(self, dp: Datapath, spec: Spec, rep: int, out: Outcome) -> None:
+        raw_dir = self.results.path / "raw" / dp.name
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        store.atomic_write(raw_dir / f"{spec.name}-r{rep}.{out.raw_ext}", out.raw)
+        base = {"datapath": dp.kind, "mode": dp.mode, "flag": dp.flag, "family": FAMILY,
+                "direction": spec.direction, "streams": spec.streams, "repetition": rep,
+                "tool": spec.tool, "kernel": self.kernel, "virt": self.virt}
+        if out.error:
+            self.results.append("bench", base | {"metric": spec.primary, "value": None,
+                                                 "unit": "", "error": out.error},
+                                part=self.part)
+            return
+        for fig in out.figures:
+            value = fig.value if math.isfinite(fig.value) else None
+            self.results.append("bench", base | {"metric": fig.metric, "value": value,
+                                                 "unit": fig.unit, "error": ""},
+                                part=self.part)
+
+
+# ---- reading runs back -----------------------------------------------------------------------
+
+def load_rows(run_dir: Path | str) -> list[dict[str, Any]]:
+    """The bench rows of a saved run (its jsonl parts, else its Parquet/CSV table)."""
+    path = Path(run_dir)
+    rows = store.RunDir(path).rows("bench")
+    if rows:
+        return rows
+    for name in ("bench.parquet", "bench.csv"):
+        if (path / name).exists():
+            import pandas as pd
+
+            frame = pd.read_parquet(path / name) if name.endswith("parquet") \
+                else pd.read_csv(path / name, keep_default_na=False)
+            return [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                     for k, v in r.items()} for r in frame.to_dict("records")]
+    return []
+
+
+def read_meta(run_dir: Path | str) -> dict[str, Any]:
+    try:
+        return store.RunDir(Path(run_dir)).read_meta()
+    except (OSError, ValueError):
+        return {}
+
+
+def _fmt(metric: str, value: float) -> str:
+    if metric.endswith("_bps"):
+        return f"{value / 1e9:.3f} Gbit/s"
+    return f"{value:.4g}"
+
+
+def format_deltas(deltas: Sequence[Delta]) -> list[str]:
+    """One line per figure: baseline -> current median, change, CI overlap, verdict."""
+    lines = []
+    for d in deltas:
+        verdict = "REGRESSION" if d.failed else ("noise" if d.noise else "changed")
+        lines.append(f"{d.label():<62} {_fmt(d.metric, d.baseline.median):>16} -> "
+                     f"{_fmt(d.metric, d.current.median):>16} {d.change_pct:+7.1f} %  {verdict}")
+    return lines
+
+
+def filter_leg(rows: Iterable[Mapping[str, Any]], kernel: str, virt: str) -> list[dict]:
+    """Only this machine's rows (a results dir may also hold a VM leg's rows)."""
+    return [dict(r) for r in rows if r.get("kernel") == kernel and r.get("virt") == virt]
+
+
+def summary_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """A compact per-datapath table of medians (95 % CI half-width, CV) and efficiency."""
+    summ = summaries(rows)
+    idx = {k: i for i, k in enumerate(KEY)}
+    cols = (("tcp fwd x1", "forward", 1, "throughput_bps"),
+            ("tcp rev x1", "reverse", 1, "throughput_bps"),
+            ("tcp fwd x4", "forward", 4, "throughput_bps"),
+            ("tcp rev x4", "reverse", 4, "throughput_bps"),
+            ("udp loss", "forward", 1, "udp_loss_pct"),
+            ("tcp p99", "pingpong", 1, "tcp_oneway_latency_p99_us"),
+            ("udp p99", "pingpong", 1, "udp_oneway_latency_p99_us"),
+            ("cpu fwd x1", "forward", 1, "cpu_s_per_gbit"))
+    by_dp: dict[tuple, dict[str, Any]] = {}
+    for key, s in summ.items():
+        dp = (key[idx["virt"]], key[idx["datapath"]], key[idx["mode"]], key[idx["flag"]])
+        for label, direction, streams, metric in cols:
+            if key[idx["direction"]] == direction and int(key[idx["streams"]]) == streams and \
+                    key[idx["metric"]] == metric:
+                by_dp.setdefault(dp, {})[label] = s
+    ceiling = {c: v for (virt, name, _m, _f), vals in by_dp.items() if name == "loopback"
+               for c, v in vals.items()}
+    lines = ["datapath                 " + "".join(f"{c[0]:>21}" for c in cols) +
+             "   eff fwd x1",
+             "(median ±CI95 CV%; Gbit/s, %, one-way us, s/Gbit)"]
+    for (virt, name, mode, flag), vals in by_dp.items():
+        label = " ".join(p for p in (name, mode, flag) if p)
+        cells = []
+        for c, _d, _s, metric in cols:
+            s = vals.get(c)
+            if s is None:
+                cells.append(f"{'-':>21}")
+                continue
+            scale = 1e9 if metric.endswith("_bps") else 1.0
+            cv = f"{100 * s.cv:.0f}" if math.isfinite(s.cv) else "-"
+            cells.append(f"{s.median / scale:>9.3g} ±{s.ci_half / scale:<5.2g}{cv:>4}%")
+        eff = ""
+        if "tcp fwd x1" in vals and "tcp fwd x1" in ceiling and ceiling["tcp fwd x1"].median:
+            eff = f"{vals['tcp fwd x1'].median / ceiling['tcp fwd x1'].median:.2f}"
+        lines.append(f"{label:<25}" + "".join(cells) + f"   {eff:>6}")
+    return lines
+
+
+@dataclass
+class BaselineReport:
+    deltas: list[Delta]
+    warnings: list[str]
+
+    @property
+    def regressions(self) -> list[Delta]:
+        return [d for d in self.deltas if d.failed]
+
+
+def against_baseline(current_dir: Path | str, baseline_dir: Path | str,
+                     thresholds: Sequence[Threshold], kernel: str, virt: str) -> BaselineReport:
+    """Compare this machine's figures in ``current_dir`` with the same figures of a saved run."""
+    cur = filter_leg(load_rows(current_dir), kernel, virt)
+    base_all = load_rows(baseline_dir)
+    base_meta = read_meta(baseline_dir)
+    base_kernel = base_meta.get("kernel")
+    base = [dict(r) for r in base_all if r.get("virt") == virt and
+            (base_kernel is None or r.get("kernel") == base_kernel)]
+    warnings = machine_mismatch(store.machine_meta(), base_meta)
+    if not base:
+        warnings.append(f"the baseline {baseline_dir} holds no bench figures measured with "
+                        f"virtualisation {virt!r}; nothing compared")
+    return BaselineReport(compare(cur, base, thresholds), warnings)

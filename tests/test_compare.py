@@ -1,0 +1,91 @@
+"""Baseline comparison: thresholds, noise awareness, matching, mismatch warnings."""
+
+from __future__ import annotations
+
+import pytest
+
+from linklab.compare import (FailOnError, Threshold, compare, higher_is_better,
+                             machine_mismatch, parse_fail_on)
+from linklab.stats import summarise
+
+BASE_THR = summarise([10.0e9, 10.1e9, 9.9e9, 10.0e9, 10.05e9])
+
+
+def test_parse_fail_on() -> None:
+    assert parse_fail_on("throughput:5%,latency_p99:10%") == [
+        Threshold("throughput", 5.0), Threshold("latency_p99", 10.0)]
+    assert parse_fail_on("cpu_s_per_gbit:2.5") == [Threshold("cpu_s_per_gbit", 2.5)]
+    assert parse_fail_on("") == []
+    with pytest.raises(FailOnError, match="'throughput=5'"):
+        parse_fail_on("throughput=5")
+    with pytest.raises(FailOnError, match="'latency:x%'"):
+        parse_fail_on("throughput:5%,latency:x%")
+
+
+def test_matching_is_by_whole_tokens() -> None:
+    t = Threshold("latency_p99", 10)
+    assert t.matches("tcp_oneway_latency_p99_us")
+    assert not t.matches("tcp_oneway_latency_p999_us")
+    assert Threshold("throughput", 5).matches("throughput_bps")
+    assert not Threshold("throughput", 5).matches("udp_goodput_bps")
+
+
+def test_direction_of_better() -> None:
+    assert higher_is_better("throughput_bps") and higher_is_better("udp_goodput_bps")
+    assert not higher_is_better("tcp_oneway_latency_p99_us")
+    assert not higher_is_better("cpu_s_per_gbit") and not higher_is_better("udp_loss_pct")
+
+
+def test_throughput_drop_beyond_threshold_and_noise_fails() -> None:
+    cur = summarise([8.0e9, 8.1e9, 7.9e9, 8.0e9, 8.05e9])
+    assert Threshold("throughput", 5).fails(cur, BASE_THR, "throughput_bps")
+    assert not Threshold("throughput", 25).fails(cur, BASE_THR, "throughput_bps")
+
+
+def test_an_improvement_never_fails() -> None:
+    cur = summarise([12.0e9, 12.1e9, 11.9e9])
+    assert not Threshold("throughput", 5).fails(cur, BASE_THR, "throughput_bps")
+    lat_base, lat_cur = summarise([100.0, 101.0, 99.0]), summarise([50.0, 51.0, 49.0])
+    assert not Threshold("latency_p99", 10).fails(lat_cur, lat_base, "tcp_oneway_latency_p99_us")
+
+
+def test_latency_increase_fails_only_when_intervals_separate() -> None:
+    base = summarise([100.0, 101.0, 99.0, 100.0, 100.5])
+    clear = summarise([130.0, 131.0, 129.0, 130.0, 130.5])
+    noisy = summarise([60.0, 200.0, 130.0, 90.0, 170.0])   # median 130, huge CI
+    t = Threshold("latency_p99", 10)
+    assert t.fails(clear, base, "tcp_oneway_latency_p99_us")
+    assert t.worse_pct(noisy, base, "tcp_oneway_latency_p99_us") == pytest.approx(30.0)
+    assert not t.fails(noisy, base, "tcp_oneway_latency_p99_us")
+
+
+def row(metric: str, value: float, rep: int, **kw: object) -> dict:
+    base = {"virt": "none", "kernel": "6.18", "datapath": "veth", "mode": "", "flag": "",
+            "family": "v4", "direction": "forward", "streams": 1, "metric": metric,
+            "unit": "bit/s", "value": value, "repetition": rep, "error": ""}
+    return base | kw
+
+
+def test_compare_matches_figures_and_flags_regressions() -> None:
+    baseline = [row("throughput_bps", v, i) for i, v in enumerate([10e9, 10.1e9, 9.9e9], 1)]
+    baseline += [row("throughput_bps", v, i, virt="tcg") for i, v in enumerate([1e9, 1e9], 1)]
+    current = [row("throughput_bps", v, i) for i, v in enumerate([5e9, 5.1e9, 4.9e9], 1)]
+    current += [row("throughput_bps", None, 4, error="iperf3: boom")]
+    current += [row("throughput_bps", v, i, datapath="bridge") for i, v in enumerate([3e9], 1)]
+    deltas = compare(current, baseline, [Threshold("throughput", 5)])
+    assert len(deltas) == 1                      # bridge absent from the baseline; tcg apart
+    (d,) = deltas
+    assert d.current.n == 3                      # the error row is not a figure
+    assert d.change_pct == pytest.approx(-50.0)
+    assert d.failed == (Threshold("throughput", 5),) and not d.noise
+    assert "veth v4 forward x1 throughput_bps" in d.label()
+    assert compare(current, baseline, [])[0].failed == ()
+
+
+def test_machine_mismatch_names_what_differs() -> None:
+    cur = {"kernel": "6.18", "cpu_model": "Xeon", "cores": 2, "virt": "none"}
+    assert machine_mismatch(cur, dict(cur)) == []
+    out = machine_mismatch(cur, cur | {"kernel": "6.12", "cores": 4})
+    assert out == ["kernel differs: baseline 6.12, this run 6.18",
+                   "cores differs: baseline 4, this run 2"]
+    assert machine_mismatch(cur, {})[0].startswith("kernel of the baseline is unknown")

@@ -1,0 +1,59 @@
+"""Statistics of repetitions: median, 95 % t confidence interval, CV."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from linklab.stats import overlap, summarise, t975
+
+
+def test_t_quantiles_match_the_table_and_tend_to_normal() -> None:
+    assert t975(1) == pytest.approx(12.706)
+    assert t975(4) == pytest.approx(2.776)
+    assert t975(30) == pytest.approx(2.042)
+    assert t975(45) == pytest.approx(2.021)      # conservative: df 40's value
+    assert t975(10_000) == pytest.approx(1.960)
+    with pytest.raises(ValueError):
+        t975(0)
+
+
+def test_summary_of_five_values() -> None:
+    vals = [10.0, 12.0, 11.0, 9.0, 13.0]
+    s = summarise(vals)
+    assert s.n == 5 and s.median == 11.0 and s.mean == 11.0
+    sd = statistics.stdev(vals)
+    half = 2.776 * sd / math.sqrt(5)
+    assert s.ci_low == pytest.approx(11.0 - half) and s.ci_high == pytest.approx(11.0 + half)
+    assert s.cv == pytest.approx(sd / 11.0)
+    assert s.ci_half == pytest.approx(half)
+
+
+def test_median_is_robust_to_one_outlier() -> None:
+    s = summarise([10.0, 10.0, 10.0, 10.0, 1000.0])
+    assert s.median == 10.0 and s.mean == 208.0
+
+
+def test_none_and_nan_are_ignored_and_one_value_has_no_spread() -> None:
+    s = summarise([None, float("nan"), 4.0])
+    assert (s.n, s.median, s.ci_low, s.ci_high) == (1, 4.0, 4.0, 4.0)
+    assert math.isnan(s.cv)
+
+
+def test_no_values_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no finite values"):
+        summarise([None, float("nan")])
+
+
+def test_zero_mean_has_undefined_cv() -> None:
+    assert math.isnan(summarise([-1.0, 1.0]).cv)
+
+
+def test_overlap() -> None:
+    a = summarise([10.0, 10.5, 9.5])
+    b = summarise([10.2, 10.7, 9.7])
+    c = summarise([20.0, 20.5, 19.5])
+    assert overlap(a, b) and overlap(b, a)
+    assert not overlap(a, c) and not overlap(c, a)
