@@ -11,7 +11,8 @@ setup:
 
 # The CI test command: unit tests, the connectivity matrix on the host kernel, the bench smoke.
 test: setup
-	$(PYTEST) -p xdist -n 2 -q
+	$(PYTEST) -p xdist -n 2 -q -m "not bench"
+	$(PYTEST) -p no:xdist -q -m bench --bench-smoke
 
 connectivity: setup
 	$(PYTEST) -m connectivity -q
