@@ -195,6 +195,7 @@ def earlier_night(root: Path, stamp: str, status: str) -> dict[str, Path]:
         run = root / "nights" / stamp / node / "results" / f"{stamp}-{node[-1]}x"
         run.mkdir(parents=True)
         (run / "meta.json").write_text("{}")
+        (run / "bench.jsonl").write_text('{"metric": "throughput_bps", "value": 1e9}\n')
         runs[node] = run
     (root / "nights" / stamp / "nightly.json").write_text(json.dumps(
         {"status": status, "runs": {n: str(r.relative_to(root / "nights" / stamp))
@@ -294,6 +295,7 @@ class Machines:
             run = Path(argv[-1]) / f"{Path(argv[-1]).parent.parent.name}-{node}"
             run.mkdir(parents=True)
             (run / "meta.json").write_text("{}")
+            (run / "bench.jsonl").write_text("{}\n")
         return 0
 
     def index(self, *prefix: str) -> int:
@@ -356,6 +358,15 @@ def test_interrupt_still_destroys(tmp_path: Path) -> None:
         nightly.execute(nightly.make_plan(cfg), machines)
     assert machines.calls[-1] == ("vagrant", "destroy", "--force", "node-a", "node-b")
     assert json.loads((cfg.night / "nightly.json").read_text())["status"] == "broken"
+
+
+def test_baseline_skips_a_passed_night_without_benchmarks(tmp_path: Path) -> None:
+    runs = earlier_night(tmp_path, "20260101T010000Z", "passed")
+    later = earlier_night(tmp_path, "20260102T010000Z", "passed")
+    (later["node-a"] / "bench.jsonl").unlink()
+    assert nightly.find_baseline(tmp_path, "20260103T010000Z", "node-a") == runs["node-a"]
+    assert nightly.find_baseline(tmp_path, "20260103T010000Z", "node-b") == later["node-b"]
+    assert nightly.find_baseline(tmp_path, "20260101T010000Z", "node-a") is None
 
 
 def test_prune_keeps_the_baseline_in_use(tmp_path: Path) -> None:
