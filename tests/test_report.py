@@ -4,7 +4,6 @@ and every kind of bad input giving a clear message (never a traceback)."""
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -14,17 +13,18 @@ from pathlib import Path
 import pytest
 
 from linklab.cli import main
+from linklab.compare import Delta, Threshold
 from linklab.report.aggregate import (
-    Regression,
+    Rules,
     bench_summary,
     compare,
     latency_parts,
     load_results,
     machine_mismatch,
-    median_ci95,
     with_efficiency,
 )
 from linklab.report.render import render
+from linklab.stats import summarise
 
 SAMPLE = Path(__file__).parent / "data" / "results-sample"
 
@@ -46,17 +46,9 @@ def _scale_bench(run: Path, datapath: str, metric: str, factor: float) -> None:
 
 # ---- statistics and aggregation -------------------------------------------------------------
 
-def test_median_ci95_uses_t_interval() -> None:
-    med, low, high = median_ci95([1, 2, 3, 4, 5])
-    half = 2.776 * math.sqrt(2.5) / math.sqrt(5)
-    assert med == 3 and low == pytest.approx(3 - half) and high == pytest.approx(3 + half)
-    assert median_ci95([7.0]) == (7.0, 7.0, 7.0)
-    assert all(math.isnan(v) for v in median_ci95([]))
-
-
 def test_latency_parts_reads_protocol_from_direction_or_name() -> None:
-    assert latency_parts("latency_p999_us", "udp") == ("udp", "p99.9")
-    assert latency_parts("tcp_latency_p50_us", "") == ("tcp", "p50")
+    assert latency_parts("udp_oneway_latency_p999_us", "pingpong") == ("udp", "p99.9")
+    assert latency_parts("latency_p50_us", "tcp") == ("tcp", "p50")
     assert latency_parts("latency_p90_us", "forward") == ("", "p90")
 
 
@@ -88,20 +80,29 @@ def test_error_rows_are_not_averaged() -> None:
 
 # ---- comparison -----------------------------------------------------------------------------
 
-def test_regression_needs_threshold_and_separated_intervals() -> None:
-    rule = Regression(0.05)
-    base = {"median": 100.0, "ci_low": 98.0, "ci_high": 102.0}
-    assert rule.verdict("throughput_bps", {"median": 90.0, "ci_low": 88.0, "ci_high": 92.0}, base) == "regressed"
-    assert rule.verdict("throughput_bps", {"median": 90.0, "ci_low": 70.0, "ci_high": 110.0}, base) == "same"
-    assert rule.verdict("throughput_bps", {"median": 97.0, "ci_low": 96.5, "ci_high": 97.5}, base) == "same"
-    assert rule.verdict("latency_p99_us", {"median": 120.0, "ci_low": 118.0, "ci_high": 122.0}, base) == "regressed"
-    assert rule.verdict("latency_p99_us", {"median": 80.0, "ci_low": 78.0, "ci_high": 82.0}, base) == "improved"
+def _delta(metric: str, cur: list[float], base: list[float]) -> Delta:
+    c, b = summarise(cur), summarise(base)
+    return Delta(("none", "veth", "", "", "v4", "forward", 1, metric, ""), c, b,
+                 100 * (c.median - b.median) / b.median, ())
+
+
+def test_rules_need_threshold_and_separated_intervals() -> None:
+    rules = Rules(5.0, (Threshold("latency_p99", 20.0),))
+    base = [99.0, 100.0, 101.0]
+    assert rules.verdict(_delta("throughput_bps", [89.0, 90.0, 91.0], base)) == "regressed"
+    assert rules.verdict(_delta("throughput_bps", [60.0, 90.0, 120.0], base)) == "same"  # noise
+    assert rules.verdict(_delta("throughput_bps", [96.9, 97.0, 97.1], base)) == "same"   # < 5 %
+    assert rules.verdict(_delta("throughput_bps", [109.0, 110.0, 111.0], base)) == "improved"
+    assert rules.verdict(_delta("tcp_oneway_latency_p50_us", [109.0, 110.0, 111.0], base)) == "regressed"
+    assert rules.verdict(_delta("tcp_oneway_latency_p99_us", [109.0, 110.0, 111.0], base)) == "same"
+    assert rules.verdict(_delta("tcp_oneway_latency_p99_us", [129.0, 130.0, 131.0], base)) == "regressed"
+    assert rules.verdict(_delta("cpu_s_per_gbit", [79.0, 80.0, 81.0], base)) == "improved"
 
 
 def test_degraded_datapath_is_caught(sample: Path) -> None:
     baseline = load_results(SAMPLE)
     _scale_bench(sample, "veth", "throughput_bps", 0.7)
-    result = compare(load_results(sample), baseline, Regression(0.05))
+    result = compare(load_results(sample), baseline, Rules())
     regressed = result[result["verdict"] == "regressed"]
     assert set(regressed["datapath"]) == {"veth"} and set(regressed["metric"]) == {"throughput_bps"}
     assert len(regressed) == 4  # both directions, 1 and 4 streams
@@ -114,7 +115,8 @@ def test_machine_mismatch_names_what_differs() -> None:
     assert machine_mismatch(meta, dict(meta)) == []
     other = dict(meta, kernel="6.1.0-28-amd64", cores=8)
     diff = machine_mismatch(meta, other)
-    assert any("kernel: 6.1.0-28-amd64 (baseline)" in d for d in diff) and any("cores" in d for d in diff)
+    assert any("kernel differs: baseline 6.1.0-28-amd64" in d for d in diff)
+    assert any("cores" in d for d in diff)
 
 
 # ---- rendering ------------------------------------------------------------------------------
@@ -148,13 +150,14 @@ def test_baseline_section_highlights_regressions_and_machine_mismatch(sample: Pa
         part.write_text(part.read_text().replace(meta["kernel"], "6.1.0-28-amd64"))
     meta["kernel"] = "6.1.0-28-amd64"
     (sample / "meta.json").write_text(json.dumps(meta))
-    _scale_bench(sample, "bridge", "latency_p99_us", 1.5)
+    for proto in ("tcp", "udp"):
+        _scale_bench(sample, "bridge", f"{proto}_oneway_latency_p99_us", 1.5)
     out = tmp_path / "r" / "index.html"
     assert main([ "report", str(sample), "--baseline", str(SAMPLE), "-o", str(out)]) == 0
     html = out.read_text()
     assert '<section id="baseline">' in html and "Different machine or kernel" in html
     assert html.count('<tr class="regressed">') == 2  # TCP and UDP p99 of the bridge
-    assert "kernel: 6.18.0-linklab (baseline) → 6.1.0-28-amd64 (this run)" in html
+    assert "kernel differs: baseline 6.18.44-linklab, this run 6.1.0-28-amd64" in html
 
 
 def test_default_output_and_latest_link(sample: Path, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -248,3 +251,9 @@ def test_cli_error_has_no_traceback(tmp_path: Path) -> None:
                           capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("linklab report: ") and proc.stdout == ""
+
+
+def test_bad_fail_on_is_named(tmp_path: Path, capsys) -> None:
+    rc, _, err = _report([str(SAMPLE), "--baseline", str(SAMPLE), "--fail-on", "throughput=5",
+                          "-o", str(tmp_path / "x.html")], capsys)
+    assert rc == 2 and "--fail-on: 'throughput=5' is not METRIC:PCT%" in err

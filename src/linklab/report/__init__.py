@@ -24,21 +24,30 @@ def cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
                         help="with --baseline: smallest change that counts, in percent (default 5); "
                              "the 95%% confidence intervals must also be apart")
+    parser.add_argument("--fail-on", default="", metavar="METRIC:PCT%,...",
+                        help="with --baseline: per-metric thresholds overriding --threshold, "
+                             "as for pytest --bench-fail-on (e.g. throughput:5%%,latency_p99:10%%)")
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    from linklab.compare import FailOnError, parse_fail_on
+    from linklab.report.aggregate import Rules
     from linklab.report.render import link_latest, render
 
     try:
         if args.threshold < 0:
             raise ReportError(f"--threshold {args.threshold}: must be a percentage >= 0")
+        try:
+            rules = Rules(args.threshold, tuple(parse_fail_on(args.fail_on)))
+        except FailOnError as exc:
+            raise ReportError(str(exc).replace("--bench-fail-on", "--fail-on")) from None
         results = load_results(args.results_dir)
         baseline = load_results(args.baseline) if args.baseline else None
         output = args.output or Path("reports") / results.path.resolve().name / "index.html"
         if output.exists() and output.is_dir():
             raise ReportError(f"-o {output}: is a directory; give the HTML file name, "
                               f"e.g. {output / 'index.html'}")
-        done = render(results, output, baseline, threshold=args.threshold / 100)
+        done = render(results, output, baseline, rules)
         latest = link_latest(output) if args.output is None else None
     except ReportError as exc:
         print(f"linklab report: {exc}", file=sys.stderr)

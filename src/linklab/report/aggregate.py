@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import statistics
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,49 +17,13 @@ from typing import Any
 
 import pandas as pd
 
+from linklab import compare as cmp
 from linklab.results import SCHEMA_VERSION, TABLES
+from linklab.stats import summarise
 
 
 class ReportError(Exception):
     """Input the report cannot be built from; the message names the file and what to do."""
-
-
-# ---------------------------------------------------------------------------------------------
-# statistics (small on purpose; the bench package owns the measuring side)
-
-# two-sided 95 % Student t quantiles by degrees of freedom; 1.96 beyond the table
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def t95(df: int) -> float:
-    """Two-sided 95 % t quantile for ``df`` degrees of freedom (next smaller tabulated df)."""
-    if df >= 60:
-        return 1.96
-    return _T95[max(k for k in _T95 if k <= df)]
-
-
-def median_ci95(values: list[float]) -> tuple[float, float, float]:
-    """(median, low, high): the median with the 95 % t-interval of the mean, shifted onto it.
-
-    With one value the interval is the value itself (no spread is known, none is invented).
-    """
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not vals:
-        return (math.nan, math.nan, math.nan)
-    med = statistics.median(vals)
-    if len(vals) < 2:
-        return (med, med, med)
-    half = t95(len(vals) - 1) * statistics.stdev(vals) / math.sqrt(len(vals))
-    return (med, med - half, med + half)
-
-
-def cv(values: list[float]) -> float:
-    """Coefficient of variation (stdev / mean), NaN when undefined."""
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if len(vals) < 2 or statistics.fmean(vals) == 0:
-        return math.nan
-    return statistics.stdev(vals) / statistics.fmean(vals)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,13 +250,9 @@ def metric_family(metric: str) -> str:
         return "throughput"
     if _LATENCY.search(metric):
         return "latency"
-    if metric.startswith("cpu_s_per_gbit"):
+    if "cpu_s_per_gbit" in metric:
         return "cpu"
     return "other"
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric_family(metric) == "throughput"
 
 
 def latency_parts(metric: str, direction: str) -> tuple[str, str]:
@@ -322,11 +281,10 @@ def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, group in ok.groupby(list(BENCH_KEYS), sort=False):
         values = group["value"].tolist()
-        med, low, high = median_ci95(values)
-        if min(values) >= 0:  # rates, losses, latencies: the interval stops at zero
-            low = max(0.0, low)
+        st = summarise(values)
+        low = max(0.0, st.ci_low) if min(values) >= 0 else st.ci_low  # rates stop at zero
         row = dict(zip(BENCH_KEYS, key))
-        row.update(median=med, ci_low=low, ci_high=high, n=len(values), cv=cv(values),
+        row.update(median=st.median, ci_low=low, ci_high=st.ci_high, n=st.n, cv=st.cv,
                    label=datapath_label(row["datapath"], row["mode"], row["flag"]),
                    section=metric_family(row["metric"]))
         rows.append(row)
@@ -350,74 +308,55 @@ def with_efficiency(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# baseline comparison
+# baseline comparison (the rules live in linklab.compare, shared with --bench-baseline)
 
-MATCH_KEYS = ("role", "virt", "datapath", "mode", "flag", "family", "direction", "streams",
-              "metric", "unit")
+machine_mismatch = cmp.machine_mismatch
 
 
 @dataclass(frozen=True)
-class Regression:
-    """A change in a metric that counts: worse by more than ``threshold`` (a fraction, 0.05 =
-    5 %) AND with the two 95 % confidence intervals apart (so noise alone never counts)."""
+class Rules:
+    """Which threshold judges a metric: the first ``--fail-on`` item that matches it, else
+    ``default_pct`` for every metric."""
 
-    threshold: float = 0.05
+    default_pct: float = 5.0
+    fail_on: tuple[cmp.Threshold, ...] = ()
 
-    @staticmethod
-    def delta(current: float, baseline: float) -> float:
-        return (current - baseline) / baseline if baseline else math.nan
+    def threshold(self, metric: str) -> cmp.Threshold:
+        for t in self.fail_on:
+            if t.matches(metric):
+                return t
+        return cmp.Threshold(metric, self.default_pct)
 
-    @staticmethod
-    def separated(cur: tuple[float, float], base: tuple[float, float]) -> bool:
-        return cur[0] > base[1] or base[0] > cur[1]
-
-    def verdict(self, metric: str, current: dict[str, float], baseline: dict[str, float]) -> str:
-        """'regressed', 'improved' or 'same' for one figure (dicts with median/ci_low/ci_high)."""
-        delta = self.delta(current["median"], baseline["median"])
-        if math.isnan(delta) or abs(delta) <= self.threshold:
-            return "same"
-        if not self.separated((current["ci_low"], current["ci_high"]),
-                              (baseline["ci_low"], baseline["ci_high"])):
-            return "same"
-        worse = delta < 0 if higher_is_better(metric) else delta > 0
-        return "regressed" if worse else "improved"
+    def verdict(self, delta: cmp.Delta) -> str:
+        """'regressed' / 'improved' beyond threshold and noise, else 'same'."""
+        t = self.threshold(delta.metric)
+        if t.fails(delta.current, delta.baseline, delta.metric):
+            return "regressed"
+        if -t.worse_pct(delta.current, delta.baseline, delta.metric) > t.pct and not delta.noise:
+            return "improved"
+        return "same"
 
 
-def machine_mismatch(current: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
-    """What differs between two runs' machines; figures from different machines compare badly."""
-    out = []
-    for key, name in (("kernel", "kernel"), ("cpu_model", "CPU"), ("cores", "cores"),
-                      ("virt", "virtualisation")):
-        a, b = current.get(key), baseline.get(key)
-        if a != b:
-            out.append(f"{name}: {b if b is not None else 'unknown'} (baseline) → "
-                       f"{a if a is not None else 'unknown'} (this run)")
-    return out
+COMPARE_COLUMNS = (*cmp.KEY, "role", "label", "section", "threshold_pct", "median", "ci_low",
+                   "ci_high", "base_median", "base_ci_low", "base_ci_high", "delta", "verdict")
 
 
-def _with_role(summary: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
-    out = summary.copy()
-    host = (str(meta.get("kernel", "")), str(meta.get("virt", "")))
-    out["role"] = ["host" if (k, v) == host else "vm" for k, v in zip(out["kernel"], out["virt"])]
-    return out
-
-
-def compare(current: Results, baseline: Results, rule: Regression) -> pd.DataFrame:
-    """Per-figure deltas against the baseline. Host figures are matched with host figures and
-    VM-leg figures with VM-leg figures of the same virtualisation, never across."""
-    cur = _with_role(bench_summary(current.tables["bench"]), current.meta)
-    base = _with_role(bench_summary(baseline.tables["bench"]), baseline.meta)
-    cols = list(MATCH_KEYS) + ["label", "section", "median", "ci_low", "ci_high", "base_median",
-                               "base_ci_low", "base_ci_high", "delta", "verdict"]
-    if cur.empty or base.empty:
-        return pd.DataFrame(columns=cols)
-    base = base.rename(columns={"median": "base_median", "ci_low": "base_ci_low",
-                                "ci_high": "base_ci_high"})
-    merged = cur.merge(base[list(MATCH_KEYS) + ["base_median", "base_ci_low", "base_ci_high"]],
-                       on=list(MATCH_KEYS), how="inner")
-    merged["delta"] = [Regression.delta(c, b) for c, b in zip(merged["median"], merged["base_median"])]
-    merged["verdict"] = [
-        rule.verdict(r.metric, {"median": r.median, "ci_low": r.ci_low, "ci_high": r.ci_high},
-                     {"median": r.base_median, "ci_low": r.base_ci_low, "ci_high": r.base_ci_high})
-        for r in merged.itertuples()]
-    return merged[cols]
+def compare(current: Results, baseline: Results, rules: Rules) -> pd.DataFrame:
+    """Per-figure deltas against the baseline (matched on datapath, mode, flag, family,
+    direction, streams, metric, unit and virtualisation: a VM leg never meets the host)."""
+    deltas = cmp.compare(current.tables["bench"].to_dict("records"),
+                         baseline.tables["bench"].to_dict("records"))
+    host_virt = str(current.meta.get("virt", ""))
+    rows = []
+    for d in deltas:
+        k = dict(zip(cmp.KEY, d.key))
+        rows.append(k | {
+            "role": "host" if k["virt"] == host_virt or not host_virt else "vm",
+            "label": datapath_label(k["datapath"], k["mode"], k["flag"]),
+            "section": metric_family(k["metric"]),
+            "threshold_pct": rules.threshold(d.metric).pct,
+            "median": d.current.median, "ci_low": d.current.ci_low, "ci_high": d.current.ci_high,
+            "base_median": d.baseline.median, "base_ci_low": d.baseline.ci_low,
+            "base_ci_high": d.baseline.ci_high, "delta": d.change_pct / 100,
+            "verdict": rules.verdict(d)})
+    return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))

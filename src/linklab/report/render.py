@@ -17,8 +17,8 @@ from linklab.report import charts
 from linklab.report.aggregate import (
     LOOPBACK,
     Leg,
-    Regression,
     Results,
+    Rules,
     bench_errors,
     bench_summary,
     compare,
@@ -165,9 +165,20 @@ def _scale(unit: str, metric: str) -> tuple[float, str]:
     return 1.0, unit
 
 
+def _latency_kind(metrics: pd.Series) -> str:
+    """'one-way (RTT/2)' or 'round-trip', as the metric names say."""
+    names = set(metrics)
+    if all("oneway" in m for m in names):
+        return "one-way (RTT/2)"
+    if all("rtt" in m.split("_") for m in names):
+        return "round-trip"
+    return ""
+
+
 def _series(row: pd.Series, families: int) -> str:
     streams = f"{row['streams']} stream{'s' if row['streams'] not in ('1', '') else ''}"
-    name = f"{row['direction'] or '?'} · {streams}"
+    proto = "UDP " if row["metric"].startswith("udp_") else ""
+    name = f"{proto}{row['direction'] or '?'} · {streams}"
     return f"{name} · {row['family']}" if families > 1 else name
 
 
@@ -230,7 +241,8 @@ def bench_legs(results: Results) -> list[BenchLeg]:
                     part, group="label", series="pct", value="median", low="ci_low",
                     high="ci_high", chart_id=f"chart-latency-{proto}-{slug}",
                     ylabel=f"latency ({part['unit'].iloc[0]})", log=charts.needs_log(part["median"]),
-                    title=f"{proto.upper()} latency percentiles (sockperf ping-pong): median with 95 % CI"))
+                    title=f"{proto.upper()} {_latency_kind(part['metric'])} latency (sockperf "
+                          "ping-pong): median with 95 % CI"))
             for (label, proto), part in lat.groupby(["label", "proto"], sort=False):
                 lat_rows.append({"label": label, "proto": proto, "unit": part["unit"].iloc[0],
                                  "n": int(part["n"].min()),
@@ -240,10 +252,11 @@ def bench_legs(results: Results) -> list[BenchLeg]:
         if not cpu.empty:
             fams = cpu["family"].nunique()
             cpu["series"] = [_series(r, fams) for _, r in cpu.iterrows()]
+            tcp_cpu = cpu[~cpu["metric"].str.startswith("udp_")]
             made["cpu"] = Markup(charts.grouped_bars(
-                cpu, group="label", series="series", value="median", low="ci_low", high="ci_high",
+                tcp_cpu if not tcp_cpu.empty else cpu, group="label", series="series", value="median", low="ci_low", high="ci_high",
                 chart_id=f"chart-cpu-{slug}", ylabel=f"CPU ({cpu['unit'].iloc[0]})",
-                title="busy CPU-seconds per transferred gigabit (lower is cheaper)"))
+                title="TCP: busy CPU-seconds per transferred gigabit (lower is cheaper)"))
         other = s[s["section"] == "other"]
         out.append(BenchLeg(
             leg=leg, charts=made, throughput=thr.to_dict("records"), latency=lat_rows,
@@ -321,7 +334,7 @@ class Rendered:
 
 
 def render(results: Results, output: Path, baseline: Results | None = None,
-           threshold: float = 0.05) -> Rendered:
+           rules: Rules | None = None) -> Rendered:
     """Write the report to ``output`` (atomically) and return what it contains."""
     started = time.monotonic()
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -335,7 +348,8 @@ def render(results: Results, output: Path, baseline: Results | None = None,
     comparison = None
     mismatch: list[str] = []
     if baseline is not None:
-        comparison = compare(results, baseline, Regression(threshold))
+        rules = rules or Rules()
+        comparison = compare(results, baseline, rules)
         shown = []
         for unit, metric in zip(comparison["unit"], comparison["metric"]):
             shown.append(_scale(unit, metric))
@@ -351,7 +365,7 @@ def render(results: Results, output: Path, baseline: Results | None = None,
     html = env.get_template("report.html").render(
         r=results, env_rows=_env(results.meta), matrices=matrices, dhcp=dhcp_tables(results),
         benches=benches, errors=errors.to_dict("records"), baseline=baseline,
-        comparison=comparison, mismatch=mismatch, threshold=threshold,
+        comparison=comparison, mismatch=mismatch, rules=rules,
         generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(output, html)
