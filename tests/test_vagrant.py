@@ -404,3 +404,37 @@ def test_peer_ssh_key_and_authorise(tmp_path: Path) -> None:
     bad = subprocess.run([peer_ssh, "authorise"], env=env, input="not a key\n", text=True,
                          capture_output=True, timeout=60, check=False)
     assert bad.returncode == 2 and "not an ssh-ed25519 public key" in bad.stderr
+
+
+class CollectSample(Machines):
+    """Machines whose nodes return tests/data/results-sample; the report step runs for real."""
+
+    def __call__(self, step, env: dict[str, str]) -> int:
+        argv = step.argv
+        if argv[0] == "rsync" and argv[-2].endswith("/vagrant/results/"):
+            self.calls.append(argv)
+            node = argv[-2].split(":")[0]
+            shutil.copytree(REPO / "tests" / "data" / "results-sample",
+                            Path(argv[-1]) / f"{Path(argv[-1]).parent.parent.name}-{node}")
+            return 0
+        if len(argv) > 1 and argv[1] == "report":
+            self.calls.append(argv)
+            return subprocess.run(argv, capture_output=True, timeout=300, check=False).returncode
+        return super().__call__(step, env)
+
+
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "linklab").exists(),
+                    reason="linklab not installed in .venv (`make setup`)")
+def test_execute_renders_the_baseline_comparison(tmp_path: Path) -> None:
+    """The report steps as ci/nightly writes them, run by the real `linklab report`."""
+    prev = tmp_path / "nights" / "20260101T010000Z"
+    for node in ("node-a", "node-b"):
+        shutil.copytree(REPO / "tests" / "data" / "results-sample",
+                        prev / node / "results" / f"20260101T010000Z-{node}")
+    (prev / "nightly.json").write_text(json.dumps({"status": "passed", "runs": {
+        n: f"{n}/results/20260101T010000Z-{n}" for n in ("node-a", "node-b")}}))
+    cfg = config(tmp_path)
+    assert nightly.execute(nightly.make_plan(cfg), CollectSample()) == nightly.EXIT_PASSED
+    for node in ("node-a", "node-b"):
+        html = (cfg.night / node / "report" / "index.html").read_text()
+        assert "Compared with baseline" in html
