@@ -13,12 +13,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from linklab import kinds
 from linklab.model import IPIface, Node, Scenario
 from linklab.netns import NetNS
 from linklab.ownership import Run
 
-IFA_F_NODAD = 0x02
 FIRST_INDEX = 10          # interface indices we choose ourselves, per namespace
 UPLINK_PORT = "p-host"    # upstream's end of the host's parent veth
 REMOTE_PORT = "to-remote"  # upstream's end of the remote link
@@ -78,74 +79,70 @@ class Topology:
     def register(self, ns: str, ifname: str, index: int) -> None:
         self._index[(ns, ifname)] = index
 
-    def add_veth(self, ns: str, ifname: str, peer_ns: str, peer_ifname: str,
-                 **attrs: Any) -> tuple[int, int]:
-        """A veth pair: ``ifname`` in ``ns``, its peer created directly in ``peer_ns``."""
-        mtu = attrs.get("mtu")
-        peer = {"ifname": peer_ifname, "net_ns_fd": self.ns(peer_ns).fd}
-        if mtu:
-            peer["mtu"] = mtu
-        index = self.add_link(ns, ifname, kind="veth", peer=peer, **attrs)
-        # pyroute2 encodes no header for the peer, so the kernel picks its index: look it up
-        peer_index = self._netlink(peer_ns, f"find {peer_ifname}",
-                                   self.ns(peer_ns).ipr.link_lookup, ifname=peer_ifname)[0]
-        self.register(peer_ns, peer_ifname, peer_index)
-        return index, peer_index
-
     # -- creation ------------------------------------------------------------------------
     def _netlink(self, ns: str, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
         try:
             return fn(*args, **kw)
-        except Exception as exc:  # NetlinkError and friends: say where
+        except OSError as exc:  # the kernel said no: say where
+            raise BuildError(f"{self.scenario.name}: {ns}: {what}: {exc.strerror}") from exc
+        except NetlinkError as exc:  # pyroute2's own
             raise BuildError(f"{self.scenario.name}: {ns}: {what}: {exc}") from exc
 
-    def add_link(self, ns: str, ifname: str, **attrs: Any) -> int:
-        """Create a link inside ``ns`` (up, at an index we choose) and return its index."""
+    def add_link(self, ns: str, ifname: str, kind: str, **attrs: Any) -> int:
+        """Create a link inside ``ns`` at an index we choose (up unless it is a veth, whose
+        ends can only come up once both exist) and return its index."""
         index = self.next_index(ns)
-        attrs = {k: v for k, v in attrs.items() if v is not None}
-        self._netlink(ns, f"create {ifname} ({attrs.get('kind')})", self.ns(ns).ipr.link, "add",
-                      ifname=ifname, index=index, state="up", **attrs)
+        self._netlink(ns, f"create {ifname} ({kind})", self.ns(ns).nl.link_add, ifname, index,
+                      kind, up=kind != "veth", **attrs)
         self.register(ns, ifname, index)
         return index
 
-    def add_child(self, c: Node, attrs: dict[str, Any], address: str | None = None) -> int:
+    def add_veth(self, ns: str, ifname: str, peer_ns: str, peer_ifname: str,
+                 **attrs: Any) -> tuple[int, int]:
+        """A veth pair, both ends up: ``ifname`` in ``ns``, its peer created in ``peer_ns``."""
+        peer_index = self.next_index(peer_ns)
+        index = self.add_link(ns, ifname, "veth", peer={
+            "ifname": peer_ifname, "index": peer_index, "net_ns_fd": self.ns(peer_ns).fd,
+            "mtu": attrs.get("mtu")}, **attrs)
+        self.register(peer_ns, peer_ifname, peer_index)
+        self.up(ns, index)
+        self.up(peer_ns, peer_index)
+        return index, peer_index
+
+    def add_child(self, c: Node, kind: str, data: list[tuple[str, Any]],
+                  address: str | None = None) -> int:
         """Create a macvlan/ipvlan child of the host's parent directly in ``c``'s namespace."""
         index = self.next_index(c.name)
         parent = self.index("host", self.scenario.host.ifname)
-        extra = {"address": address} if address else {}
-        self._netlink(c.name, f"create {c.ifname} ({attrs['kind']}) on host/"
-                              f"{self.scenario.host.ifname}",
-                      self.ns("host").ipr.link, "add", ifname=c.ifname, index=index,
-                      link=parent, net_ns_fd=self.ns(c.name).fd, **attrs, **extra)
+        self._netlink(c.name, f"create {c.ifname} ({kind}) on host/{self.scenario.host.ifname}",
+                      self.ns("host").nl.link_add, c.ifname, index, kind, up=True, link=parent,
+                      net_ns_fd=self.ns(c.name).fd, data=data, address=address)
         self.register(c.name, c.ifname, index)
-        self.up(c.name, index)
         return index
 
     def up(self, ns: str, index: int) -> None:
-        self._netlink(ns, f"set index {index} up", self.ns(ns).ipr.link, "set", index=index,
-                      state="up")
+        self._netlink(ns, f"set index {index} up", self.ns(ns).nl.link_set, index, up=True)
+
+    def enslave(self, ns: str, index: int, master: int) -> None:
+        self._netlink(ns, f"enslave index {index} to {master}", self.ns(ns).nl.link_set, index,
+                      up=True, master=master)
 
     def add_addrs(self, ns: str, index: int, addrs: Iterable[IPIface]) -> None:
-        ipr = self.ns(ns).ipr
+        nl = self.ns(ns).nl
         for a in addrs:
-            flags = IFA_F_NODAD if a.version == 6 else 0
-            self._netlink(ns, f"add address {a}", ipr.addr, "add", index=index,
-                          address=str(a.ip), prefixlen=a.network.prefixlen, flags=flags)
+            self._netlink(ns, f"add address {a}", nl.addr_add, index, str(a.ip),
+                          a.network.prefixlen, a.version, nodad=a.version == 6)
 
     def add_routes(self, node: Node) -> None:
-        ipr = self.ns(node.name).ipr
+        nl = self.ns(node.name).nl
         for r in node.routes:
-            kw: dict[str, Any] = {"family": 10 if r.family == 6 else 2}
-            if r.to == "default" or ipaddress.ip_network(r.to).prefixlen == 0:
-                kw["dst"] = "default"
-            else:
+            dst, dst_len = None, 0
+            if r.to != "default":
                 net = ipaddress.ip_network(r.to)
-                kw.update(dst=str(net.network_address), dst_len=net.prefixlen)
-            if r.via is not None:
-                kw["gateway"] = str(r.via)
-            if r.dev is not None:
-                kw["oif"] = self.index(node.name, r.dev)
-            self._netlink(node.name, f"add route {r.to}", ipr.route, "add", **kw)
+                dst, dst_len = str(net.network_address), net.prefixlen
+            oif = self.index(node.name, r.dev) if r.dev is not None else None
+            self._netlink(node.name, f"add route {r.to}", nl.route_add, r.family, dst, dst_len,
+                          str(r.via) if r.via else None, oif)
 
 
 def _open_namespace(stack: ExitStack, topo: Topology, logical: str, forwarding: bool) -> None:
@@ -159,7 +156,7 @@ def _open_namespace(stack: ExitStack, topo: Topology, logical: str, forwarding: 
 
     stack.callback(release)
     topo.namespaces[logical] = ns
-    ns.ipr.link("set", index=1, state="up")  # lo
+    ns.nl.link_set(1, up=True)  # lo
     topo.register(logical, "lo", 1)
     with ns.enter():
         for key, value in (NS_SYSCTLS | (FORWARDING if forwarding else {})).items():
@@ -182,18 +179,17 @@ def build(scenario: Scenario, run: Run) -> Iterator[Topology]:
         up = topo.ns("upstream")
 
         # upstream: the LAN switch (a bridge holding the router address) and the remote link
-        lan = topo.add_link("upstream", sc.upstream.ifname, kind="bridge", mtu=sc.mtu)
+        lan = topo.add_link("upstream", sc.upstream.ifname, "bridge", mtu=sc.mtu)
         topo.add_addrs("upstream", lan, sc.upstream.addrs)
         _, port = topo.add_veth("host", sc.host.ifname, "upstream", UPLINK_PORT, mtu=sc.mtu)
-        topo._netlink("upstream", f"enslave {UPLINK_PORT}", up.ipr.link, "set", index=port,
-                      master=lan, state="up")
+        topo.enslave("upstream", port, lan)
         if sc.hairpin:
+            # IFLA_PROTINFO needs pyroute2's nested bridge-port encoding: use its API here
             topo._netlink("upstream", f"hairpin on {UPLINK_PORT}", up.ipr.brport, "set",
                           index=port, mode=1)
         topo.add_addrs("host", topo.index("host", sc.host.ifname), sc.host.addrs)
 
         rindex, rport = topo.add_veth("remote", sc.remote.ifname, "upstream", REMOTE_PORT)
-        topo.up("upstream", rport)
         topo.add_addrs("upstream", rport, sc.remote_gateway)
         topo.add_addrs("remote", rindex, sc.remote.addrs)
 

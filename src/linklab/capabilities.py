@@ -14,6 +14,7 @@ from functools import cache
 
 from linklab import kinds
 from linklab.netns import NetNS
+from linklab.nl import NetlinkError
 from linklab.ownership import Run
 
 KCONFIG = {"veth": "CONFIG_VETH", "bridge": "CONFIG_BRIDGE", "macvlan": "CONFIG_MACVLAN",
@@ -42,27 +43,25 @@ def variants(kind: str) -> list[tuple[str | None, str | None]]:
 @cache
 def link_support() -> dict[tuple[str, str | None, str | None], str | None]:
     """(kind, mode, flag) -> None when the kernel creates it, else the reason it cannot."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
     run = Run()
     out: dict[tuple[str, str | None, str | None], str | None] = {}
     try:
         run.own_namespace(run.ns_name("probe"))
         ns = NetNS(run.ns_name("probe"))
         try:
-            ns.ipr.link("add", ifname="llparent", kind="veth", peer={"ifname": "llparent1"})
-            parent = ns.ipr.link_lookup(ifname="llparent")[0]
+            parent = 1000
+            ns.nl.link_add("llparent", parent, "veth", peer={"ifname": "llparent1"})
             for kind, mod in kinds.REGISTRY.items():
                 for mode, flag in variants(kind):
                     try:
-                        mod.probe(ns.ipr, parent, mode, flag)
+                        mod.probe(ns.nl, parent, mode, flag)
                         out[(kind, mode, flag)] = None
                     except NetlinkError as exc:
-                        if exc.code == errno.EOPNOTSUPP:
+                        if exc.errno == errno.EOPNOTSUPP:
                             out[(kind, mode, flag)] = f"kernel lacks {kind} ({KCONFIG[kind]})"
                         else:
                             label = "-".join(p for p in (kind, mode, flag) if p)
-                            out[(kind, mode, flag)] = f"kernel refuses {label}: {exc}"
+                            out[(kind, mode, flag)] = f"kernel refuses {label}: {exc.strerror}"
                     for name in ("llprobe1", "llprobe0"):
                         if ns.ipr.link_lookup(ifname=name):
                             ns.ipr.link("del", ifname=name)

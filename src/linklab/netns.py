@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pyroute2 import IPRoute
 
 from linklab.cmd import NETNS_DIR
+from linklab.nl import Rtnl
 
 CLONE_NEWNET = 0x40000000
 MS_BIND = 0x1000
@@ -83,7 +84,8 @@ def entered(fd: int) -> Iterator[None]:
 class NetNS:
     """One named network namespace: created on construction, deleted by :meth:`close`.
 
-    ``ipr`` is a pyroute2 netlink socket bound to the namespace.
+    ``nl`` is a lean rtnetlink socket for writes (:mod:`linklab.nl`), ``ipr`` a pyroute2
+    IPRoute for reads; both are bound to the namespace.
     """
 
     def __init__(self, name: str) -> None:
@@ -100,7 +102,8 @@ class NetNS:
                     _check(_libc.mount(b"/proc/thread-self/ns/net", self.path.encode(), b"none",
                                        MS_BIND, None), f"bind mount {self.path}")
                     self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-                    self.ipr = IPRoute()
+                    self.nl = Rtnl()
+                    self._ipr: IPRoute | None = None
                 finally:
                     setns(home)
             except BaseException:
@@ -108,6 +111,14 @@ class NetNS:
                 raise
         finally:
             os.close(home)
+
+    @property
+    def ipr(self) -> IPRoute:
+        """A pyroute2 IPRoute bound to this namespace (opened on first use), for reads."""
+        if self._ipr is None:
+            with self.enter():
+                self._ipr = IPRoute()
+        return self._ipr
 
     def enter(self) -> "contextmanager[None]":  # type: ignore[type-arg]
         """Context manager: the calling thread runs inside this namespace."""
@@ -126,7 +137,9 @@ class NetNS:
 
     def close(self) -> None:
         """Delete the namespace (the kernel frees its links once the last user is gone)."""
-        self.ipr.close()
+        if self._ipr is not None:
+            self._ipr.close()
+        self.nl.close()
         os.close(self.fd)
         _remove(self.path)
 

@@ -289,18 +289,17 @@ def mtu_inherit(topo: Topology) -> Observation:
 
 def second_child(topo: Topology) -> Observation:
     """Try to add another child of the same kind and mode to the parent: what does the kernel say?"""
-    from pyroute2.netlink.exceptions import NetlinkError
-
     from linklab import kinds
+    from linklab.nl import NetlinkError
 
     sc = topo.scenario
     host = topo.ns("host")
     parent = topo.index("host", sc.host.ifname)
     try:
-        kinds.REGISTRY[sc.kind].probe(host.ipr, parent, sc.mode, sc.flag)
+        kinds.REGISTRY[sc.kind].probe(host.nl, parent, sc.mode, sc.flag)
     except NetlinkError as exc:
-        return Observation(errno_name(exc.code), f"second {sc.label} child on host/"
-                                                 f"{sc.host.ifname}: {exc}")
+        return Observation(errno_name(exc.errno or 0), f"second {sc.label} child on host/"
+                                                       f"{sc.host.ifname}: {exc.strerror}")
     host.ipr.link("del", ifname="llprobe1")
     return Observation("pass", f"a second {sc.label} child was created (and deleted)")
 

@@ -3,7 +3,7 @@
 A kind module provides ``MODES``/``FLAGS`` (empty when it has none), ``HOST_FORWARDS``,
 ``validate_mode(ctx, mode, flag)``, ``validate(ctx, scenario)``, ``prepare(topo)`` (kind-wide
 objects such as a bridge), ``attach(topo, container)`` (the container's link) and
-``probe(ipr, parent_index, mode, flag)`` used by the capability table. Adding a datapath is
+``probe(nl, parent_index, mode, flag)`` used by the capability table. Adding a datapath is
 adding one module and one line below.
 """
 

@@ -32,20 +32,19 @@ def validate(ctx, sc) -> None:  # noqa: ANN001
 
 def prepare(topo) -> None:  # noqa: ANN001
     br = topo.scenario.bridge
-    attrs = {}
+    data = []
     if topo.scenario.ageing_time is not None:
-        attrs["br_ageing_time"] = topo.scenario.ageing_time * 100  # centiseconds
-    index = topo.add_link("host", br.ifname, kind="bridge", mtu=topo.scenario.mtu, **attrs)
+        data.append(("IFLA_BR_AGEING_TIME", topo.scenario.ageing_time * 100))  # centiseconds
+    index = topo.add_link("host", br.ifname, "bridge", mtu=topo.scenario.mtu, data=data)
     topo.add_addrs("host", index, br.addrs)
 
 
 def attach(topo, c) -> int:  # noqa: ANN001
     index, peer_index = topo.add_veth(c.name, c.ifname, "host", c.peer.ifname,
                                       mtu=topo.scenario.mtu, address=c.mac)
-    topo.ns("host").ipr.link("set", index=peer_index, master=topo.index("host", topo.scenario.bridge.ifname),
-                  state="up")
+    topo.enslave("host", peer_index, topo.index("host", topo.scenario.bridge.ifname))
     return index
 
 
-def probe(ipr, parent: int, mode, flag) -> None:  # noqa: ANN001
-    ipr.link("add", ifname="llprobe0", kind="bridge")
+def probe(nl, parent: int, mode, flag) -> None:  # noqa: ANN001
+    nl.link_add("llprobe0", 0, "bridge")

@@ -35,14 +35,14 @@ def prepare(topo) -> None:  # noqa: ANN001
     pass
 
 
-def link_attrs(mode: str, flag: str | None) -> dict:
-    return {"kind": "ipvlan", "ipvlan_mode": MODE_VALUE[mode],
-            "ipvlan_flags": FLAG_VALUE[flag or "bridge"]}
+def link_data(mode: str, flag: str | None) -> list:
+    return [("IFLA_IPVLAN_MODE", MODE_VALUE[mode]),
+            ("IFLA_IPVLAN_FLAGS", FLAG_VALUE[flag or "bridge"])]
 
 
 def attach(topo, c) -> int:  # noqa: ANN001
-    return topo.add_child(c, link_attrs(topo.scenario.mode, topo.scenario.flag))
+    return topo.add_child(c, "ipvlan", link_data(topo.scenario.mode, topo.scenario.flag))
 
 
-def probe(ipr, parent: int, mode, flag) -> None:  # noqa: ANN001
-    ipr.link("add", ifname="llprobe1", link=parent, **link_attrs(mode, flag))
+def probe(nl, parent: int, mode, flag) -> None:  # noqa: ANN001
+    nl.link_add("llprobe1", 0, "ipvlan", link=parent, data=link_data(mode, flag))

@@ -40,14 +40,17 @@ def prepare(topo) -> None:  # noqa: ANN001
     pass
 
 
-def link_attrs(mode: str) -> dict:
-    return {"kind": "macvlan", "macvlan_mode": mode}
+MODE_VALUE = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}  # MACVLAN_MODE_*
+
+
+def link_data(mode: str) -> list:
+    return [("IFLA_MACVLAN_MODE", MODE_VALUE[mode])]
 
 
 def attach(topo, c) -> int:  # noqa: ANN001
     """Create the child on the parent, directly inside the container's namespace."""
-    return topo.add_child(c, link_attrs(topo.scenario.mode), address=c.mac)
+    return topo.add_child(c, "macvlan", link_data(topo.scenario.mode), address=c.mac)
 
 
-def probe(ipr, parent: int, mode, flag) -> None:  # noqa: ANN001
-    ipr.link("add", ifname="llprobe1", link=parent, **link_attrs(mode))
+def probe(nl, parent: int, mode, flag) -> None:  # noqa: ANN001
+    nl.link_add("llprobe1", 0, "macvlan", link=parent, data=link_data(mode))

@@ -38,10 +38,9 @@ def attach(topo, c) -> int:  # noqa: ANN001
     """Create the container's veth in its namespace, peer in the host namespace."""
     index, peer_index = topo.add_veth(c.name, c.ifname, "host", c.peer.ifname,
                                       mtu=topo.scenario.mtu, address=c.mac)
-    topo.up("host", peer_index)
     topo.add_addrs("host", peer_index, c.peer.addrs)
     return index
 
 
-def probe(ipr, parent: int, mode, flag) -> None:  # noqa: ANN001
-    ipr.link("add", ifname="llprobe0", kind="veth", peer={"ifname": "llprobe1"})
+def probe(nl, parent: int, mode, flag) -> None:  # noqa: ANN001
+    nl.link_add("llprobe0", 0, "veth", peer={"ifname": "llprobe1"})
