@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.machinery
 import importlib.util
 import ipaddress
@@ -438,3 +439,22 @@ def test_execute_renders_the_baseline_comparison(tmp_path: Path) -> None:
     for node in ("node-a", "node-b"):
         html = (cfg.night / node / "report" / "index.html").read_text()
         assert "Compared with baseline" in html
+
+
+def test_second_nightly_refused_while_one_runs(tmp_path: Path) -> None:
+    """The lock on NIGHTLY_DIR: a second run exits 2 before any vagrant command."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "vagrant").write_text("#!/bin/sh\necho 'test: vagrant must not run' >&2\nexit 99\n")
+    (fake / "vagrant").chmod(0o755)
+    nights = tmp_path / "nightly"
+    nights.mkdir()
+    with open(nights / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        out = subprocess.run([str(REPO / "ci" / "nightly"), "--nightly-dir", str(nights)],
+                             env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"},
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"another nightly holds {nights / '.lock'}" in out.stderr
+    assert "vagrant must not run" not in out.stderr
+    assert not (nights / "nights").exists()
