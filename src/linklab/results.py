@@ -32,7 +32,8 @@ TABLES: dict[str, tuple[str, ...]] = {
                      "observed", "outcome", "reason", "detail", "kernel", "virt"),
     # one row per DHCP client-id cell
     "dhcp": ("scenario", "setup", "server", "server_option", "client", "client_id",
-             "expected", "observed", "outcome", "leases", "detail", "kernel", "virt"),
+             "expected", "observed", "outcome", "leases", "detail", "kernel", "virt",
+             "lease_s", "server_start_s"),
     # one row per measured figure (tidy)
     "bench": ("datapath", "mode", "flag", "family", "direction", "streams", "metric", "value",
               "unit", "repetition", "tool", "error", "kernel", "virt"),

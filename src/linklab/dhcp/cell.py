@@ -1,0 +1,130 @@
+"""Run one DHCP matrix cell on a live topology and observe what happened.
+
+A fresh server (and lease file) per cell; the clients run one after the other (c1, then c2)
+so the server sees the second client while the first one's lease exists. The observation
+combines what the clients configured (netlink, inside their namespaces) with the server's
+lease records, and classifies the identifier stored in each record.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from linklab.build import Topology
+from linklab.dhcp.clients import MAC_ID, NO_ID, ClientResult, client_workdir, remove_workdir, \
+    run_client
+from linklab.dhcp.leases import Lease
+from linklab.dhcp.matrix import DhcpCell
+from linklab.dhcp.servers import Pool, dhcp_server
+from linklab.ownership import Run
+
+SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
+BOUND_ATTEMPTS = 3 + round(SCALE)   # DISCOVER rounds (1 s each) a client expected to bind gets
+TIMEOUT_ATTEMPTS = 2                # ... and one expected to time out (unscaled: it must fail)
+LEASE_WAIT_S = 2.0 * SCALE          # for the server's lease file to show the bound addresses
+
+
+@dataclass(frozen=True)
+class Observation:
+    lease: str                      # same | distinct | none | bound | inconsistent: ...
+    stored: tuple[str, ...]
+    clients: tuple[ClientResult, ...]
+    leases: tuple[Lease, ...]
+    server_start_s: float
+    lease_s: float                  # the slowest client that bound (0 when none did)
+    detail: str
+
+
+def classify_id(client_id: str | None, mac: str, explicit: dict[str, str]) -> str:
+    """The identifier class of a stored client-id: none, mac (01 + MAC), a container's own
+    explicit id, or ``other:<hex>``."""
+    if client_id is None:
+        return "none"
+    if client_id == "01:" + mac:
+        return "mac"
+    for name, cid in explicit.items():
+        if cid == client_id:
+            return name
+    return f"other:{client_id}"
+
+
+def link_mac(topo: Topology, container: str) -> str:
+    ns = topo.ns(container)
+    index = ns.ipr.link_lookup(ifname=topo.ifname(container))[0]
+    return ns.ipr.get_links(index)[0].get_attr("IFLA_ADDRESS").lower()
+
+
+def _server_side(topo: Topology) -> tuple[str, str]:
+    sc = topo.scenario
+    assert sc.dhcp is not None
+    if sc.dhcp.server == "host" and sc.bridge is not None:
+        return "host", sc.bridge.ifname
+    return sc.dhcp.server, sc.node(sc.dhcp.server).ifname
+
+
+def _classify_lease(results: list[ClientResult], leases: list[Lease]) -> str:
+    bound = [r for r in results if r.bound]
+    if not bound:
+        return "none" if not leases else f"inconsistent: no client bound, server holds " \
+                                             f"{', '.join(str(le.address) for le in leases)}"
+    held = {le.address for le in leases}
+    addrs = [r.address.ip for r in bound]  # type: ignore[union-attr]
+    missing = [a for a in addrs if a not in held]
+    if missing:
+        return f"inconsistent: {', '.join(map(str, missing))} configured but not leased"
+    if len(results) == 1:
+        return "bound"
+    if len(bound) < len(results):
+        return "inconsistent: only " + ", ".join(r.ns for r in bound) + " bound"
+    if len(set(addrs)) == 1:
+        return "same" if len(leases) == 1 else f"inconsistent: one address, {len(leases)} leases"
+    return "distinct" if len(leases) == len(addrs) else \
+        f"inconsistent: {len(addrs)} addresses, {len(leases)} leases"
+
+
+def run_cell(cell: DhcpCell, topo: Topology, run: Run) -> Observation:
+    """Start the cell's server, run its clients, read back addresses and lease records."""
+    sc = topo.scenario
+    assert sc.dhcp is not None
+    server_ns, server_if = _server_side(topo)
+    pool = Pool(sc.dhcp.subnet, sc.dhcp.pool_start, sc.dhcp.pool_end)
+    expect_bound = cell.expected.lease != "none"
+    attempts = BOUND_ATTEMPTS if expect_bound else TIMEOUT_ATTEMPTS
+    explicit = {n: cid for n, cid in cell.setup.client_ids.items() if cid not in (NO_ID, MAC_ID)}
+    workdir = client_workdir(run)
+    try:
+        with dhcp_server(cell.server, topo.ns(server_ns), server_if, pool, run) as server:
+            results = []
+            for name, cid in cell.setup.client_ids.items():
+                results.append(run_client(cell.client, topo.ns(name), topo.ifname(name), cid,
+                                          workdir, run, attempts_s=attempts,
+                                          broadcast=cell.broadcast_flag))
+            wanted = {r.address.ip for r in results if r.bound}  # type: ignore[union-attr]
+            deadline = time.monotonic() + LEASE_WAIT_S
+            while True:                      # dnsmasq rewrites its file just after the ACK
+                leases = server.leases()
+                if wanted <= {le.address for le in leases} or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            server_start_s = server.started_s
+            log_tail = server.log_tail(6)
+    finally:
+        remove_workdir(run, workdir)
+    mac = {name: link_mac(topo, name) for name in cell.setup.client_ids}
+    stored = tuple(sorted(classify_id(le.client_id, le.hwaddr, explicit) for le in leases))
+    lease = _classify_lease(results, leases)
+    for r in results:
+        if r.bound and r.address.ip not in pool.subnet:  # type: ignore[union-attr]
+            lease = f"inconsistent: {r.ns} configured {r.address} outside {pool.subnet}"
+    detail = "; ".join(
+        f"{name}({mac[name]}): {r.address or 'no address'} exit={r.returncode} "
+        f"in {r.seconds:.3f}s" for name, r in zip(cell.setup.client_ids, results))
+    detail += " | leases: " + (", ".join(
+        f"{le.address} hw={le.hwaddr} id={le.client_id or '-'}" for le in leases) or "none")
+    if lease.startswith("inconsistent") or (expect_bound and lease == "none"):
+        detail += f" | client logs: {' // '.join(r.log[-300:] for r in results)}" \
+                  f" | server log: {log_tail[-600:]}"
+    return Observation(lease, stored, tuple(results), tuple(leases), server_start_s,
+                       max((r.seconds for r in results if r.bound), default=0.0), detail)
