@@ -76,3 +76,95 @@ def test_dhcp(dhcp_cell: DhcpCell, run, results) -> None:  # noqa: ANN001
             assert r.seconds <= TIMEOUT_BOUND_S, f"{cell.id}: {r.client} in {r.ns} took " \
                                                  f"{r.seconds:.1f}s to give up (bound " \
                                                  f"{TIMEOUT_BOUND_S}s)"
+
+
+# ---- servers that cannot start -------------------------------------------------------------
+
+@pytest.fixture
+def server_ns(run):  # noqa: ANN001, ANN201
+    """A lone namespace with one addressed veth (``srv0``) for a server to bind to."""
+    from linklab.netns import NetNS
+
+    name = run.ns_name("dhcpsrv")
+    run.own_namespace(name)
+    ns = NetNS(name)
+    try:
+        ns.ipr.link("add", ifname="srv0", kind="veth", peer={"ifname": "srv1"})
+        for ifname in ("lo", "srv0", "srv1"):
+            ns.ipr.link("set", index=ns.ipr.link_lookup(ifname=ifname)[0], state="up")
+        ns.ipr.addr("add", index=ns.ipr.link_lookup(ifname="srv0")[0], address="198.18.20.1",
+                    prefixlen=24)
+        yield ns
+    finally:
+        ns.close()
+        run.disown_namespace(name)
+
+
+def _pool():  # noqa: ANN202
+    import ipaddress
+
+    from linklab.dhcp.servers import Pool
+    return Pool(ipaddress.IPv4Network("198.18.20.0/24"), ipaddress.IPv4Address("198.18.20.100"),
+                ipaddress.IPv4Address("198.18.20.150"))
+
+
+@pytest.mark.parametrize("option", ["kea-match-client-id", "dnsmasq-default"])
+def test_dhcp_server_port_taken(option: str, server_ns, run) -> None:  # noqa: ANN001
+    """Port 67 already bound in the namespace: a ServerError with the server's log tail,
+    and nothing left behind (no process, no work dir)."""
+    import os
+    import socket
+
+    from linklab.dhcp.servers import ServerError, dhcp_server
+    if why := missing_tool(SERVER_TOOL[option.split("-", 1)[0]]):
+        pytest.skip(why)
+    with server_ns.enter():
+        blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        blocker.bind(("0.0.0.0", 67))
+        with pytest.raises(ServerError) as err:
+            with dhcp_server(option, server_ns, "srv0", _pool(), run, ready_timeout_s=1.0):
+                pass
+    finally:
+        blocker.close()
+    message = str(err.value)
+    assert "UDP port 67" in message and "log tail:" in message, message
+    assert message.split("log tail:", 1)[1].strip() not in ("", "(empty log)", "(no log)")
+    leftover = [p for p in os.listdir("/tmp") if p.startswith(f"linklab-{run.marker}-dhcp-")]
+    assert leftover == []
+
+
+@pytest.mark.parametrize("option", ["kea-match-client-id", "dnsmasq-default"])
+def test_dhcp_server_bad_config(option: str, server_ns, run, monkeypatch) -> None:  # noqa: ANN001
+    """A configuration the server itself rejects: ServerError with the exit status and the
+    server's own complaint in the log tail."""
+    from linklab.dhcp import servers
+    if why := missing_tool(SERVER_TOOL[option.split("-", 1)[0]]):
+        pytest.skip(why)
+    monkeypatch.setattr(servers, "kea_config", lambda *a, **k: {"Dhcp4": {"no-such-key": 1}})
+    real_argv = servers.dnsmasq_argv
+    monkeypatch.setattr(servers, "dnsmasq_argv",
+                        lambda *a, **k: [*real_argv(*a, **k), "--dhcp-range=bogus"])
+    with pytest.raises(servers.ServerError) as err:
+        with servers.dhcp_server(option, server_ns, "srv0", _pool(), run):
+            pass
+    message = str(err.value)
+    assert "exited with status" in message, message
+    assert ("no-such-key" in message) if option.startswith("kea") else ("bogus" in message or
+                                                                          "range" in message), \
+        message
+
+
+@pytest.mark.parametrize("option", ["kea-match-client-id", "dnsmasq-default"])
+def test_dhcp_server_bad_interface(option: str, server_ns, run) -> None:  # noqa: ANN001
+    """A server told to serve an interface that does not exist fails with its log tail."""
+    from linklab.dhcp.servers import ServerError, dhcp_server
+    if why := missing_tool(SERVER_TOOL[option.split("-", 1)[0]]):
+        pytest.skip(why)
+    with pytest.raises(ServerError) as err:
+        with dhcp_server(option, server_ns, "nosuch0", _pool(), run, ready_timeout_s=1.0):
+            pass
+    assert "'nosuch0' does not exist" in str(err.value), str(err.value)
+    with pytest.raises(ServerError, match="no address in the served subnet 198.18.20.0/24"):
+        with dhcp_server(option, server_ns, "srv1", _pool(), run, ready_timeout_s=1.0):
+            pass

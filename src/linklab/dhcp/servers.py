@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from linklab.cmd import NamespaceLike, bkg, require
+from linklab.cmd import NamespaceLike, bkg, cmd, require
 from linklab.dhcp.leases import Lease, read_leases
 from linklab.ownership import Run
 
@@ -109,7 +109,8 @@ def kea_config(iface: str, pool: Pool, lease_path: Path, match_client_id: bool) 
     """A kea-dhcp4 configuration: one interface, one subnet, memfile leases, no control
     socket, no lease file cleanup process, logging to stdout."""
     return {"Dhcp4": {
-        "interfaces-config": {"interfaces": [iface], "dhcp-socket-type": "raw"},
+        "interfaces-config": {"interfaces": [iface], "dhcp-socket-type": "raw",
+                              "service-sockets-require-all": True},
         "lease-database": {"type": "memfile", "persist": True, "name": str(lease_path),
                            "lfc-interval": 0},
         "match-client-id": match_client_id,
@@ -196,13 +197,30 @@ def wait_ready(proc, server: RunningServer, timeout_s: float = READY_TIMEOUT_S) 
 
 # ---- the server context manager -----------------------------------------------------------
 
+def check_interface(ns: NamespaceLike | str, iface: str, pool: Pool) -> None:
+    """The interface must exist in ``ns`` and hold an address in the served subnet (dnsmasq
+    would otherwise start and serve nothing, Kea would skip the interface)."""
+    res = cmd(["ip", "-j", "addr", "show"], ns=ns)
+    links = {link["ifname"]: link for link in json.loads(res.stdout or "[]")}
+    if iface not in links:
+        raise ServerError(f"DHCP server interface {iface!r} does not exist in namespace "
+                          f"{_ns_name(ns)} (has: {', '.join(sorted(links))})")
+    addrs = [ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}")
+             for a in links[iface].get("addr_info", []) if a.get("family") == "inet"]
+    if not any(a.network == pool.subnet for a in addrs):
+        raise ServerError(f"DHCP server interface {iface!r} in namespace {_ns_name(ns)} has no "
+                          f"address in the served subnet {pool.subnet} "
+                          f"(has: {', '.join(map(str, addrs)) or 'none'})")
+
+
 def _ns_name(ns: NamespaceLike | str) -> str:
     return ns if isinstance(ns, str) else getattr(ns, "name", ns.path)
 
 
 @contextmanager
 def dhcp_server(option: ServerOption | str, ns: NamespaceLike | str, iface: str, pool: Pool,
-                run: Run) -> Iterator[RunningServer]:
+                run: Run, *, ready_timeout_s: float = READY_TIMEOUT_S
+                ) -> Iterator[RunningServer]:
     """Start ``option`` (e.g. ``kea-match-client-id``) inside ``ns`` on ``iface``; yield the
     running server; stop it by PID and delete its config, log and lease file on exit."""
     if isinstance(option, str):
@@ -210,6 +228,7 @@ def dhcp_server(option: ServerOption | str, ns: NamespaceLike | str, iface: str,
             raise ValueError(f"unknown DHCP server option {option!r} "
                              f"(known: {', '.join(OPTIONS)})")
         option = OPTIONS[option]
+    check_interface(ns, iface, pool)
     workdir = Path(run.tmpdir(f"dhcp-{option.software}"))
     try:
         if option.software == "kea":
@@ -234,7 +253,7 @@ def dhcp_server(option: ServerOption | str, ns: NamespaceLike | str, iface: str,
         with open(server.log_path, "w") as log, \
                 bkg(argv, ns=ns, owner=run, stdout=log, stderr=log, env=env) as proc:
             server.pid = proc.pid
-            wait_ready(proc, server)
+            wait_ready(proc, server, ready_timeout_s)
             yield server
             if proc.poll() is not None:
                 raise ServerError(f"{option.software} in namespace {server.ns} died during the "
