@@ -29,9 +29,9 @@ pytestmark = pytest.mark.connectivity
 def topology(request: pytest.FixtureRequest, run) -> Iterator[Observer]:  # noqa: ANN001
     """The live topology of one scenario (built once per scenario, torn down LIFO)."""
     sc: Scenario = request.param
-    why = missing_link(sc.kind, sc.mode, sc.flag)
-    if why:
-        pytest.skip(why)
+    for h in sc.hosts:
+        if why := missing_link(h.kind, h.mode, h.flag):
+            pytest.skip(why)
     with build(sc, run) as topo:
         yield Observer(topo, cells(sc))
 

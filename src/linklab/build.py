@@ -21,7 +21,7 @@ from linklab.netns import NetNS
 from linklab.ownership import Run
 
 FIRST_INDEX = 10          # interface indices we choose ourselves, per namespace
-UPLINK_PORT = "p-host"    # upstream's end of the host's parent veth
+UPLINK_PORT = "p-host"    # upstream's end of the (first) host's parent veth
 REMOTE_PORT = "to-remote"  # upstream's end of the remote link
 
 # per-namespace sysctls, written before any link exists: ping sockets for the probes, no
@@ -113,9 +113,10 @@ class Topology:
                   address: str | None = None) -> int:
         """Create a macvlan/ipvlan child of the host's parent directly in ``c``'s namespace."""
         index = self.next_index(c.name)
-        parent = self.index("host", self.scenario.host.ifname)
-        self._netlink(c.name, f"create {c.ifname} ({kind}) on host/{self.scenario.host.ifname}",
-                      self.ns("host").nl.link_add, c.ifname, index, kind, up=True, link=parent,
+        host = self.scenario.host_of(c.host).node
+        parent = self.index(host.name, host.ifname)
+        self._netlink(c.name, f"create {c.ifname} ({kind}) on {host.name}/{host.ifname}",
+                      self.ns(host.name).nl.link_add, c.ifname, index, kind, up=True, link=parent,
                       net_ns_fd=self.ns(c.name).fd, data=data, address=address)
         self.register(c.name, c.ifname, index)
         return index
@@ -167,38 +168,48 @@ def _open_namespace(stack: ExitStack, topo: Topology, logical: str, forwarding: 
 @contextmanager
 def build(scenario: Scenario, run: Run) -> Iterator[Topology]:
     """Build ``scenario``; yield the live :class:`Topology`; delete it (LIFO) on exit."""
-    kind = kinds.REGISTRY[scenario.kind]
     sc = scenario
     with ExitStack() as stack:
         topo = Topology(sc, run)
         _open_namespace(stack, topo, "upstream", forwarding=True)
         _open_namespace(stack, topo, "remote", forwarding=False)
-        _open_namespace(stack, topo, "host", forwarding=kind.HOST_FORWARDS)
+        for h in sc.hosts:
+            _open_namespace(stack, topo, h.name, kinds.REGISTRY[h.kind].HOST_FORWARDS)
         for c in sc.containers:
             _open_namespace(stack, topo, c.name, forwarding=False)
         up = topo.ns("upstream")
 
-        # upstream: the LAN switch (a bridge holding the router address) and the remote link
+        # upstream: the LAN switch (a bridge holding the router address) with one port per
+        # host's parent NIC, and the routed link to the remote host
         lan = topo.add_link("upstream", sc.upstream.ifname, "bridge", mtu=sc.mtu)
         topo.add_addrs("upstream", lan, sc.upstream.addrs)
-        _, port = topo.add_veth("host", sc.host.ifname, "upstream", UPLINK_PORT, mtu=sc.mtu)
-        topo.enslave("upstream", port, lan)
-        if sc.hairpin:
-            # IFLA_PROTINFO needs pyroute2's nested bridge-port encoding: use its API here
-            topo._netlink("upstream", f"hairpin on {UPLINK_PORT}", up.ipr.brport, "set",
-                          index=port, mode=1)
-        topo.add_addrs("host", topo.index("host", sc.host.ifname), sc.host.addrs)
+        for h in sc.hosts:
+            port_name = uplink_port(h.name)
+            _, port = topo.add_veth(h.name, h.node.ifname, "upstream", port_name, mtu=sc.mtu)
+            topo.enslave("upstream", port, lan)
+            if sc.hairpin:
+                # IFLA_PROTINFO needs pyroute2's nested bridge-port encoding: use its API here
+                topo._netlink("upstream", f"hairpin on {port_name}", up.ipr.brport, "set",
+                              index=port, mode=1)
+            topo.add_addrs(h.name, topo.index(h.name, h.node.ifname), h.node.addrs)
 
-        rindex, rport = topo.add_veth("remote", sc.remote.ifname, "upstream", REMOTE_PORT)
-        topo.add_addrs("upstream", rport, sc.remote_gateway)
+        rindex, _ = topo.add_veth("remote", sc.remote.ifname, "upstream", REMOTE_PORT)
+        topo.add_addrs("upstream", topo.index("upstream", REMOTE_PORT), sc.remote_gateway)
         topo.add_addrs("remote", rindex, sc.remote.addrs)
 
-        kind.prepare(topo)
+        for h in sc.hosts:
+            kinds.REGISTRY[h.kind].prepare(topo, h)
         for c in sc.containers:
-            index = kind.attach(topo, c)
+            host = sc.host_of(c.host)
+            index = kinds.REGISTRY[host.kind].attach(topo, c, host)
             topo.add_addrs(c.name, index, c.addrs)
-        for node in (sc.upstream, sc.remote, sc.host, *sc.containers):
+        for node in (sc.upstream, sc.remote, *(h.node for h in sc.hosts), *sc.containers):
             topo.add_routes(node)
         resources = stack.pop_all()
     with resources:
         yield topo
+
+
+def uplink_port(host: str) -> str:
+    """The upstream switch's port facing ``host``'s parent NIC."""
+    return f"p-{host}"

@@ -49,8 +49,10 @@ class Cell:
 
 
 def _roles(sc: Scenario) -> dict[str, str]:
-    """Map the abstract roles c1/c2 to the scenario's first two containers."""
-    roles = {"host": "host", "upstream": "upstream", "remote": "remote"}
+    """Map the abstract roles c1/c2 to the scenario's first two containers and "host" to
+    c1's host (with several hosts, c2 may hang on another one)."""
+    roles = {"host": sc.containers[0].host if sc.containers else sc.hosts[0].name,
+             "upstream": "upstream", "remote": "remote"}
     for i, c in enumerate(sc.containers[:2]):
         roles[f"c{i + 1}"] = c.name
     return roles
@@ -82,7 +84,7 @@ def applicable_checks(sc: Scenario) -> dict[str, tuple[str, ...]]:
     if two:
         out["multicast"] = ("l2",)
     out["mtu-inherit"] = ("any",)
-    if sc.kind == "macvlan" and sc.mode == "passthru":
+    if any(h.kind == "macvlan" and h.mode == "passthru" for h in sc.hosts):
         out["second-child"] = ("any",)
     return out
 

@@ -61,9 +61,30 @@ class Node:
     routes: tuple[Route, ...] = ()
     mac: str | None = None
     peer: Peer | None = None     # containers of veth/bridge kinds
+    host: str = "host"           # containers: the host namespace whose datapath they hang on
 
     def addr(self, family: int) -> IPIface | None:
         return next((a for a in self.addrs if a.version == family), None)
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host namespace: its parent NIC (``node``) and the datapath its containers use."""
+
+    node: Node
+    kind: str
+    mode: str | None
+    flag: str | None
+    bridge: Node | None = None            # bridge kind: the host's bridge
+    ageing_time: int | None = None        # bridge kind: seconds (0 = flood every frame)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def label(self) -> str:
+        return "-".join(p for p in (self.kind, self.mode, self.flag) if p)
 
 
 @dataclass(frozen=True)
@@ -94,14 +115,12 @@ class Scenario:
     flag: str | None
     mtu: int
     description: str
-    host: Node
+    hosts: tuple[Host, ...]               # one, or several joined by the upstream switch
     upstream: Node
     remote: Node
     remote_gateway: tuple[IPIface, ...]   # upstream's addresses on the remote link
     containers: tuple[Node, ...]
     hairpin: bool = False
-    bridge: Node | None = None            # bridge kind: the host's bridge
-    ageing_time: int | None = None        # bridge kind: seconds (0 = flood every frame)
     dhcp: Dhcp | None = None
     expect: Mapping[str, Expectation] = field(default_factory=dict)
 
@@ -109,8 +128,27 @@ class Scenario:
     def label(self) -> str:
         return "-".join(p for p in (self.kind, self.mode, self.flag) if p)
 
+    @property
+    def host(self) -> Node:
+        """The first host's parent NIC (the only one in single-host scenarios)."""
+        return self.hosts[0].node
+
+    @property
+    def bridge(self) -> Node | None:
+        return self.hosts[0].bridge
+
+    @property
+    def ageing_time(self) -> int | None:
+        return self.hosts[0].ageing_time
+
+    def host_of(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+    def containers_of(self, host: str) -> tuple[Node, ...]:
+        return tuple(c for c in self.containers if c.host == host)
+
     def node(self, name: str) -> Node:
-        for n in (self.host, self.upstream, self.remote, *self.containers):
+        for n in (*(h.node for h in self.hosts), self.upstream, self.remote, *self.containers):
             if n.name == name:
                 return n
         raise KeyError(name)
@@ -222,6 +260,39 @@ class _Ctx:
 NODE_FIELDS = {"ifname", "addrs", "routes"}
 
 
+def _kind_module(ctx: _Ctx, kind: Any, where: str) -> Any:
+    from linklab import kinds  # the registry validates kind-specific fields
+
+    mod = kinds.REGISTRY.get(kind) if isinstance(kind, str) else None
+    if mod is None:
+        raise ctx.fail(where, f"unknown kind {kind!r} (known: {', '.join(kinds.REGISTRY)})")
+    return mod
+
+
+def _host(ctx: _Ctx, data: Any, name: str, where: str, kind: str, mode: str | None,
+          flag: str | None, named: bool) -> Host:
+    """One host: its parent NIC, optional bridge, and (several hosts) its own datapath."""
+    ctx.table(data, where, {"ifname"} | ({"name"} if named else set()),
+              {"addrs", "routes", "bridge"} | ({"kind", "mode", "flag"} if named else set()))
+    w = f"{where}."
+    if named:
+        name = ctx.name(data["name"], f"{w}name")
+        if "kind" in data:
+            kind = ctx.typed(data, "kind", w, str)
+            mode, flag = ctx.typed(data, "mode", w, str), ctx.typed(data, "flag", w, str)
+            _kind_module(ctx, kind, f"{w}kind").validate_mode(ctx, mode, flag, prefix=w)
+    bridge, ageing = None, None
+    if "bridge" in data:
+        b = data["bridge"]
+        ctx.table(b, f"{w}bridge", {"ifname"}, {"addrs", "ageing_time"})
+        ageing = ctx.typed(b, "ageing_time", f"{w}bridge.", int)
+        bridge = _node(ctx, {k: v for k, v in b.items() if k != "ageing_time"}, "bridge",
+                       f"{w}bridge")
+    node = _node(ctx, {k: v for k, v in data.items() if k not in ("bridge", "name", "kind",
+                                                                  "mode", "flag")}, name, where)
+    return Host(node, kind, mode, flag, bridge, ageing)
+
+
 def _node(ctx: _Ctx, data: Any, name: str, where: str, extra: set[str] = frozenset()) -> Node:
     ctx.table(data, where, {"ifname"}, {"addrs", "routes"} | extra)
     w = f"{where}."
@@ -239,8 +310,6 @@ def _node(ctx: _Ctx, data: Any, name: str, where: str, extra: set[str] = frozens
 
 def load_scenario(path: Path | str) -> Scenario:
     """Parse and validate one scenario file; raise :class:`ScenarioError` on any problem."""
-    from linklab import kinds  # the registry validates kind-specific fields
-
     path = Path(path)
     ctx = _Ctx(path)
     try:
@@ -250,33 +319,32 @@ def load_scenario(path: Path | str) -> Scenario:
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(path, "", f"cannot read: {exc}") from None
 
-    ctx.table(data, "", {"name", "kind", "host", "upstream", "remote", "container", "expect"},
-              {"mode", "flag", "mtu", "description", "dhcp"})
+    ctx.table(data, "", {"name", "kind", "upstream", "remote", "container", "expect"},
+              {"mode", "flag", "mtu", "description", "dhcp", "host", "hosts"})
     name = data["name"]
     if not isinstance(name, str) or not SCENARIO_NAME_RE.match(name):
         raise ctx.fail("name", f"{name!r} is not a valid scenario name (lower-case letters, "
                                "digits, '-', at most 40 characters)")
     kind = ctx.typed(data, "kind", "", str)
-    kind_mod = kinds.REGISTRY.get(kind)
-    if kind_mod is None:
-        raise ctx.fail("kind", f"unknown kind {kind!r} (known: {', '.join(kinds.REGISTRY)})")
     mode = ctx.typed(data, "mode", "", str)
     flag = ctx.typed(data, "flag", "", str)
-    kind_mod.validate_mode(ctx, mode, flag)
+    _kind_module(ctx, kind, "kind").validate_mode(ctx, mode, flag)
     mtu = ctx.typed(data, "mtu", "", int, 1500)
     if not 1280 <= mtu <= 65535:
         raise ctx.fail("mtu", f"{mtu} is out of range 1280..65535 (IPv6 needs at least 1280)")
 
-    host_d = data["host"]
-    ctx.table(host_d, "host", {"ifname"}, {"addrs", "routes", "bridge"})
-    host = _node(ctx, {k: v for k, v in host_d.items() if k != "bridge"}, "host", "host")
-    bridge, ageing = None, None
-    if "bridge" in host_d:
-        b = host_d["bridge"]
-        ctx.table(b, "host.bridge", {"ifname"}, {"addrs", "ageing_time"})
-        ageing = ctx.typed(b, "ageing_time", "host.bridge.", int)
-        bridge = _node(ctx, {k: v for k, v in b.items() if k != "ageing_time"}, "bridge",
-                       "host.bridge")
+    if ("host" in data) == ("hosts" in data):
+        raise ctx.fail("host", "missing required field ([host], or [[hosts]] for several hosts)"
+                       if "host" not in data else "give [host] or [[hosts]], not both")
+    if "host" in data:
+        hosts = [_host(ctx, data["host"], "host", "host", kind, mode, flag, named=False)]
+    else:
+        raw_hosts = ctx.typed(data, "hosts", "", list)
+        if len(raw_hosts) < 2:
+            raise ctx.fail("hosts", "[[hosts]] is for several hosts: give at least 2, or use "
+                                    "[host]")
+        hosts = [_host(ctx, h, "", f"hosts[{i}]", kind, mode, flag, named=True)
+                 for i, h in enumerate(raw_hosts)]
     up_d = data["upstream"]
     ctx.table(up_d, "upstream", {"ifname"}, {"addrs", "routes", "hairpin"})
     hairpin = ctx.typed(up_d, "hairpin", "upstream.", bool, False)
@@ -297,18 +365,30 @@ def load_scenario(path: Path | str) -> Scenario:
         if "name" not in c:
             raise ctx.fail(f"{w}.name", "missing required field")
         cname = ctx.name(c["name"], f"{w}.name")
-        containers.append(_node(ctx, {k: v for k, v in c.items() if k != "name"}, cname, w,
-                                {"mac", "peer"}))
+        host_name = c.get("host", hosts[0].name)
+        if not isinstance(host_name, str) or host_name not in [h.name for h in hosts]:
+            raise ctx.fail(f"{w}.host", f"{host_name!r} is not one of the hosts "
+                                        f"({', '.join(h.name for h in hosts)})")
+        node = _node(ctx, {k: v for k, v in c.items() if k not in ("name", "host")}, cname, w,
+                     {"mac", "peer"})
+        containers.append(Node(**{**node.__dict__, "host": host_name}))
 
     seen: dict[str, str] = {}
+    for i, h in enumerate(hosts):
+        if h.name in ROLES[1:] or h.name in seen:
+            raise ctx.fail(f"hosts[{i}].name", f"duplicate name {h.name!r}")
+        seen[h.name] = f"hosts[{i}]"
     for i, n in enumerate(containers):
         if n.name in ROLES or n.name in seen:
             raise ctx.fail(f"container[{i}].name", f"duplicate name {n.name!r}")
         seen[n.name] = f"container[{i}]"
+    host_where = ["host"] if "host" in data else [f"hosts[{i}]" for i in range(len(hosts))]
     addr_owner: dict[Any, str] = {}
-    for where, node in [("host", host), ("upstream", upstream), ("remote", remote),
+    for where, node in [*zip(host_where, (h.node for h in hosts)), ("upstream", upstream),
+                        ("remote", remote),
                         *[(f"container[{i}]", c) for i, c in enumerate(containers)],
-                        *([("host.bridge", bridge)] if bridge else [])]:
+                        *[(f"{w}.bridge", h.bridge) for w, h in zip(host_where, hosts)
+                          if h.bridge]]:
         addrs = list(node.addrs) + list(node.peer.addrs if node.peer else ())
         if where == "remote":
             addrs += list(remote_gw)
@@ -334,18 +414,18 @@ def load_scenario(path: Path | str) -> Scenario:
             raise ctx.fail("dhcp.pool", str(exc)) from None
         for p in (lo, hi):
             ctx.allowed(p, "dhcp.pool", str(p))
-        srv = bridge if server == "host" and bridge else (host if server == "host" else upstream)
+        srv = hosts[0].bridge or hosts[0].node if server == "host" else upstream
         srv_addr = srv.addr(4)
         if srv_addr is None or lo not in srv_addr.network or hi not in srv_addr.network:
             raise ctx.fail("dhcp.pool", f"{lo}-{hi} is not inside the server's subnet")
         dhcp = Dhcp(server, lo, hi, srv_addr.network)
 
     sc = Scenario(name=name, path=path, kind=kind, mode=mode, flag=flag, mtu=mtu,
-                  description=ctx.typed(data, "description", "", str, ""), host=host,
+                  description=ctx.typed(data, "description", "", str, ""), hosts=tuple(hosts),
                   upstream=upstream, remote=remote, remote_gateway=remote_gw,
-                  containers=tuple(containers), hairpin=hairpin, bridge=bridge,
-                  ageing_time=ageing, dhcp=dhcp)
-    kind_mod.validate(ctx, sc)
+                  containers=tuple(containers), hairpin=hairpin, dhcp=dhcp)
+    for where, h in zip(host_where, hosts):
+        _kind_module(ctx, h.kind, f"{where}.kind").validate(ctx, sc, h, where)
     expect = _expectations(ctx, data["expect"], sc)
     return Scenario(**{**sc.__dict__, "expect": expect})
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from linklab.cmd import proc_starttime, stop_pid
 from linklab.netns import delete_named
 
-RECORD_DIR = "/run/linklab"
+RECORD_DIR = os.environ.get("LINKLAB_RECORD_DIR", "/run/linklab")
 
 
 class Run:
@@ -132,25 +132,35 @@ def clean(*, log=print) -> list[Leftovers]:  # noqa: ANN001
     if not os.path.isdir(RECORD_DIR):
         return removed
     for entry in sorted(os.listdir(RECORD_DIR)):
-        if not entry.endswith(".jsonl"):
+        if ".jsonl" not in entry:
             continue
         path = os.path.join(RECORD_DIR, entry)
+        if ".clean-" in entry:   # claimed by a cleaner: reclaim only if that cleaner died
+            if _alive(int(entry.rsplit("-", 1)[1]), None):
+                continue
         try:
             left = read_record(path)
         except FileNotFoundError:
             continue
         if _alive(left.owner, getattr(left, "owner_start", None)):
             continue
+        # claim the record atomically: of two concurrent cleaners, one proceeds
+        claimed = f"{path.split('.jsonl')[0]}.jsonl.clean-{os.getpid()}"
+        try:
+            os.rename(path, claimed)
+        except FileNotFoundError:
+            continue
+        run = entry.split(".jsonl")[0]
         for pid, start in left.pids.items():
             if start is not None and stop_pid(pid, start, grace=1.0):
-                log(f"linklab clean: stopped process {pid} of dead run {entry[:-6]}")
+                log(f"linklab clean: stopped process {pid} of dead run {run}")
         for name in reversed(left.namespaces):
             if delete_named(name):
-                log(f"linklab clean: deleted namespace {name} of dead run {entry[:-6]}")
+                log(f"linklab clean: deleted namespace {name} of dead run {run}")
         for p in left.paths:
             if os.path.lexists(p):
                 shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.unlink(p)
-                log(f"linklab clean: removed {p} of dead run {entry[:-6]}")
-        os.unlink(path)
+                log(f"linklab clean: removed {p} of dead run {run}")
+        os.unlink(claimed)
         removed.append(left)
     return removed

@@ -278,12 +278,12 @@ def observe(topo: Topology, cells: list[Cell]) -> dict[str, Observation]:
 
 def mtu_inherit(topo: Topology) -> Observation:
     """Is c1's MTU the parent's MTU?"""
-    sc = topo.scenario
-    c1 = sc.containers[0]
+    c1 = topo.scenario.containers[0]
+    host = topo.scenario.host_of(c1.host).node
     child = topo.ns(c1.name).ipr.get_links(topo.index(c1.name, c1.ifname))[0]
-    parent = topo.ns("host").ipr.get_links(topo.index("host", sc.host.ifname))[0]
+    parent = topo.ns(host.name).ipr.get_links(topo.index(host.name, host.ifname))[0]
     got, want = child.get_attr("IFLA_MTU"), parent.get_attr("IFLA_MTU")
-    detail = f"{c1.name}/{c1.ifname} mtu {got}, parent host/{sc.host.ifname} mtu {want}"
+    detail = f"{c1.name}/{c1.ifname} mtu {got}, parent {host.name}/{host.ifname} mtu {want}"
     return Observation("pass" if got == want else "blocked", detail)
 
 
@@ -292,23 +292,23 @@ def second_child(topo: Topology) -> Observation:
     from linklab import kinds
     from linklab.nl import NetlinkError
 
-    sc = topo.scenario
-    host = topo.ns("host")
-    parent = topo.index("host", sc.host.ifname)
+    h = next(h for h in topo.scenario.hosts if h.mode == "passthru")
+    ns = topo.ns(h.name)
     try:
-        kinds.REGISTRY[sc.kind].probe(host.nl, parent, sc.mode, sc.flag)
+        kinds.REGISTRY[h.kind].probe(ns.nl, topo.index(h.name, h.node.ifname), h.mode, h.flag)
     except NetlinkError as exc:
-        return Observation(errno_name(exc.errno or 0), f"second {sc.label} child on host/"
-                                                       f"{sc.host.ifname}: {exc.strerror}")
-    host.ipr.link("del", ifname="llprobe1")
-    return Observation("pass", f"a second {sc.label} child was created (and deleted)")
+        return Observation(errno_name(exc.errno or 0), f"second {h.label} child on {h.name}/"
+                                                       f"{h.node.ifname}: {exc.strerror}")
+    ns.ipr.link("del", ifname="llprobe1")
+    return Observation("pass", f"a second {h.label} child was created (and deleted)")
 
 
 @contextmanager
 def netfilter_drop(topo: Topology) -> Iterator[None]:
-    """In the host namespace, drop echo requests to c1 at prerouting; removed on exit."""
+    """In c1's host namespace, drop echo requests to c1 at prerouting; removed on exit."""
     nft = require("nft", "nftables")
     c1 = topo.scenario.containers[0]
+    host = topo.ns(c1.host)
     rules = []
     if c1.addr(4):
         rules.append(f"ip daddr {c1.addr(4).ip} icmp type echo-request drop")
@@ -317,11 +317,11 @@ def netfilter_drop(topo: Topology) -> Iterator[None]:
     ruleset = ("table inet linklab_probe {\n chain pre {\n"
                "  type filter hook prerouting priority 0; policy accept;\n  "
                + "\n  ".join(rules) + "\n }\n}\n")
-    cmd([nft, "-f", "-"], ns=topo.ns("host"), input=ruleset, timeout=10)
+    cmd([nft, "-f", "-"], ns=host, input=ruleset, timeout=10)
     try:
         yield
     finally:
-        cmd([nft, "delete", "table", "inet", "linklab_probe"], ns=topo.ns("host"), timeout=10)
+        cmd([nft, "delete", "table", "inet", "linklab_probe"], ns=host, timeout=10)
 
 
 SPECIAL = {"mtu-inherit": mtu_inherit, "second-child": second_child}

@@ -1,29 +1,22 @@
 """The datapath registry: one module per link kind.
 
 A kind module provides ``MODES``/``FLAGS`` (empty when it has none), ``HOST_FORWARDS``,
-``validate_mode(ctx, mode, flag)``, ``validate(ctx, scenario)``, ``prepare(topo)`` (kind-wide
-objects such as a bridge), ``attach(topo, container)`` (the container's link) and
-``probe(nl, parent_index, mode, flag)`` used by the capability table. Adding a datapath is
-adding one module and one line below.
+``validate_mode(ctx, mode, flag, prefix)``, ``validate(ctx, scenario, host, where)``,
+``prepare(topo, host)`` (per-host objects such as a bridge), ``attach(topo, container, host)``
+(the container's link) and ``probe(nl, parent_index, mode, flag)`` used by the capability
+table. Adding a datapath is adding one module and one line below.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from linklab.kinds import bridge, ipvlan, macvlan, veth
-
-REGISTRY: dict[str, ModuleType] = {
-    "veth": veth,
-    "bridge": bridge,
-    "macvlan": macvlan,
-    "ipvlan": ipvlan,
-}
 
 
 def check_choice(ctx, field: str, value: str | None, choices: tuple[str, ...],  # noqa: ANN001
-                 kind: str) -> None:
+                 kind: str, prefix: str = "") -> None:
     """Validate an enumerated field (mode, flag) against the kind's choices."""
+    field = prefix + field
     if not choices:
         if value is not None:
             raise ctx.fail(field, f"kind {kind!r} takes no {field}")
@@ -33,3 +26,41 @@ def check_choice(ctx, field: str, value: str | None, choices: tuple[str, ...],  
                               f"({' | '.join(choices)})")
     if value not in choices:
         raise ctx.fail(field, f"unknown {kind} {field} {value!r} (known: {' | '.join(choices)})")
+
+
+def validate_choices(mod: ModuleType, kind: str):  # noqa: ANN201
+    """The ``validate_mode`` of a kind with the given MODES and FLAGS."""
+    def validate_mode(ctx, mode, flag, prefix: str = "") -> None:  # noqa: ANN001
+        check_choice(ctx, "mode", mode, mod.MODES, kind, prefix)
+        check_choice(ctx, "flag", flag if flag or not mod.FLAGS else mod.FLAGS[0], mod.FLAGS,
+                     kind, prefix)
+    return validate_mode
+
+
+def container_count(ctx, sc, host, where: str, single: bool = False) -> None:  # noqa: ANN001
+    """Two or more containers on a lone host; at least one per host when there are several;
+    exactly one where the parent admits a single child."""
+    mine = sc.containers_of(host.name)
+    if single and len(mine) != 1:
+        raise ctx.fail("container", f"{host.label} on {host.name}: the parent admits exactly "
+                                    f"one child, got {len(mine)}")
+    least = 2 if len(sc.hosts) == 1 and not single else 1
+    if len(mine) < least:
+        raise ctx.fail("container", f"{host.label} on {host.name}: needs at least {least} "
+                                    f"container(s), got {len(mine)}")
+
+
+def no_bridge(ctx, host, where: str) -> None:  # noqa: ANN001
+    if host.bridge is not None:
+        raise ctx.fail(f"{where}.bridge", "only the bridge kind has a host bridge")
+
+
+# the registry last: the kind modules use the helpers above
+from linklab.kinds import bridge, ipvlan, macvlan, veth  # noqa: E402
+
+REGISTRY: dict[str, ModuleType] = {
+    "veth": veth,
+    "bridge": bridge,
+    "macvlan": macvlan,
+    "ipvlan": ipvlan,
+}

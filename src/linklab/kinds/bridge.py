@@ -3,46 +3,45 @@ containers' gateway and the host routes."""
 
 from __future__ import annotations
 
-from linklab.kinds import veth
+import sys
+
+from linklab.kinds import container_count, validate_choices
 
 MODES: tuple[str, ...] = ()
 FLAGS: tuple[str, ...] = ()
 HOST_FORWARDS = True
+validate_mode = validate_choices(sys.modules[__name__], "bridge")
 
 
-def validate_mode(ctx, mode, flag) -> None:  # noqa: ANN001
-    from linklab.kinds import check_choice
-    check_choice(ctx, "mode", mode, MODES, "bridge")
-    check_choice(ctx, "flag", flag, FLAGS, "bridge")
-
-
-def validate(ctx, sc) -> None:  # noqa: ANN001
-    if sc.bridge is None:
-        raise ctx.fail("host.bridge", "missing: bridge kind needs [host.bridge] with ifname "
-                                      "and the gateway addresses")
+def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
+    if host.bridge is None:
+        raise ctx.fail(f"{where}.bridge", "missing: bridge kind needs a bridge table with "
+                                          "ifname and the gateway addresses")
     for i, c in enumerate(sc.containers):
+        if c.host != host.name:
+            continue
         if c.peer is None:
             raise ctx.fail(f"container[{i}].peer", "bridge kind: each container needs a "
                                                    "host-side peer ifname")
         if c.peer.addrs:
             raise ctx.fail(f"container[{i}].peer.addrs", "bridge ports carry no address; "
-                                                         "put it on [host.bridge]")
-    veth._two_containers(ctx, sc)
+                                                         "put it on the host's bridge")
+    container_count(ctx, sc, host, where)
 
 
-def prepare(topo) -> None:  # noqa: ANN001
-    br = topo.scenario.bridge
+def prepare(topo, host) -> None:  # noqa: ANN001
     data = []
-    if topo.scenario.ageing_time is not None:
-        data.append(("IFLA_BR_AGEING_TIME", topo.scenario.ageing_time * 100))  # centiseconds
-    index = topo.add_link("host", br.ifname, "bridge", mtu=topo.scenario.mtu, data=data)
-    topo.add_addrs("host", index, br.addrs)
+    if host.ageing_time is not None:
+        data.append(("IFLA_BR_AGEING_TIME", host.ageing_time * 100))  # centiseconds
+    index = topo.add_link(host.name, host.bridge.ifname, "bridge", mtu=topo.scenario.mtu,
+                          data=data)
+    topo.add_addrs(host.name, index, host.bridge.addrs)
 
 
-def attach(topo, c) -> int:  # noqa: ANN001
-    index, peer_index = topo.add_veth(c.name, c.ifname, "host", c.peer.ifname,
+def attach(topo, c, host) -> int:  # noqa: ANN001
+    index, peer_index = topo.add_veth(c.name, c.ifname, host.name, c.peer.ifname,
                                       mtu=topo.scenario.mtu, address=c.mac)
-    topo.enslave("host", peer_index, topo.index("host", topo.scenario.bridge.ifname))
+    topo.enslave(host.name, peer_index, topo.index(host.name, host.bridge.ifname))
     return index
 
 

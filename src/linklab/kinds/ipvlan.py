@@ -8,30 +8,27 @@ vepa (child<->child goes to the upstream switch).
 
 from __future__ import annotations
 
-from linklab.kinds import macvlan
+import sys
+
+from linklab.kinds import macvlan, validate_choices
 
 MODES = ("l2", "l3", "l3s")
 FLAGS = ("bridge", "private", "vepa")
 HOST_FORWARDS = False
 MODE_VALUE = {"l2": 0, "l3": 1, "l3s": 2}
 FLAG_VALUE = {"bridge": 0, "private": 1, "vepa": 2}
+validate_mode = validate_choices(sys.modules[__name__], "ipvlan")
 
 
-def validate_mode(ctx, mode, flag) -> None:  # noqa: ANN001
-    from linklab.kinds import check_choice
-    check_choice(ctx, "mode", mode, MODES, "ipvlan")
-    check_choice(ctx, "flag", flag or "bridge", FLAGS, "ipvlan")
-
-
-def validate(ctx, sc) -> None:  # noqa: ANN001
+def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
     for i, c in enumerate(sc.containers):
-        if c.mac is not None:
+        if c.host == host.name and c.mac is not None:
             raise ctx.fail(f"container[{i}].mac", "ipvlan children share the parent's MAC; "
                                                   "a child MAC cannot be set")
-    macvlan.child_validate(ctx, sc, single=False)
+    macvlan.child_validate(ctx, sc, host, where, single=False)
 
 
-def prepare(topo) -> None:  # noqa: ANN001
+def prepare(topo, host) -> None:  # noqa: ANN001
     pass
 
 
@@ -40,8 +37,8 @@ def link_data(mode: str, flag: str | None) -> list:
             ("IFLA_IPVLAN_FLAGS", FLAG_VALUE[flag or "bridge"])]
 
 
-def attach(topo, c) -> int:  # noqa: ANN001
-    return topo.add_child(c, "ipvlan", link_data(topo.scenario.mode, topo.scenario.flag))
+def attach(topo, c, host) -> int:  # noqa: ANN001
+    return topo.add_child(c, "ipvlan", link_data(host.mode, host.flag))
 
 
 def probe(nl, parent: int, mode, flag) -> None:  # noqa: ANN001

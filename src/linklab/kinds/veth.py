@@ -3,42 +3,34 @@
 
 from __future__ import annotations
 
+import sys
+
+from linklab.kinds import container_count, no_bridge, validate_choices
+
 MODES: tuple[str, ...] = ()
 FLAGS: tuple[str, ...] = ()
 HOST_FORWARDS = True
+validate_mode = validate_choices(sys.modules[__name__], "veth")
 
 
-def validate_mode(ctx, mode, flag) -> None:  # noqa: ANN001
-    from linklab.kinds import check_choice
-    check_choice(ctx, "mode", mode, MODES, "veth")
-    check_choice(ctx, "flag", flag, FLAGS, "veth")
-
-
-def validate(ctx, sc) -> None:  # noqa: ANN001
-    if sc.bridge is not None:
-        raise ctx.fail("host.bridge", "only the bridge kind has a host bridge")
+def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
+    no_bridge(ctx, host, where)
     for i, c in enumerate(sc.containers):
-        if c.peer is None or not c.peer.addrs:
+        if c.host == host.name and (c.peer is None or not c.peer.addrs):
             raise ctx.fail(f"container[{i}].peer", "veth kind: each container needs a host-side "
                                                    "peer with the gateway addresses")
-    _two_containers(ctx, sc)
+    container_count(ctx, sc, host, where)
 
 
-def _two_containers(ctx, sc) -> None:  # noqa: ANN001
-    if len(sc.containers) < 2:
-        raise ctx.fail("container", f"kind {sc.kind}: needs at least 2 containers, "
-                                    f"got {len(sc.containers)}")
-
-
-def prepare(topo) -> None:  # noqa: ANN001
+def prepare(topo, host) -> None:  # noqa: ANN001
     pass
 
 
-def attach(topo, c) -> int:  # noqa: ANN001
-    """Create the container's veth in its namespace, peer in the host namespace."""
-    index, peer_index = topo.add_veth(c.name, c.ifname, "host", c.peer.ifname,
+def attach(topo, c, host) -> int:  # noqa: ANN001
+    """Create the container's veth in its namespace, peer in its host's namespace."""
+    index, peer_index = topo.add_veth(c.name, c.ifname, host.name, c.peer.ifname,
                                       mtu=topo.scenario.mtu, address=c.mac)
-    topo.add_addrs("host", peer_index, c.peer.addrs)
+    topo.add_addrs(host.name, peer_index, c.peer.addrs)
     return index
 
 
