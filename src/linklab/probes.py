@@ -26,7 +26,7 @@ from linklab.checks import PATHS, Cell, endpoints, errno_name
 
 SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
 RESEND = 0.1 * SCALE
-QUIET = 0.3 * SCALE
+QUIET = 0.2 * SCALE
 POSITIVE_WAIT = 3.0 * SCALE
 
 ETH_P_PROBE = 0x88B5                      # IEEE 802 local experimental ethertype
