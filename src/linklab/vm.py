@@ -38,6 +38,12 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.prefix) / "bin"
 START = "linklab-vm: guest command starting"
 END = "linklab-vm: guest command exited "
+# A second read-only 9p export of / mounted with the page cache on (see guest_script).
+CACHE_TAG, CACHE_DIR = "linklabroot", "/run/linklab-cached"
+CACHE_OPTS = "ro,trans=virtio,version=9p2000.L,msize=524288,cache=loose"
+CACHE_QEMU_OPTS = (f"-fsdev local,id={CACHE_TAG},path=/,security_model=none,readonly=on,"
+                   f"multidevs=remap -device virtio-9p-pci,fsdev={CACHE_TAG},"
+                   f"mount_tag={CACHE_TAG}")
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KVM_PROBE_CACHE = Path("/run/linklab/kvm-probe.json")
 # Exit statuses of linklab vm itself (the command's own status is passed through).
@@ -50,6 +56,7 @@ BLACKLIST = (
     "pcspkr,button,powernow_k8,qemu_fw_cfg,aesni_intel,ghash_clmulni_intel,"
     "crct10dif_pclmul,crc32_pclmul,crc32c_intel,sha1_ssse3,sha256_ssse3,sha512_ssse3"
 )
+TAIL_LINES = 25  # console lines shown when the guest fails
 PANIC = re.compile(r"Kernel panic - not syncing|sysrq: Trigger a crash")
 
 
@@ -188,21 +195,48 @@ class Outcome:
         return f"vm leg: boot {boot}, total {self.total_s:.1f}s"
 
 
-def guest_script(argv: Sequence[str], cwd: str, env: dict[str, str]) -> str:
-    """The shell script the guest runs: markers around ``argv`` with a venv-first PATH."""
-    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
-    return (
-        "#!/bin/sh\n"
-        f"echo '{START}' >&2\n"
-        f"export PATH={shlex.quote(str(VENV_BIN))}:{GUEST_PATH}\n"
-        f"export VIRTUAL_ENV={shlex.quote(sys.prefix)}\n"
-        f"{exports}"
-        f"cd {shlex.quote(cwd)} || exit 126\n"
-        f"{shlex.join(argv)}\n"
-        "status=$?\n"
-        f"echo \"{END}$status\" >&2\n"
-        "exit $status\n"
-    )
+def covering(paths: Iterable[Path]) -> list[Path]:
+    """The paths not inside another one of ``paths`` (sorted)."""
+    out: list[Path] = []
+    for p in sorted(set(paths)):
+        if not any(p.is_relative_to(q) for q in out):
+            out.append(p)
+    return out
+
+
+def guest_script(argv: Sequence[str], cwd: str, env: dict[str, str],
+                 cached: Sequence[Path] = (), rwdirs: Sequence[Path] = ()) -> str:
+    """The shell script the guest runs: markers around ``argv`` with a venv-first PATH.
+
+    ``cached`` directories are re-mounted from a second, read-only 9p export of / with
+    ``cache=loose`` (virtme-ng's root has no cache: every Python import stats over 9p,
+    ~5x slower); ``rwdirs`` inside them are bound back on top so they stay writable.
+    """
+    q = shlex.quote
+    exports = "".join(f"export {k}={q(v)}\n" for k, v in sorted(env.items()))
+    lines = ["#!/bin/sh", f"echo '{START}' >&2"]
+    if cached:
+        inner = [d for d in rwdirs if any(d.is_relative_to(c) for c in cached)]
+        mount = f"mount -t 9p -o {CACHE_OPTS} {CACHE_TAG} {CACHE_DIR}"
+        lines.append(f"if mkdir -p {CACHE_DIR} && {mount}; then")
+        for i, d in enumerate(inner):
+            lines.append(f"  mkdir -p /run/linklab-rw{i} && mount --bind {q(str(d))} /run/linklab-rw{i}")
+        for c in cached:
+            lines.append(f"  mount --bind {q(CACHE_DIR + str(c))} {q(str(c))}")
+        for i, d in enumerate(inner):
+            lines.append(f"  mount --bind /run/linklab-rw{i} {q(str(d))}")
+        lines.append("else echo 'linklab vm: no cached 9p view; running uncached' >&2; fi")
+    lines += [
+        f"export PATH={q(str(VENV_BIN))}:{GUEST_PATH}",
+        f"export VIRTUAL_ENV={q(sys.prefix)}",
+        exports.rstrip("\n"),
+        f"cd {q(cwd)} || exit 126",
+        shlex.join(argv),
+        "status=$?",
+        f'echo "{END}$status" >&2',
+        "exit $status",
+    ]
+    return "\n".join(line for line in lines if line) + "\n"
 
 
 def _children(pid: int) -> list[int]:
@@ -253,17 +287,20 @@ def run(argv: Sequence[str], *, kernel: Kernel, cpus: int = 2, memory: str = "2G
         import tempfile
         scriptdir = Path(tempfile.mkdtemp(prefix="linklab-vm-"))
     script = scriptdir / "guest.sh"
-    script.write_text(guest_script(argv, os.getcwd(), guest_env))
-    shared = [REPO / "results", *rwdirs]
+    shared = list(dict.fromkeys(Path(d).resolve() for d in (REPO / "results", *rwdirs)))
     for d in shared:
-        Path(d).mkdir(parents=True, exist_ok=True)
-    vng_argv = [vng, "--run", str(kernel.image), "--force-9p", "--verbose",
+        d.mkdir(parents=True, exist_ok=True)
+    cached = covering(Path(p).resolve() for p in (REPO, sys.prefix, sys.base_prefix))
+    script.write_text(guest_script(argv, os.getcwd(), guest_env, cached, shared))
+    name = f"linklab-{owner.marker}" if owner is not None else "linklab"  # type: ignore[attr-defined]
+    vng_argv = [vng, "--run", str(kernel.image), "--name", name, "--force-9p", "--verbose",
                 "--memory", memory, "--cpus", str(cpus), "--qemu-opts=-nodefaults",
+                f"--qemu-opts={CACHE_QEMU_OPTS}",
                 "--append", "loglevel=4", "--append", f"modprobe.blacklist={BLACKLIST}",
-                *[f"--rwdir={Path(d).resolve()}" for d in shared],
+                *[f"--rwdir={d}" for d in shared],
                 "--exec", f"/bin/sh {script}"]
     if not use_kvm:
-        vng_argv.insert(3, "--disable-kvm")
+        vng_argv.insert(3, "--disable-kvm")  # after --run IMAGE
     vng_env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', GUEST_PATH)}")
     tail: deque[str] = deque(maxlen=40)
     started = time.monotonic()
@@ -324,7 +361,7 @@ def run(argv: Sequence[str], *, kernel: Kernel, cpus: int = 2, memory: str = "2G
                     if PANIC.search(line):
                         failure = "panic"
                     tail.append(line)
-                    if boot_s is not None:
+                    if boot_s is not None and status is None:
                         err.write(raw + b"\n")
                         err.flush()
         if failure is None and pending:
@@ -416,7 +453,7 @@ def cli_main(args: argparse.Namespace) -> int:
     if outcome.failure:
         print(f"linklab vm: guest {outcome.failure} on {outcome.kernel} ({outcome.virt}); "
               "last console lines:", file=sys.stderr)
-        for line in outcome.console_tail[-25:]:
+        for line in outcome.console_tail[-TAIL_LINES:]:
             print(f"  | {line}", file=sys.stderr)
     print(f"{outcome.summary()} (kernel {outcome.kernel}, {outcome.virt})", file=sys.stderr)
     return outcome.returncode
