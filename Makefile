@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test connectivity bench clean doctor nightly
+.PHONY: setup test connectivity bench clean doctor nightly report
 
 setup:
 	@bash scripts/setup
@@ -12,7 +12,7 @@ setup:
 # The CI test command: unit tests, the connectivity matrix on the host kernel, the bench smoke.
 test: setup
 	$(PYTEST) -p xdist -n 2 -q -m "not bench"
-	$(PYTEST) -p no:xdist -q -m bench --bench-smoke
+	$(PYTEST) -q -m bench --bench-smoke
 
 connectivity: setup
 	$(PYTEST) -m connectivity -q
@@ -22,6 +22,28 @@ bench: setup
 
 doctor: setup
 	.venv/bin/linklab doctor
+
+# The main job: the connectivity suite (REPORT_VM=1 adds its VM leg for ipvlan) and a
+# short benchmark into one results/<run-id>/ (JUnit XML next to the rows), rendered to
+# reports/<run-id>/index.html (reports/latest points at it), then checked in headless Chromium
+# (screenshot next to the report). Exit status: non-zero when a test failed; the report is
+# rendered either way.
+REPORT_BENCH ?= --bench-reps=3 --bench-warmup=1 --bench-duration=2 --bench-latency-duration=1
+REPORT_VM ?= 0
+report: setup
+	@run=$${LINKLAB_RUN_ID:-$$(date -u +%Y%m%dT%H%M%SZ)-report}; dir=results/$$run; rc=0; \
+	export LINKLAB_RUN_ID=$$run; mkdir -p $$dir; start=$$(date +%s); \
+	if [ "$(REPORT_VM)" != 0 ]; then \
+	  $(PYTEST) -q -rfEs --vm -m connectivity -k ipvlan || rc=1; fi; \
+	$(PYTEST) -q -rfEs -m "connectivity or bench" $(REPORT_BENCH) --junitxml=$$dir/junit-host.xml \
+	  tests bench/test_bench.py || rc=1; \
+	.venv/bin/linklab report $$dir || exit 2; \
+	scratch=$$(mktemp -d); \
+	env -u LINKLAB_RUN_ID LINKLAB_REPORT_HTML=reports/$$run/index.html \
+	  $(PYTEST) -q tests/test_report_browser.py --results-dir=$$scratch || rc=1; \
+	rm -rf $$scratch; \
+	echo "make report: $$(( $$(date +%s) - start )) s; open reports/$$run/index.html (reports/latest)"; \
+	exit $$rc
 
 # Nightly on two Vagrant VMs (ci/nightly.md). NIGHTLY_DIR (baselines, default
 # /var/lib/linklab-nightly), NIGHTLY_PROVIDER=libvirt|virtualbox, LINKLAB_BOX=debian|ubuntu.

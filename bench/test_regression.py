@@ -18,11 +18,12 @@ from linklab.compare import Threshold
 
 pytestmark = pytest.mark.bench
 
-RATE = "300mbit"       # far below what a veth pair carries on any machine we run on
+RATE = "100mbit"       # far below what a veth pair carries on any machine we run on
+REPS = 5               # t(4) = 2.78: a busy machine's baseline CI stays well above RATE
 
 
 def short_run(rd: store.RunDir, run: object, progress: object, ep: object) -> None:
-    settings = Settings(Params(duration_s=1, omit_s=0.25, latency_s=1), reps=3, warmup=0,
+    settings = Settings(Params(duration_s=1, omit_s=0.25, latency_s=1), reps=REPS, warmup=0,
                         specs=tuple(s for s in MATRIX if s.name == "tcp-forward-x1"))
     bench = Bench(rd, run, settings, progress)  # type: ignore[arg-type]
     assert bench.run_datapath(VETH_PAIR, ep) == []  # type: ignore[arg-type]
@@ -47,7 +48,7 @@ def test_rate_limited_datapath_is_a_regression(run: object, tmp_path: Path,
     for line in format_deltas(report.deltas):
         bench_progress(f"  degraded vs baseline: {line}")  # type: ignore[operator]
     flagged = [d for d in report.regressions if d.metric == "throughput_bps"]
-    assert flagged, "a 300 Mbit/s token bucket was not flagged as a throughput regression"
+    assert flagged, f"a {RATE} token bucket was not flagged as a throughput regression"
     assert flagged[0].change_pct < -5
 
     # the other way round it is an improvement, never a regression

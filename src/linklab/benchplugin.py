@@ -112,7 +112,8 @@ class Progress:
             return
         suspend = self.capman.global_and_fixture_disabled() if self.capman else nullcontext()
         with suspend:
-            self.tr.ensure_newline()
+            if self.tr._tw.width_of_current_line:   # after pytest's progress dots
+                self.tr._tw.line()
             self.tr.write_line(text)
 
 
@@ -137,7 +138,9 @@ def bench(pytestconfig: pytest.Config, results: store.RunDir, run: object,
 
     b = Bench(results, run, bench_settings, bench_progress, part=_part(pytestconfig))
     pytestconfig.stash[BENCH_KEY] = b
-    n = len(pytestconfig.stash.get(DATAPATHS_KEY, ())) or 1
+    from linklab.bench.datapaths import missing
+
+    n = len([d for d in pytestconfig.stash.get(DATAPATHS_KEY, ()) if missing(d) is None]) or 1
     bench_progress(f"bench: {n} datapath(s) x {len(bench_settings.specs)} measurements x "
                    f"({bench_settings.warmup} warm-up + {bench_settings.reps}) repetitions, "
                    f"about {bench_settings.estimate_s(n) / 60:.1f} min; results in {results.path}")

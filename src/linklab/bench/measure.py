@@ -20,6 +20,7 @@ from linklab.netns import NetNS
 
 LATENCY_PCTS = (50.0, 90.0, 99.0, 99.9)
 READY_TIMEOUT_S = 5.0
+SOCKPERF_GRACE_S = 0.2   # sockperf's server lingers ~2 s after SIGTERM; it holds no state
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,8 @@ def run_sockperf(spec: Spec, ep: Endpoints, params: Params, owner: object,
               *proto]
     raw = ""
     with tempfile.TemporaryFile() as log, \
-            bkg(server, ns=ep.server, owner=owner, stdout=log, stderr=log) as proc:
+            bkg(server, ns=ep.server, owner=owner, stdout=log, stderr=log,
+                grace=SOCKPERF_GRACE_S) as proc:
         try:
             wait_ready(ep.server, port, spec.proto, proc, log, "sockperf")
             res = cmd(client, ns=ep.client, timeout=params.latency_s + 30, check=False)
