@@ -87,6 +87,19 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[THRESHOLDS_KEY] = parse_fail_on(config.getoption("--bench-fail-on"))
     except FailOnError as exc:
         raise pytest.UsageError(str(exc)) from None
+    wanted = selected_datapaths(config)
+    if wanted and config.getoption("--bench-datapaths"):
+        from linklab.bench.datapaths import datapaths
+        from linklab.model import ScenarioError
+
+        try:
+            names = {d.name for d in datapaths(config.getoption("--scenarios"))}
+        except ScenarioError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise pytest.UsageError(f"--bench-datapaths: unknown datapath(s) "
+                                    f"{', '.join(unknown)}; known: {', '.join(sorted(names))}")
     base = config.getoption("--bench-baseline")
     if config.stash[THRESHOLDS_KEY] and not base:
         raise pytest.UsageError("--bench-fail-on needs --bench-baseline RUN_DIR")
