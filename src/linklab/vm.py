@@ -267,6 +267,7 @@ def _comm(pid: int) -> str:
 def run(argv: Sequence[str], *, kernel: Kernel, cpus: int = 2, memory: str = "2G",
         timeout: float = 1800, boot_timeout: float = 180, rwdirs: Iterable[Path] = (),
         env: dict[str, str] | None = None, owner: object = None, kvm: bool | None = None,
+        name: str | None = None,
         out: BinaryIO | None = None, err: BinaryIO | None = None) -> Outcome:
     """Boot ``kernel``, run ``argv`` in the current directory, stream its output, wait.
 
@@ -292,7 +293,8 @@ def run(argv: Sequence[str], *, kernel: Kernel, cpus: int = 2, memory: str = "2G
         d.mkdir(parents=True, exist_ok=True)
     cached = covering(Path(p).resolve() for p in (REPO, sys.prefix, sys.base_prefix))
     script.write_text(guest_script(argv, os.getcwd(), guest_env, cached, shared))
-    name = f"linklab-{owner.marker}" if owner is not None else "linklab"  # type: ignore[attr-defined]
+    if name is None:
+        name = f"linklab-{owner.marker}" if owner is not None else "linklab"  # type: ignore[attr-defined]
     vng_argv = [vng, "--run", str(kernel.image), "--name", name, "--force-9p", "--verbose",
                 "--memory", memory, "--cpus", str(cpus), "--qemu-opts=-nodefaults",
                 f"--qemu-opts={CACHE_QEMU_OPTS}",
@@ -420,6 +422,7 @@ def cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rwdir", action="append", default=[], type=Path, metavar="DIR",
                         help="another host directory the guest may write (results/ always is)")
     parser.add_argument("--tcg", action="store_true", help="skip the KVM probe, use TCG")
+    parser.add_argument("--name", help="guest hostname and QEMU -name (default: linklab-<run>)")
     parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...",
                         help="command to run in the guest")
 
@@ -439,7 +442,7 @@ def cli_main(args: argparse.Namespace) -> int:
         try:
             outcome = run(command, kernel=kernel, cpus=args.cpus, memory=args.memory,
                           timeout=args.timeout, rwdirs=args.rwdir, owner=run_owner,
-                          kvm=False if args.tcg else None)
+                          kvm=False if args.tcg else None, name=args.name)
         finally:
             run_owner.close()
     except (VMError, MissingTool) as exc:

@@ -1,0 +1,216 @@
+"""The VM leg: kernel choice (fake /boot), the guest script, and a few real boots.
+
+Each boot costs ~10-40 s of CPU under TCG, so the real-VM tests are few and each checks
+several things: output and exit status pass through, a panic and a hang fail with the
+console tail and leave no QEMU behind, and ``pytest --vm`` replays the guest's results.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from linklab import vm
+from linklab.cmd import MissingTool
+
+LINKLAB_VM = [sys.executable, "-m", "linklab.cli", "vm"]
+
+
+def fake_boot(tmp_path: Path, releases: dict[str, bool]) -> tuple[Path, Path]:
+    """A /boot and /lib/modules holding ``releases`` (release -> has ipvlan.ko.xz)."""
+    boot, modules = tmp_path / "boot", tmp_path / "modules"
+    boot.mkdir(parents=True)
+    for release, ipvlan in releases.items():
+        (boot / f"vmlinuz-{release}").write_bytes(b"kernel")
+        drv = modules / release / "kernel/drivers/net/ipvlan"
+        drv.mkdir(parents=True)
+        if ipvlan:
+            (drv / "ipvlan.ko.xz").write_bytes(b"module")
+    return boot, modules
+
+
+def test_default_kernel_is_newest_with_ipvlan(tmp_path: Path) -> None:
+    boot, modules = fake_boot(tmp_path, {"6.1.0-56-amd64": True, "6.12.117+deb12-amd64": True,
+                                         "6.18.0-custom": False})
+    assert vm.find_kernel(None, boot, modules).release == "6.12.117+deb12-amd64"
+    assert [k.release for k in vm.list_kernels(boot, modules)] == [
+        "6.18.0-custom", "6.12.117+deb12-amd64", "6.1.0-56-amd64"]
+
+
+def test_kernel_by_release_prefix_or_path(tmp_path: Path) -> None:
+    boot, modules = fake_boot(tmp_path, {"6.1.0-56-amd64": True, "6.12.117+deb12-amd64": True})
+    assert vm.find_kernel("6.1", boot, modules).release == "6.1.0-56-amd64"
+    assert vm.find_kernel("6.12", boot, modules).release == "6.12.117+deb12-amd64"
+    image = boot / "vmlinuz-6.1.0-56-amd64"
+    picked = vm.find_kernel(str(image), boot, modules)
+    assert picked.image == image and picked.has_ipvlan
+    with pytest.raises(vm.VMError, match=r"--kernel 5\.10: no such kernel .*installed: 6\.12"):
+        vm.find_kernel("5.10", boot, modules)
+    with pytest.raises(vm.VMError, match="no such kernel image"):
+        vm.find_kernel(str(tmp_path / "nope" / "vmlinuz"), boot, modules)
+
+
+def test_no_kernel_names_the_package(tmp_path: Path) -> None:
+    boot, modules = fake_boot(tmp_path, {})
+    with pytest.raises(vm.VMError, match="linux-image-amd64"):
+        vm.find_kernel(None, boot, modules)
+    boot2, modules2 = fake_boot(tmp_path / "b", {"6.18.0-custom": False})
+    with pytest.raises(vm.VMError, match="no kernel .* has ipvlan.ko.*linux-image-amd64"):
+        vm.find_kernel(None, boot2, modules2)
+
+
+def test_missing_qemu_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda tool, **kw: None
+                        if tool == "qemu-system-x86_64" else real(tool, **kw))
+    with pytest.raises(MissingTool, match="qemu-system-x86_64 .*Debian package qemu-system-x86"):
+        vm.check_tools()
+
+
+def test_static_busybox_check() -> None:
+    assert not vm._is_static(os.path.realpath(sys.executable))  # python is dynamically linked
+
+
+def test_guest_script_markers_and_status(tmp_path: Path) -> None:
+    """The guest script, run by the host's sh, brackets the command and keeps its status."""
+    script = tmp_path / "guest.sh"
+    script.write_text(vm.guest_script(["sh", "-c", "echo \"$LINKLAB_X\"; exit 7"],
+                                      str(tmp_path), {"LINKLAB_X": "a 'quoted' value"}))
+    done = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 7
+    assert done.stdout == "a 'quoted' value\n"
+    assert done.stderr.splitlines() == [vm.START, f"{vm.END}7"]
+
+
+def test_covering_drops_nested_paths() -> None:
+    assert vm.covering([Path("/a/b"), Path("/a"), Path("/c/d")]) == [Path("/a"), Path("/c/d")]
+
+
+def test_unknown_kernel_cli_error() -> None:
+    done = subprocess.run([*LINKLAB_VM, "--kernel", "9.99", "--", "true"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == vm.EXIT_SETUP
+    assert "--kernel 9.99: no such kernel in /boot" in done.stderr
+
+
+# -- real boots ----------------------------------------------------------------------------
+
+needs_vm = pytest.mark.skipif(not vm.list_kernels() or not Path("/usr/bin/qemu-system-x86_64")
+                              .exists(), reason="no /boot/vmlinuz-* or qemu-system-x86_64 "
+                              "(Debian packages linux-image-amd64, qemu-system-x86)")
+
+
+def qemu_left(name: str) -> list[int]:
+    """PIDs of QEMU processes still running with ``-name name``."""
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"qemu-system-x86_64") and name.encode() in argv:
+            left.append(int(pid))
+    return left
+
+
+@needs_vm
+def test_vm_output_status_and_results_share() -> None:
+    """One boot: stdout, exit status, LINKLAB_VIRT, writable results/, the figures line."""
+    token = secrets.token_hex(4)
+    probe = vm.REPO / "results" / f".vm-test-{token}"
+    try:
+        done = subprocess.run(
+            [*LINKLAB_VM, "--", "sh", "-c",
+             f'uname -r; echo "virt=$LINKLAB_VIRT"; echo guest > {probe}; false'],
+            capture_output=True, text=True, timeout=600)
+        lines = done.stdout.splitlines()
+        kernel = vm.find_kernel()
+        assert done.returncode == 1, done.stderr
+        assert lines[0] == kernel.release != os.uname().release
+        assert lines[1] in ("virt=tcg", "virt=kvm")
+        assert probe.read_text() == "guest\n"
+        assert f"vm leg: boot " in done.stderr and f"(kernel {kernel.release}, " in done.stderr
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+@needs_vm
+def test_vm_panic_fails_fast_with_console_tail() -> None:
+    name = f"linklab-test-{secrets.token_hex(3)}"
+    done = subprocess.run([*LINKLAB_VM, "--name", name, "--timeout", "600", "--", "sh", "-c",
+                           "echo c > /proc/sysrq-trigger; sleep 600"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == vm.EXIT_GUEST, done.stderr
+    assert "linklab vm: guest panic" in done.stderr
+    assert "Kernel panic - not syncing" in done.stderr
+    assert "did not finish" not in done.stderr
+    assert qemu_left(name) == []
+
+
+@needs_vm
+def test_vm_hang_stops_at_timeout() -> None:
+    name = f"linklab-test-{secrets.token_hex(3)}"
+    done = subprocess.run([*LINKLAB_VM, "--name", name, "--timeout", "90", "--", "sleep", "900"],
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == vm.EXIT_TIMEOUT, done.stderr
+    assert "did not finish within 90s; stopping QEMU" in done.stderr
+    assert "last console lines:" in done.stderr
+    assert qemu_left(name) == []
+
+
+def test_ipvlan_modes_in_guest(run) -> None:  # noqa: ANN001
+    """Smoke test for the VM leg: every ipvlan mode can be created (skips on a host kernel
+    without ipvlan; ``pytest --vm`` runs it on the distro kernel)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    from linklab.netns import NetNS
+
+    name = run.ns_name("vmtest")
+    run.own_namespace(name)
+    ns = NetNS(name)
+    try:
+        ns.ipr.link("add", ifname="llp0", kind="veth", peer={"ifname": "llp1"})
+        parent = ns.ipr.link_lookup(ifname="llp0")[0]
+        for i, mode in enumerate(("l2", "l3", "l3s")):
+            try:
+                ns.ipr.link("add", ifname=f"llv{i}", kind="ipvlan", link=parent,
+                            ipvlan_mode={"l2": 0, "l3": 1, "l3s": 2}[mode])
+            except NetlinkError as exc:
+                pytest.skip(f"kernel lacks ipvlan (CONFIG_IPVLAN): {exc}")
+            link = ns.ipr.get_links(ns.ipr.link_lookup(ifname=f"llv{i}")[0])[0]
+            info = link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+            assert info.get_attr("IFLA_IPVLAN_MODE") == i
+    finally:
+        ns.close()
+        run.disown_namespace(name)
+
+
+@needs_vm
+def test_pytest_vm_option_replays_guest_results(tmp_path: Path) -> None:
+    """``pytest --vm`` runs the selection in the guest and reports it here, labelled."""
+    host_junit = tmp_path / "host.xml"
+    run_id = f"vmtest-{secrets.token_hex(3)}"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--vm", "-v", "-p", "no:cacheprovider",
+         f"--results-dir={tmp_path}", f"--run-id={run_id}", f"--junitxml={host_junit}",
+         "tests/test_vm.py::test_ipvlan_modes_in_guest"],
+        cwd=vm.REPO, capture_output=True, text=True, timeout=900,
+        env={k: v for k, v in os.environ.items() if k != "LINKLAB_RUN_ID"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "test_ipvlan_modes_in_guest PASSED" in done.stdout
+    kernel = vm.find_kernel().release
+    guest_junit = tmp_path / run_id / f"junit-vm-{kernel}.xml"
+    guest_case = ET.parse(guest_junit).getroot().find(".//testcase")
+    assert guest_case is not None and guest_case.find("skipped") is None
+    props = {p.get("name"): p.get("value")
+             for p in ET.parse(host_junit).getroot().iter("property")}
+    assert props["kernel"] == kernel and props["virt"] in ("tcg", "kvm")
+    assert "vm leg: boot " in done.stdout
