@@ -84,7 +84,7 @@ def test_guest_script_markers_and_status(tmp_path: Path) -> None:
     script = tmp_path / "guest.sh"
     script.write_text(vm.guest_script(["sh", "-c", "echo \"$LINKLAB_X\"; exit 7"],
                                       str(tmp_path), {"LINKLAB_X": "a 'quoted' value"}))
-    done = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(["sh", str(script)], check=False, capture_output=True, text=True, timeout=30)
     assert done.returncode == 7
     assert done.stdout == "a 'quoted' value\n"
     assert done.stderr.splitlines() == [vm.START, f"{vm.END}7"]
@@ -95,7 +95,7 @@ def test_covering_drops_nested_paths() -> None:
 
 
 def test_unknown_kernel_cli_error() -> None:
-    done = subprocess.run([*LINKLAB_VM, "--kernel", "9.99", "--", "true"], capture_output=True,
+    done = subprocess.run([*LINKLAB_VM, "--kernel", "9.99", "--", "true"], check=False, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == vm.EXIT_SETUP
     assert "--kernel 9.99: no such kernel in /boot" in done.stderr
@@ -130,14 +130,14 @@ def test_vm_output_status_and_results_share() -> None:
         done = subprocess.run(
             [*LINKLAB_VM, "--", "sh", "-c",
              f'uname -r; echo "virt=$LINKLAB_VIRT"; echo guest > {probe}; false'],
-            capture_output=True, text=True, timeout=600)
+            check=False, capture_output=True, text=True, timeout=600)
         lines = done.stdout.splitlines()
         kernel = vm.find_kernel()
         assert done.returncode == 1, done.stderr
         assert lines[0] == kernel.release != os.uname().release
         assert lines[1] in ("virt=tcg", "virt=kvm")
         assert probe.read_text() == "guest\n"
-        assert f"vm leg: boot " in done.stderr and f"(kernel {kernel.release}, " in done.stderr
+        assert "vm leg: boot " in done.stderr and f"(kernel {kernel.release}, " in done.stderr
     finally:
         probe.unlink(missing_ok=True)
 
@@ -147,7 +147,7 @@ def test_vm_panic_fails_fast_with_console_tail() -> None:
     name = f"linklab-test-{secrets.token_hex(3)}"
     done = subprocess.run([*LINKLAB_VM, "--name", name, "--timeout", "600", "--", "sh", "-c",
                            "echo c > /proc/sysrq-trigger; sleep 600"],
-                          capture_output=True, text=True, timeout=900)
+                          check=False, capture_output=True, text=True, timeout=900)
     assert done.returncode == vm.EXIT_GUEST, done.stderr
     assert "linklab vm: guest panic" in done.stderr
     assert "Kernel panic - not syncing" in done.stderr
@@ -159,14 +159,14 @@ def test_vm_panic_fails_fast_with_console_tail() -> None:
 def test_vm_hang_stops_at_timeout() -> None:
     name = f"linklab-test-{secrets.token_hex(3)}"
     done = subprocess.run([*LINKLAB_VM, "--name", name, "--timeout", "90", "--", "sleep", "900"],
-                          capture_output=True, text=True, timeout=400)
+                          check=False, capture_output=True, text=True, timeout=400)
     assert done.returncode == vm.EXIT_TIMEOUT, done.stderr
     assert "did not finish within 90s; stopping QEMU" in done.stderr
     assert "last console lines:" in done.stderr
     assert qemu_left(name) == []
 
 
-def test_ipvlan_modes_in_guest(run) -> None:  # noqa: ANN001
+def test_ipvlan_modes_in_guest(run) -> None:
     """Smoke test for the VM leg: every ipvlan mode can be created (skips on a host kernel
     without ipvlan; ``pytest --vm`` runs it on the distro kernel)."""
     from pyroute2.netlink.exceptions import NetlinkError
@@ -202,7 +202,7 @@ def test_pytest_vm_option_replays_guest_results(tmp_path: Path) -> None:
         [sys.executable, "-m", "pytest", "--vm", "-v", "-p", "no:cacheprovider",
          f"--results-dir={tmp_path}", f"--run-id={run_id}", f"--junitxml={host_junit}",
          "tests/test_vm.py::test_ipvlan_modes_in_guest"],
-        cwd=vm.REPO, capture_output=True, text=True, timeout=900,
+        cwd=vm.REPO, check=False, capture_output=True, text=True, timeout=900,
         env={k: v for k, v in os.environ.items() if k != "LINKLAB_RUN_ID"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "test_ipvlan_modes_in_guest PASSED" in done.stdout
