@@ -18,6 +18,7 @@ from linklab.capabilities import missing_link, missing_tool
 from linklab.dhcp.cell import TIMEOUT_ATTEMPTS, run_cell
 from linklab.dhcp.matrix import DhcpCell, load_matrix
 from linklab.model import load_scenario
+from linklab.plugin import _part
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {sc.name: sc for sc in map(load_scenario, sorted(ROOT.glob("scenarios/dhcp-*.toml")))}
@@ -44,13 +45,14 @@ def _row(cell: DhcpCell, outcome: str, observed: str = "", leases: str = "", det
 
 
 @pytest.mark.parametrize("dhcp_cell", CELLS, ids=[c.id for c in CELLS])
-def test_dhcp(dhcp_cell: DhcpCell, run, results) -> None:  # noqa: ANN001
+def test_dhcp(dhcp_cell: DhcpCell, run, results, request) -> None:  # noqa: ANN001
     cell = dhcp_cell
+    part = _part(request.config)      # one jsonl per kernel/virt/worker, as the plugin does
     sc = cell.scenario
     why = (missing_tool(SERVER_TOOL[cell.server.split("-", 1)[0]])
            or missing_tool(CLIENT_TOOL[cell.client]) or missing_link(sc.kind, sc.mode, sc.flag))
     if why:
-        results.append("dhcp", _row(cell, "skipped", detail=why))
+        results.append("dhcp", _row(cell, "skipped", detail=why), part=part)
         pytest.skip(why)
     with build(sc, run) as topo:
         seen = run_cell(cell, topo, run)
@@ -62,7 +64,7 @@ def test_dhcp(dhcp_cell: DhcpCell, run, results) -> None:  # noqa: ANN001
                         for r in seen.clients)
     results.append("dhcp", _row(cell, "passed" if ok else "failed", observed, leases,
                                 seen.detail, round(seen.lease_s, 4),
-                                round(seen.server_start_s, 4)))
+                                round(seen.server_start_s, 4)), part=part)
     assert seen.lease == cell.expected.lease, (
         f"{cell.id}: expected {cell.expected.lease} lease ({cell.expected.why}); observed "
         f"{seen.lease}: {seen.detail}")
