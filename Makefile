@@ -4,21 +4,37 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test connectivity bench clean doctor nightly report
+.PHONY: setup test connectivity bench clean doctor nightly report kernel-matrix
+
+# One results/<run-id>/ per `make test` / `make kernel-matrix` (LINKLAB_RUN_ID overrides).
+TEST_RUN_ID := $(or $(LINKLAB_RUN_ID),$(shell date -u +%Y%m%dT%H%M%SZ)-make)
 
 setup:
 	@bash scripts/setup
 
 # The CI test command: unit tests, the connectivity matrix on the host kernel, the bench smoke.
+# Then the VM leg: the ipvlan cells (this host kernel lacks ipvlan) on a Debian kernel under
+# QEMU (linklab vm); all legs write into one results/<run-id>/, each row and JUnit record
+# labelled with its kernel and virtualisation.
+test: export LINKLAB_RUN_ID = $(TEST_RUN_ID)
 test: setup
-	$(PYTEST) -p xdist -n 2 -q -m "not bench"
+	$(PYTEST) -p xdist -n 2 -q -m "not bench" --junitxml=results/$(TEST_RUN_ID)/junit-host.xml
 	$(PYTEST) -q -m bench --bench-smoke
+	$(PYTEST) -v -rfEs --vm -m connectivity -k ipvlan
 
 connectivity: setup
 	$(PYTEST) -m connectivity -q
 
 bench: setup
 	$(PYTEST) -m bench
+
+# The connectivity suite on each Debian 12 kernel (6.1: linux-image-amd64, 6.12:
+# linux-image-6.12-amd64) under QEMU, into one results/<run-id>/ labelled per kernel.
+MATRIX_KERNELS ?= 6.1 6.12
+kernel-matrix: export LINKLAB_RUN_ID = $(TEST_RUN_ID)
+kernel-matrix: setup
+	@rc=0; for k in $(MATRIX_KERNELS); do \
+	  $(PYTEST) -rfEs --vm --vm-kernel $$k -m connectivity || rc=1; done; exit $$rc
 
 doctor: setup
 	.venv/bin/linklab doctor

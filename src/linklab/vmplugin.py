@@ -8,7 +8,9 @@ labelled with the guest kernel release and virtualisation (user properties ``ker
 in ``results/<run-id>/junit-vm-<release>.xml``; the guest writes its result rows into the
 same run directory (it inherits ``LINKLAB_RUN_ID``).
 
-Hooks: ``pytest_addoption``, ``pytest_configure``, ``pytest_runtestloop``.
+Every test record, on the host or in the guest, carries the ``kernel`` and ``virt`` user
+properties. Hooks: ``pytest_addoption``, ``pytest_configure``, ``pytest_runtest_setup``,
+``pytest_runtestloop``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Label every test record (JUnit user properties) with kernel and virtualisation."""
+    item.user_properties.extend(_labels(item.config))
+
+
+def _labels(config: pytest.Config) -> list[tuple[str, object]]:
+    labels = getattr(config, "_linklab_vm_labels", None)
+    if labels is None:
+        from linklab.results import kernel_release, virtualisation
+
+        labels = [("kernel", kernel_release()), ("virt", virtualisation())]
+        config._linklab_vm_labels = labels  # type: ignore[attr-defined]
+    return labels
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> bool | None:
     config = session.config
     if not vm_requested(config) or config.option.collectonly or session.testsfailed:
@@ -75,8 +93,9 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     rundir.mkdir(parents=True, exist_ok=True)
     junit = rundir / f"junit-vm-{kernel.release}.xml"
     junit.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "pytest", f"--junitxml={junit}",
-            *results_args, "-rfEs", *(["-" + "v" * config.option.verbose] if config.option.verbose > 0 else []),
+    verbose = config.option.verbose - 1  # the replay here already lists each test id
+    argv = [sys.executable, "-m", "pytest", f"--junitxml={junit}", *results_args, "-rfEs",
+            *(["-" + "v" * verbose] if verbose > 0 else ["-q"] if verbose < 0 else []),
             *(["-x"] if config.option.maxfail == 1 else []),
             *[item.nodeid for item in items]]
     capman = config.pluginmanager.getplugin("capturemanager")
