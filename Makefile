@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test connectivity bench clean doctor nightly report kernel-matrix
+.PHONY: setup test connectivity bench clean doctor nightly report kernel-matrix drill
 
 # One results/<run-id>/ per `make test` / `make kernel-matrix` (LINKLAB_RUN_ID overrides).
 TEST_RUN_ID := $(or $(LINKLAB_RUN_ID),$(shell date -u +%Y%m%dT%H%M%SZ)-make)
@@ -66,6 +66,12 @@ report: setup
 # DRY_RUN=1 prints the exact steps and runs nothing.
 nightly: setup
 	ci/nightly $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+
+# Reliability and safety drill (src/linklab/drill.py): kill -9 / Ctrl-C at live kill points,
+# tool failures, concurrent sessions, bad input, host diff and uplink capture; prints a summary
+# table. DRILL=--quick is the CI size.
+drill: setup
+	$(PY) -m linklab.drill $(DRILL)
 
 clean:
 	-.venv/bin/linklab clean
