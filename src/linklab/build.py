@@ -17,7 +17,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from linklab import kinds
 from linklab.model import IPIface, Node, Scenario
-from linklab.netns import NetNS
+from linklab.netns import NetNS, delete_named
 from linklab.ownership import Run
 
 FIRST_INDEX = 10          # interface indices we choose ourselves, per namespace
@@ -152,7 +152,12 @@ def _open_namespace(stack: ExitStack, topo: Topology, logical: str, forwarding: 
     ns = NetNS(name)
 
     def release() -> None:
-        ns.close()
+        try:
+            ns.close()
+        except KeyboardInterrupt:   # Ctrl-C landed mid-close: finish the deletion, then stop
+            delete_named(name)
+            topo.run.disown_namespace(name)
+            raise
         topo.run.disown_namespace(name)
 
     stack.callback(release)

@@ -72,9 +72,11 @@ class Run:
         return path
 
     def close(self) -> None:
-        """End the run: its record is removed (everything in it must be released by now)."""
+        """End the run: its record is removed once everything in it is released. If something
+        is still listed (a release cut short by Ctrl-C), the record stays for the next clean."""
         self._fh.close()
-        os.unlink(self.record)
+        if read_record(self.record).empty():
+            os.unlink(self.record)
 
 
 @dataclass
