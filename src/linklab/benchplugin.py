@@ -107,9 +107,17 @@ def pytest_configure(config: pytest.Config) -> None:
         path = Path(base)
         if not path.is_dir():
             raise pytest.UsageError(f"--bench-baseline: {base}: no such results directory")
-        if not load_rows(path):
+        rows = load_rows(path)
+        if not rows:
             raise pytest.UsageError(f"--bench-baseline: {base}: holds no bench table "
                                     "(bench*.jsonl, bench.parquet or bench.csv)")
+        # a misspelt metric would otherwise gate nothing, silently
+        metrics = sorted({str(r["metric"]) for r in rows})
+        idle = [t.metric for t in config.stash[THRESHOLDS_KEY]
+                if not any(t.matches(m) for m in metrics)]
+        if idle:
+            raise pytest.UsageError(f"--bench-fail-on: {', '.join(idle)} matches no metric of "
+                                    f"the baseline {base} (it has: {', '.join(metrics)})")
 
 
 class Progress:

@@ -66,6 +66,12 @@ def pytest_configure(config: pytest.Config) -> None:
     run_id = config.getoption("--run-id") or os.environ.get("LINKLAB_RUN_ID") or \
         store.new_run_id(os.urandom(2).hex())
     os.environ["LINKLAB_RUN_ID"] = run_id       # inherited by xdist workers
+    root = config.getoption("--results-dir")
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as exc:                      # before anything is built, not at the end
+        raise pytest.UsageError(f"--results-dir {root}: cannot create it: {exc.strerror}") \
+            from None
     config._linklab_snapshot = host_snapshot()  # type: ignore[attr-defined]
     config._linklab_started = time.time()       # type: ignore[attr-defined]
 
