@@ -15,7 +15,7 @@ import pytest
 from linklab import results as store
 from linklab.build import build
 from linklab.capabilities import missing_link, missing_tool
-from linklab.dhcp.cell import TIMEOUT_ATTEMPTS, run_cell
+from linklab.dhcp.cell import SCALE, TIMEOUT_ATTEMPTS, run_cell
 from linklab.dhcp.matrix import DhcpCell, load_matrix
 from linklab.model import load_scenario
 from linklab.plugin import _part
@@ -26,7 +26,7 @@ CELLS = load_matrix(ROOT / "scenarios" / "dhcp" / "matrix.toml", SCENARIOS)
 SERVER_TOOL = {"kea": "kea-dhcp4", "dnsmasq": "dnsmasq"}
 CLIENT_TOOL = {"udhcpc": "busybox", "dhclient": "dhclient"}
 # a client that cannot bind must give up within its DISCOVER rounds plus process overhead
-TIMEOUT_BOUND_S = TIMEOUT_ATTEMPTS * 3 + 5
+TIMEOUT_BOUND_S = (TIMEOUT_ATTEMPTS * 2 + 3) * SCALE
 
 pytestmark = pytest.mark.connectivity
 
@@ -58,10 +58,10 @@ def test_dhcp(dhcp_cell: DhcpCell, run, results, request) -> None:  # noqa: ANN0
         seen = run_cell(cell, topo, run)
     observed = f"{seen.lease} [{' '.join(seen.stored)}]"
     leases = "; ".join(f"{le.address} {le.hwaddr} {le.client_id or '-'}" for le in seen.leases)
-    ok = seen.lease == cell.expected.lease and seen.stored == cell.expected.stored
+    ok = (seen.lease, seen.stored, seen.configured) == \
+        (cell.expected.lease, cell.expected.stored, cell.expected_configured)
     if cell.expected.lease == "none":   # a clean, bounded timeout
-        ok = ok and all(r.returncode not in (0, None) and r.seconds <= TIMEOUT_BOUND_S
-                        for r in seen.clients)
+        ok = ok and all(r.timed_out and r.seconds <= TIMEOUT_BOUND_S for r in seen.clients)
     results.append("dhcp", _row(cell, "passed" if ok else "failed", observed, leases,
                                 seen.detail, round(seen.lease_s, 4),
                                 round(seen.server_start_s, 4)), part=part)
@@ -71,10 +71,13 @@ def test_dhcp(dhcp_cell: DhcpCell, run, results, request) -> None:  # noqa: ANN0
     assert seen.stored == cell.expected.stored, (
         f"{cell.id}: expected stored identifiers {list(cell.expected.stored)}, the server "
         f"stored {list(seen.stored)}: {seen.detail}")
+    assert seen.configured == cell.expected_configured, (
+        f"{cell.id}: expected {list(cell.expected_configured)} to configure their address, "
+        f"observed {list(seen.configured)}: {seen.detail}")
     if cell.expected.lease == "none":
         for r in seen.clients:
-            assert r.returncode not in (0, None), f"{cell.id}: {r.client} in {r.ns} exited " \
-                                                  f"{r.returncode} without a lease"
+            assert r.timed_out, f"{cell.id}: {r.client} in {r.ns} did not time out cleanly " \
+                                f"(exit {r.returncode}): {r.log[-500:]}"
             assert r.seconds <= TIMEOUT_BOUND_S, f"{cell.id}: {r.client} in {r.ns} took " \
                                                  f"{r.seconds:.1f}s to give up (bound " \
                                                  f"{TIMEOUT_BOUND_S}s)"

@@ -186,3 +186,54 @@ def test_matrix_client_override(tmp_path: Path) -> None:
     cells = matrix.load_matrix(_matrix(tmp_path, text), SCENARIOS)
     got = {(c.client, c.expected.lease, c.expected.why) for c in cells}
     assert got == {("udhcpc", "distinct", "w"), ("dhclient", "same", "w")}
+
+
+SCENARIO_FACTS = GOOD_SETUP.replace("dhcp-macvlan", "dhcp-ipvlan-l2") + \
+    '[expect.A]\nany-server = { lease = "same", stored = ["none"], why = "w" }\n'
+
+
+@pytest.mark.parametrize("extra, where", [
+    ('[scenario.dhcp-nope]\nwhy = "w"\n', "scenario.dhcp-nope"),
+    ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nbroadcast_flag = "yes"\n',
+     "scenario.dhcp-ipvlan-l2.broadcast_flag"),
+    ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nduplicate_address = "maybe"\n',
+     "scenario.dhcp-ipvlan-l2.duplicate_address"),
+    ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nno_lease_clients = ["pump"]\n',
+     "scenario.dhcp-ipvlan-l2.no_lease_clients"),
+    ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nno_lease_clients = ["dhclient"]\n',
+     "scenario.dhcp-ipvlan-l2.no_lease_why"),
+    ('[scenario.dhcp-ipvlan-l2]\nbroadcast_flag = true\n', "scenario.dhcp-ipvlan-l2.why"),
+])
+def test_matrix_scenario_facts_bad_input(tmp_path: Path, extra: str, where: str) -> None:
+    with pytest.raises(ScenarioError) as err:
+        matrix.load_matrix(_matrix(tmp_path, SCENARIO_FACTS + extra), SCENARIOS)
+    assert err.value.where == where, str(err.value)
+
+
+def test_matrix_scenario_facts_refine_cells(tmp_path: Path) -> None:
+    extra = ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nbroadcast_flag = true\n'
+             'duplicate_address = "refused"\nno_lease_clients = ["dhclient"]\n'
+             'no_lease_why = "no -B"\n')
+    cells = matrix.load_matrix(_matrix(tmp_path, SCENARIO_FACTS + extra), SCENARIOS)
+    by_client = {c.client: c for c in cells if c.server == "dnsmasq-default"}
+    assert by_client["udhcpc"].broadcast_flag and by_client["udhcpc"].expected_configured == ("c1",)
+    dh = by_client["dhclient"]
+    assert (dh.expected.lease, dh.expected.why, dh.broadcast_flag, dh.expected_configured) == \
+        ("none", "no -B", False, ())
+
+
+def _result(client: str, rc: int | None, log: str) -> clients.ClientResult:
+    return clients.ClientResult(client, "ns", "eth0", rc, None, 1.0, log)
+
+
+def test_client_result_reads_the_grant_and_a_clean_timeout() -> None:
+    ok = _result("udhcpc", 0, "udhcpc: lease of 198.18.0.140 obtained from 198.18.0.1\n"
+                              "Error: Address already assigned to an ipvlan device.")
+    assert ok.leased == ipaddress.IPv4Address("198.18.0.140") and not ok.bound
+    assert _result("udhcpc", 1, "udhcpc: no lease, failing").timed_out
+    assert not _result("udhcpc", 1, "udhcpc: bad option").timed_out
+    dh = _result("dhclient", 2, "No DHCPOFFERS received.\nUnable to obtain a lease")
+    assert dh.timed_out and dh.leased is None
+    assert not _result("dhclient", 1, "Unknown command: -B").timed_out
+    assert _result("dhclient", None, "DHCPACK of 198.18.20.100 from 198.18.20.1").leased == \
+        ipaddress.IPv4Address("198.18.20.100")

@@ -30,6 +30,7 @@ LEASE_WAIT_S = 2.0 * SCALE          # for the server's lease file to show the bo
 class Observation:
     lease: str                      # same | distinct | none | bound | inconsistent: ...
     stored: tuple[str, ...]
+    configured: tuple[str, ...]     # containers that configured the address they were granted
     clients: tuple[ClientResult, ...]
     leases: tuple[Lease, ...]
     server_start_s: float
@@ -65,19 +66,21 @@ def _server_side(topo: Topology) -> tuple[str, str]:
 
 
 def _classify_lease(results: list[ClientResult], leases: list[Lease]) -> str:
-    bound = [r for r in results if r.bound]
-    if not bound:
+    """same | distinct | none | bound (a single client) | inconsistent: ... from the addresses
+    the clients were granted and the server's records."""
+    granted = [r for r in results if r.leased]
+    if not granted:
         return "none" if not leases else f"inconsistent: no client bound, server holds " \
                                              f"{', '.join(str(le.address) for le in leases)}"
     held = {le.address for le in leases}
-    addrs = [r.address.ip for r in bound]  # type: ignore[union-attr]
+    addrs = [r.leased for r in granted]
     missing = [a for a in addrs if a not in held]
     if missing:
-        return f"inconsistent: {', '.join(map(str, missing))} configured but not leased"
+        return f"inconsistent: {', '.join(map(str, missing))} granted but not in the lease file"
     if len(results) == 1:
         return "bound"
-    if len(bound) < len(results):
-        return "inconsistent: only " + ", ".join(r.ns for r in bound) + " bound"
+    if len(granted) < len(results):
+        return "inconsistent: only " + ", ".join(r.ns for r in granted) + " got a lease"
     if len(set(addrs)) == 1:
         return "same" if len(leases) == 1 else f"inconsistent: one address, {len(leases)} leases"
     return "distinct" if len(leases) == len(addrs) else \
@@ -115,16 +118,22 @@ def run_cell(cell: DhcpCell, topo: Topology, run: Run) -> Observation:
     mac = {name: link_mac(topo, name) for name in cell.setup.client_ids}
     stored = tuple(sorted(classify_id(le.client_id, le.hwaddr, explicit) for le in leases))
     lease = _classify_lease(results, leases)
+    names = list(cell.setup.client_ids)
+    configured = tuple(n for n, r in zip(names, results)
+                       if r.bound and r.leased == r.address.ip)  # type: ignore[union-attr]
     for r in results:
-        if r.bound and r.address.ip not in pool.subnet:  # type: ignore[union-attr]
-            lease = f"inconsistent: {r.ns} configured {r.address} outside {pool.subnet}"
+        if r.bound and (r.address.ip not in pool.subnet  # type: ignore[union-attr]
+                        or r.address.ip != r.leased):  # type: ignore[union-attr]
+            lease = f"inconsistent: {r.ns} configured {r.address}, granted {r.leased} " \
+                    f"(pool {pool.subnet})"
     detail = "; ".join(
-        f"{name}({mac[name]}): {r.address or 'no address'} exit={r.returncode} "
+        f"{name}({mac[name]}): granted {r.leased or '-'}, configured "
+        f"{r.address or 'no address'} exit={r.returncode} "
         f"in {r.seconds:.3f}s" for name, r in zip(cell.setup.client_ids, results))
     detail += " | leases: " + (", ".join(
         f"{le.address} hw={le.hwaddr} id={le.client_id or '-'}" for le in leases) or "none")
-    if lease.startswith("inconsistent") or (expect_bound and lease == "none"):
+    if lease.startswith("inconsistent") or len(configured) < len(results):
         detail += f" | client logs: {' // '.join(r.log[-300:] for r in results)}" \
                   f" | server log: {log_tail[-600:]}"
-    return Observation(lease, stored, tuple(results), tuple(leases), server_start_s,
+    return Observation(lease, stored, configured, tuple(results), tuple(leases), server_start_s,
                        max((r.seconds for r in results if r.bound), default=0.0), detail)

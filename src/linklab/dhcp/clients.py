@@ -23,9 +23,12 @@ from linklab.ownership import Run
 
 SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
 CLIENTS = ("udhcpc", "dhclient")
+SCRIPT_WAIT_S = 1.0 * SCALE   # from dhclient's DHCPACK to its script's address
 NO_ID = "none"           # send no client identifier (option 61)
 MAC_ID = "mac"           # the client's default identifier derived from the MAC: 01 + MAC
 ID_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2})+$")
+LEASED_RE = {"udhcpc": re.compile(r"lease of ([0-9.]+) obtained"),
+             "dhclient": re.compile(r"DHCPACK of ([0-9.]+)")}
 
 
 class ClientError(RuntimeError):
@@ -44,7 +47,22 @@ class ClientResult:
 
     @property
     def bound(self) -> bool:
+        """The client configured an address."""
         return self.address is not None
+
+    @property
+    def leased(self) -> ipaddress.IPv4Address | None:
+        """The address the server granted, from the client's own log (also when configuring
+        it failed afterwards, e.g. ipvlan refusing an address a sibling slave holds)."""
+        match = LEASED_RE[self.client].search(self.log)
+        return ipaddress.IPv4Address(match.group(1)) if match else None
+
+    @property
+    def timed_out(self) -> bool:
+        """The client gave up cleanly after its bounded tries (not an error exit)."""
+        if self.client == "udhcpc":
+            return self.returncode == 1 and "no lease, failing" in self.log
+        return self.returncode == 2 and "No DHCPOFFERS received" in self.log
 
 
 def check_client_id(client_id: str) -> str:
@@ -149,11 +167,13 @@ def run_dhclient(ns: NetNS, ifname: str, client_id: str, workdir: Path, run: Run
     argv = [require("dhclient", "isc-dhcp-client"), "-4", "-d", "-1", "-v", "-cf", str(conf),
             "-lf", str(leases), "-pf", str(workdir / f"dhclient-{tag}.pid"), "-sf", str(script)]
     if broadcast:
-        argv.append("-B")
+        raise ClientError("dhclient (ISC 4.4) cannot ask for broadcast replies (no -B, no "
+                          "config statement); run it without the broadcast flag")
     argv.append(ifname)
     limit = (timeout_s + 5) * 2
     t0 = time.monotonic()
     address = None
+    acked: float | None = None
     with open(log_path, "w") as log, bkg(argv, ns=ns, owner=run, stdout=log, stderr=log) as proc:
         delay = 0.002
         while time.monotonic() - t0 < limit:
@@ -163,11 +183,15 @@ def run_dhclient(ns: NetNS, ifname: str, client_id: str, workdir: Path, run: Run
                 break
             if proc.poll() is not None:
                 break
+            if acked is None and "DHCPACK of " in log_path.read_text():
+                acked = time.monotonic()
+            if acked is not None and time.monotonic() - acked > SCRIPT_WAIT_S:
+                break                       # granted, but the script did not configure it
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
         seconds = time.monotonic() - t0
         returncode = proc.poll()
-        if address is None and returncode is None:
+        if address is None and returncode is None and "DHCPACK of " not in log_path.read_text():
             raise ClientError(f"dhclient in {ns.name} neither bound nor exited within {limit}s "
                               f"(its own timeout is {timeout_s}s); log:\n"
                               f"{log_path.read_text()[-2000:]}")
@@ -183,7 +207,7 @@ def run_client(client: str, ns: NetNS, ifname: str, client_id: str, workdir: Pat
         return run_udhcpc(ns, ifname, client_id, workdir, tries=attempts_s, broadcast=broadcast)
     if client == "dhclient":
         return run_dhclient(ns, ifname, client_id, workdir, run,
-                            timeout_s=max(1, round(attempts_s * SCALE)), broadcast=broadcast)
+                            timeout_s=max(1, attempts_s), broadcast=broadcast)
     raise ClientError(f"unknown DHCP client {client!r} (known: {', '.join(CLIENTS)})")
 
 

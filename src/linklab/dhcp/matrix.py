@@ -47,6 +47,17 @@ class DhcpCell:
     client: str                    # udhcpc | dhclient
     expected: Expected
     broadcast_flag: bool           # clients ask for broadcast replies (-B)
+    duplicate_refused: bool        # the datapath refuses one address on two containers
+
+    @property
+    def expected_configured(self) -> tuple[str, ...]:
+        """Containers expected to end up with their granted address configured."""
+        names = tuple(self.setup.client_ids)
+        if self.expected.lease == "none":
+            return ()
+        if self.expected.lease == "same" and self.duplicate_refused:
+            return names[:1]
+        return names
 
     @property
     def id(self) -> str:
@@ -110,14 +121,30 @@ def load_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list[Dhc
 
     # per-scenario client settings
     bflag: dict[str, bool] = {}
+    dup_refused: dict[str, bool] = {}
+    no_lease: dict[str, tuple[tuple[str, ...], str]] = {}
     for name, raw in (data.get("scenario") or {}).items():
         w = f"scenario.{name}"
         if name not in scenarios:
             raise _fail(path, w, f"no scenario named {name!r}")
-        _table(path, raw, w, {"broadcast_flag", "why"}, set())
-        if not isinstance(raw["broadcast_flag"], bool):
+        _table(path, raw, w, {"why"}, {"broadcast_flag", "duplicate_address", "no_lease_clients",
+                                       "no_lease_why"})
+        _str(path, raw, "why", w)
+        if not isinstance(raw.get("broadcast_flag", False), bool):
             raise _fail(path, f"{w}.broadcast_flag", "must be true or false")
-        bflag[name] = raw["broadcast_flag"]
+        bflag[name] = raw.get("broadcast_flag", False)
+        dup = raw.get("duplicate_address", "allowed")
+        if dup not in ("allowed", "refused"):
+            raise _fail(path, f"{w}.duplicate_address", f"{dup!r}: must be allowed | refused")
+        dup_refused[name] = dup == "refused"
+        nl = raw.get("no_lease_clients", [])
+        if not isinstance(nl, list) or any(c not in CLIENTS for c in nl):
+            raise _fail(path, f"{w}.no_lease_clients", f"{nl!r}: must be a list of "
+                                                       f"{' | '.join(CLIENTS)}")
+        if nl:
+            if "no_lease_why" not in raw:
+                raise _fail(path, f"{w}.no_lease_why", "missing: say why they get no lease")
+            no_lease[name] = (tuple(nl), _str(path, raw, "no_lease_why", w))
 
     setups: dict[str, Setup] = {}
     for name, raw in data["setup"].items():
@@ -175,6 +202,11 @@ def load_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list[Dhc
                 if isinstance(raw, Mapping) and client in raw:
                     exp = _expected(path, raw[client], f"{ws}.{client}", setup, base)
                 for sname in setup.scenarios:
-                    cells.append(DhcpCell(setup, scenarios[sname], server, client, exp,
-                                          bflag.get(sname, False)))
+                    cexp = exp
+                    clients_nl, why_nl = no_lease.get(sname, ((), ""))
+                    if client in clients_nl:
+                        cexp = Expected("none", (), why_nl)
+                    cells.append(DhcpCell(setup, scenarios[sname], server, client, cexp,
+                                          bflag.get(sname, False) and client not in clients_nl,
+                                          dup_refused.get(sname, False)))
     return cells
