@@ -39,20 +39,20 @@ kernel-matrix: setup
 doctor: setup
 	.venv/bin/linklab doctor
 
-# The main job: the connectivity suite (REPORT_VM=1 adds its VM leg for ipvlan) and a
+# The main job: the connectivity suite, its VM leg for ipvlan (REPORT_VM=0 skips it) and a
 # short benchmark into one results/<run-id>/ (JUnit XML next to the rows), rendered to
 # reports/<run-id>/index.html (reports/latest points at it), then checked in headless Chromium
 # (screenshot next to the report). Exit status: non-zero when a test failed; the report is
 # rendered either way.
 REPORT_BENCH ?= --bench-reps=3 --bench-warmup=1 --bench-duration=2 --bench-latency-duration=1
-REPORT_VM ?= 0
+REPORT_VM ?= 1
 report: setup
 	@run=$${LINKLAB_RUN_ID:-$$(date -u +%Y%m%dT%H%M%SZ)-report}; dir=results/$$run; rc=0; \
 	export LINKLAB_RUN_ID=$$run; mkdir -p $$dir; start=$$(date +%s); \
-	if [ "$(REPORT_VM)" != 0 ]; then \
-	  $(PYTEST) -q -rfEs --vm -m connectivity -k ipvlan || rc=1; fi; \
 	$(PYTEST) -q -rfEs -m "connectivity or bench" $(REPORT_BENCH) --junitxml=$$dir/junit-host.xml \
 	  tests bench/test_bench.py || rc=1; \
+	if [ "$(REPORT_VM)" != 0 ]; then \
+	  $(PYTEST) -q -rfEs --vm -m connectivity -k ipvlan || rc=1; fi; \
 	.venv/bin/linklab report $$dir || exit 2; \
 	scratch=$$(mktemp -d); \
 	env -u LINKLAB_RUN_ID LINKLAB_REPORT_HTML=reports/$$run/index.html \

@@ -257,3 +257,17 @@ def test_bad_fail_on_is_named(tmp_path: Path, capsys) -> None:
     rc, _, err = _report([str(SAMPLE), "--baseline", str(SAMPLE), "--fail-on", "throughput=5",
                           "-o", str(tmp_path / "x.html")], capsys)
     assert rc == 2 and "--fail-on: 'throughput=5' is not METRIC:PCT%" in err
+
+
+def test_dhcp_table_is_a_coloured_matrix_per_leg(sample: Path, tmp_path: Path) -> None:
+    part = sample / "dhcp.jsonl"
+    rows = [json.loads(line) for line in part.read_text().splitlines()]
+    rows[0] |= {"observed": "distinct-leases", "outcome": "failed", "detail": "two leases"}
+    part.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (sample / "dhcp.parquet").unlink()
+    html = render(load_results(sample), tmp_path / "index.html").path.read_text()
+    dhcp = html[html.index('<section id="dhcp">'):html.index('<section id="throughput">')]
+    assert dhcp.count('<table class="matrix dhcp"') == 2
+    assert dhcp.count('class="cell fail"') == 1
+    assert f"failed: expected {rows[0]['expected']}, observed distinct-leases" in dhcp
+    assert "leases the servers recorded" in dhcp

@@ -93,15 +93,17 @@ class Results:
 _META_FIELDS = ("kernel", "cpu_model", "cores", "virt", "tools", "git_commit", "started", "ended")
 
 
+_UNIT_SUFFIXES = ("_s", "_ms", "_us", "_bps", "_pct")  # numbers carry their unit in the name
+
+
 def _normalise(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     """Declared columns only, key columns as plain strings ('' for missing)."""
     for col in TABLES[table]:
         if col not in frame.columns:
             frame[col] = None
     frame = frame[list(TABLES[table])].copy()
-    numeric = {"value"} if table == "bench" else set()
     for col in frame.columns:
-        if col in numeric or col == "repetition":
+        if col in ("value", "repetition") or col.endswith(_UNIT_SUFFIXES):
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
         else:
             frame[col] = frame[col].map(_as_text)
@@ -230,6 +232,10 @@ def load_results(path: Path | str) -> Results:
 
 BENCH_KEYS = ("kernel", "virt", "datapath", "mode", "flag", "family", "direction", "streams",
               "metric", "unit", "tool")
+# a 'scenario' column, when the store declares one, tells apart datapaths of one kind built by
+# different scenarios (e.g. bridge and twohost-bridge)
+if "scenario" in TABLES["bench"]:
+    BENCH_KEYS = ("scenario", *BENCH_KEYS)
 
 LOOPBACK = "loopback"
 _LATENCY = re.compile(r"latency_p(\d+)_(\w+)$")
@@ -285,7 +291,8 @@ def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
         low = max(0.0, st.ci_low) if min(values) >= 0 else st.ci_low  # rates stop at zero
         row = dict(zip(BENCH_KEYS, key))
         row.update(median=st.median, ci_low=low, ci_high=st.ci_high, n=st.n, cv=st.cv,
-                   label=datapath_label(row["datapath"], row["mode"], row["flag"]),
+                   label=row.get("scenario") or datapath_label(row["datapath"], row["mode"],
+                                                               row["flag"]),
                    section=metric_family(row["metric"]))
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)

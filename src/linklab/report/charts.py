@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import textwrap
 
 import matplotlib
 
@@ -76,7 +77,8 @@ def grouped_bars(frame: pd.DataFrame, *, group: str, series: str, value: str, ch
             yerr = [err_lo, err_hi] if low and high else None
             ax.bar(xs, ys, width=width * 0.95, color=COLOURS[i % len(COLOURS)], label=str(name),
                    yerr=yerr, capsize=2.5, error_kw={"elinewidth": 0.9, "ecolor": "#333333"})
-        ax.set_xticks(range(len(groups)), [str(g) for g in groups])
+        wrap = 12 if len(groups) > 4 else 24
+        ax.set_xticks(range(len(groups)), [textwrap.fill(str(g), wrap) for g in groups])
         ax.set_ylabel(ylabel)
         ax.set_title(title, loc="left", fontsize=10)
         if log:

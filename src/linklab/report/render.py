@@ -149,12 +149,53 @@ def connectivity_matrices(results: Results) -> list[Matrix]:
     return out
 
 
-def dhcp_tables(results: Results) -> list[tuple[Leg, list[dict[str, Any]]]]:
+@dataclass
+class DhcpTable:
+    """DHCP cells of one leg: (setup, scenario, client, client ids) x server option."""
+
+    leg: Leg
+    servers: list[str]
+    rows: list[Row]
+    notes: list[tuple[int, str, str]]
+    records: list[dict[str, Any]]  # every measured (not skipped) cell, for the detail table
+    counts: dict[str, int]
+
+
+def _dhcp_cell(row: dict[str, Any], notes: dict[tuple[str, str], int]) -> Cell:
+    title = f"expected {row['expected']}, observed {row['observed'] or '—'}"
+    if row["detail"]:
+        title += f" — {row['detail']}"
+    if row["outcome"] == "skipped":
+        reason = row["detail"] or row["observed"] or "skipped"
+        return Cell("skipped", "skip", title, notes.setdefault(("skip", reason), len(notes) + 1))
+    if row["outcome"] == "passed":
+        return Cell("pass", row["observed"] or "✓", title)
+    text = f"expected {row['expected']}, observed {row['observed'] or 'nothing'}"
+    return Cell("fail", row["observed"] or "FAIL", title,
+                notes.setdefault(("fail", text), len(notes) + 1))
+
+
+def dhcp_tables(results: Results) -> list[DhcpTable]:
     out = []
     for leg in results.legs("dhcp"):
         frame = results.leg_rows("dhcp", leg).sort_values(
-            ["setup", "scenario", "server", "server_option", "client"], kind="stable")
-        out.append((leg, frame.to_dict("records")))
+            ["setup", "scenario", "client"], kind="stable")
+        records = frame.to_dict("records")
+        servers = list(dict.fromkeys(frame["server_option"]))
+        notes: dict[tuple[str, str], int] = {}
+        counts = {"pass": 0, "fail": 0, "skipped": 0}
+        by_row: dict[tuple[str, str, str, str], dict[str, Cell]] = {}
+        for r in records:
+            cell = _dhcp_cell(r, notes)
+            counts[cell.cls] += 1
+            key = (r["setup"], r["scenario"], r["client"], r["client_id"])
+            by_row.setdefault(key, {})[r["server_option"]] = cell
+        rows = [Row(f"{setup} · {client}", f"{scenario} · ids {ids or '—'}",
+                    [cells.get(srv) for srv in servers])
+                for (setup, scenario, client, ids), cells in by_row.items()]
+        note_list = [(n, kind, text) for (kind, text), n in sorted(notes.items(), key=lambda i: i[1])]
+        out.append(DhcpTable(leg, servers, rows, note_list,
+                             [r for r in records if r["outcome"] != "skipped"], counts))
     return out
 
 
@@ -257,7 +298,11 @@ def bench_legs(results: Results) -> list[BenchLeg]:
                 tcp_cpu if not tcp_cpu.empty else cpu, group="label", series="series", value="median", low="ci_low", high="ci_high",
                 chart_id=f"chart-cpu-{slug}", ylabel=f"CPU ({cpu['unit'].iloc[0]})",
                 title="TCP: busy CPU-seconds per transferred gigabit (lower is cheaper)"))
-        other = s[s["section"] == "other"]
+        other = s[s["section"] == "other"].copy()
+        scaled = [_scale(u, m) for u, m in zip(other["unit"], other["metric"])]
+        for col in ("median", "ci_low", "ci_high"):
+            other[f"shown_{col}"] = other[col] * [f for f, _ in scaled]
+        other["shown_unit"] = [u for _, u in scaled]
         out.append(BenchLeg(
             leg=leg, charts=made, throughput=thr.to_dict("records"), latency=lat_rows,
             percentiles=percentiles, cpu=cpu.to_dict("records"), other=other.to_dict("records"), throughput_unit=unit,
