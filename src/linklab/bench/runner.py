@@ -53,17 +53,24 @@ class Settings:
             raise ValueError(f"warm-up repetitions must be >= 0, got {self.warmup}")
 
     @property
+    def warmup_specs(self) -> tuple[Spec, ...]:
+        """Warm-up repetitions run the iperf3 measurements only: sockperf warms up by itself
+        (dummy messages, then the first 400 ms are not counted) and costs a fixed ~2.2 s."""
+        return tuple(x for x in self.specs if x.tool == "iperf3")
+
+    @property
     def warmup_params(self) -> Params:
         """Warm-up repetitions are short: they only have to warm caches, ARP and sockets."""
         return replace(self.params, duration_s=1, omit_s=0.0, latency_s=1)
 
     def estimate_s(self, n_datapaths: int) -> float:
         """A rough wall-time estimate of the matrix (tool time plus start-up)."""
-        def per(p: Params) -> float:
-            return sum((p.duration_s if s.tool == "iperf3" else p.latency_s) + 0.25
-                       for s in self.specs)
-        return n_datapaths * (self.reps * per(self.params) + self.warmup * per(self.warmup_params)
-                              + 0.5)
+        def per(p: Params, specs: Iterable[Spec]) -> float:
+            # measured start-up/tear-down: iperf3 ~0.1 s; sockperf 3.7 sleeps 2 s before a test
+            return sum(p.duration_s + 0.1 if s.tool == "iperf3" else p.latency_s + 2.3
+                       for s in specs)
+        return n_datapaths * (self.reps * per(self.params, self.specs) +
+                              self.warmup * per(self.warmup_params, self.warmup_specs) + 0.5)
 
 
 def tool_versions() -> dict[str, str]:
@@ -103,12 +110,18 @@ def offloads(ep: Endpoints) -> dict[str, dict[str, str]]:
 
 
 def sysctls(ep: Endpoints) -> dict[str, str]:
+    """Relevant sysctls as the server namespace sees them; global-only ones (absent from a
+    namespace's /proc/sys) are read, never written, in our own namespace."""
     out = {}
     for key in SYSCTLS:
+        name = key.replace("/", ".")
         try:
-            out[key.replace("/", ".")] = " ".join(ep.server.read_sysctl(key).split())
+            out[name] = " ".join(ep.server.read_sysctl(key).split())
         except OSError:
-            continue
+            try:
+                out[name] = " ".join(Path(f"/proc/sys/{key}").read_text().split())
+            except OSError:
+                continue
     return out
 
 
@@ -153,6 +166,7 @@ class Bench:
         s = self.settings
         bench = {"reps": s.reps, "warmup_reps": s.warmup, "params": asdict(s.params),
                  "warmup_params": asdict(s.warmup_params),
+                 "warmup_matrix": [x.name for x in s.warmup_specs],
                  "matrix": [asdict(x) for x in s.specs], "family": FAMILY,
                  "latency": LATENCY_DEFINITION, "cpu": CPU_DEFINITION,
                  "sockperf_message_bytes": 14, **self.meta}
@@ -176,7 +190,7 @@ class Bench:
         for rep in range(1 - s.warmup, s.reps + 1):
             warm = rep <= 0
             params = s.warmup_params if warm else s.params
-            for spec in s.specs:
+            for spec in s.warmup_specs if warm else s.specs:
                 out = measure(spec, ep, params, self.run, self._next_port())
                 tag = "warm-up" if warm else f"rep {rep}/{total}"
                 self.progress(f"bench {dp.name:<21} {spec.name:<15} {tag:<9} {headline(out)}")
