@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from linklab.bench.datapaths import LOOPBACK, VETH_PAIR, datapaths, open_datapath
+from linklab.bench.datapaths import VETH_PAIR, datapaths, open_datapath
 from linklab.bench.measure import MATRIX, Endpoints, Params, measure
 from linklab.cmd import proc_starttime, stop_pid
 from linklab.ownership import Run
@@ -42,7 +42,8 @@ def bare_iperf3(ep: Endpoints, duration: int, run: Run) -> float:
         deadline = time.monotonic() + 5
         while True:
             ss = subprocess.run(["nsenter", f"--net={ep.server.path}", "--", "ss", "-Hltn",
-                                 f"sport = :{PORT}"], capture_output=True, text=True)
+                                 f"sport = :{PORT}"], capture_output=True, text=True,
+                                check=False)
             if ss.stdout.strip():
                 break
             if time.monotonic() > deadline or proc.poll() is not None:
@@ -50,7 +51,8 @@ def bare_iperf3(ep: Endpoints, duration: int, run: Run) -> float:
             time.sleep(0.01)
         out = subprocess.run(["nsenter", f"--net={ep.client.path}", "--", "iperf3", "-c",
                               ep.server_addr, "-p", str(PORT), "-t", str(duration), "-J"],
-                             capture_output=True, text=True, timeout=duration + 30)
+                             capture_output=True, text=True, timeout=duration + 30,
+                             check=False)
         doc = json.loads(out.stdout)
         if doc.get("error"):
             raise SystemExit(f"fidelity: bare iperf3: {doc['error']}")
@@ -82,7 +84,7 @@ def main() -> int:
     bare: list[float] = []
     try:
         with open_datapath(dp, run) as ep:
-            for rep in range(0, args.reps + 1):           # rep 0: warm-up of both, dropped
+            for rep in range(args.reps + 1):           # rep 0: warm-up of both, dropped
                 out = measure(spec, ep, params, run, PORT + 1)
                 if out.error:
                     raise SystemExit(f"fidelity: linklab measurement failed: {out.error}")

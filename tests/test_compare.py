@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from linklab.compare import (FailOnError, Threshold, compare, higher_is_better,
-                             machine_mismatch, parse_fail_on)
+from linklab.compare import (
+    FailOnError,
+    Threshold,
+    compare,
+    higher_is_better,
+    machine_mismatch,
+    parse_fail_on,
+)
 from linklab.stats import summarise
 
 BASE_THR = summarise([10.0e9, 10.1e9, 9.9e9, 10.0e9, 10.05e9])

@@ -178,7 +178,7 @@ def warn_mismatch(messages: list[str]) -> None:
                       stacklevel=2)
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     bench = config.stash.get(BENCH_KEY, None)
     if bench is None or bench.started is None:
         return
