@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from linklab.cmd import proc_starttime, stop_pid
+from linklab.cmd import NETNS_DIR, proc_starttime, stop_pid
 from linklab.netns import delete_named
 
 RECORD_DIR = os.environ.get("LINKLAB_RECORD_DIR", "/run/linklab")
@@ -128,6 +128,25 @@ def _alive(pid: int, start: int | None) -> bool:
     return now is not None and (start is None or now == start)
 
 
+def _pids_inside(name: str) -> list[tuple[int, int | None]]:
+    """Processes living in the namespace /run/netns/``name`` (e.g. a tool a dead run started
+    with ``cmd`` and never recorded: it would keep the namespace alive after deletion)."""
+    try:
+        st = os.stat(f"{NETNS_DIR}/{name}")
+    except OSError:
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ns = os.stat(f"/proc/{entry}/ns/net")
+            except OSError:
+                continue
+            if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino):
+                found.append((int(entry), proc_starttime(int(entry))))
+    return found
+
+
 def clean(*, log=print) -> list[Leftovers]:  # noqa: ANN001
     """Remove what runs whose process is dead left behind; return what was removed."""
     removed: list[Leftovers] = []
@@ -157,6 +176,10 @@ def clean(*, log=print) -> list[Leftovers]:  # noqa: ANN001
             if start is not None and stop_pid(pid, start, grace=1.0):
                 log(f"linklab clean: stopped process {pid} of dead run {run}")
         for name in reversed(left.namespaces):
+            for pid, start in _pids_inside(name):   # inside a namespace the dead run owned
+                if start is not None and stop_pid(pid, start, grace=1.0):
+                    log(f"linklab clean: stopped process {pid} in namespace {name} of dead "
+                        f"run {run}")
             if delete_named(name):
                 log(f"linklab clean: deleted namespace {name} of dead run {run}")
         for p in left.paths:
