@@ -198,10 +198,14 @@ SCENARIO_FACTS = GOOD_SETUP.replace("dhcp-macvlan", "dhcp-ipvlan-l2") + \
      "scenario.dhcp-ipvlan-l2.broadcast_flag"),
     ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nduplicate_address = "maybe"\n',
      "scenario.dhcp-ipvlan-l2.duplicate_address"),
-    ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nno_lease_clients = ["pump"]\n',
-     "scenario.dhcp-ipvlan-l2.no_lease_clients"),
-    ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nno_lease_clients = ["dhclient"]\n',
-     "scenario.dhcp-ipvlan-l2.no_lease_why"),
+    ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nno_lease = [{ client = "pump", why = "w" }]\n',
+     "scenario.dhcp-ipvlan-l2.no_lease[0].client"),
+    ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nno_lease = [{ server = "isc", why = "w" }]\n',
+     "scenario.dhcp-ipvlan-l2.no_lease[0].server"),
+    ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nno_lease = [{ client = "dhclient" }]\n',
+     "scenario.dhcp-ipvlan-l2.no_lease[0].why"),
+    ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nno_lease = [{ why = "w" }]\n',
+     "scenario.dhcp-ipvlan-l2.no_lease[0]"),
     ('[scenario.dhcp-ipvlan-l2]\nbroadcast_flag = true\n', "scenario.dhcp-ipvlan-l2.why"),
 ])
 def test_matrix_scenario_facts_bad_input(tmp_path: Path, extra: str, where: str) -> None:
@@ -212,14 +216,17 @@ def test_matrix_scenario_facts_bad_input(tmp_path: Path, extra: str, where: str)
 
 def test_matrix_scenario_facts_refine_cells(tmp_path: Path) -> None:
     extra = ('[scenario.dhcp-ipvlan-l2]\nwhy = "w"\nbroadcast_flag = true\n'
-             'duplicate_address = "refused"\nno_lease_clients = ["dhclient"]\n'
-             'no_lease_why = "no -B"\n')
+             'duplicate_address = "refused"\nno_lease = [{ client = "dhclient", why = "no -B" },'
+             ' { server = "kea", why = "kea" }]\n')
     cells = matrix.load_matrix(_matrix(tmp_path, SCENARIO_FACTS + extra), SCENARIOS)
     by_client = {c.client: c for c in cells if c.server == "dnsmasq-default"}
     assert by_client["udhcpc"].broadcast_flag and by_client["udhcpc"].expected_configured == ("c1",)
     dh = by_client["dhclient"]
     assert (dh.expected.lease, dh.expected.why, dh.broadcast_flag, dh.expected_configured) == \
         ("none", "no -B", False, ())
+    kea = [c for c in cells if c.server.startswith("kea-")]
+    assert {(c.client, c.expected.lease, c.expected.why) for c in kea} == \
+        {("udhcpc", "none", "kea"), ("dhclient", "none", "no -B")}
 
 
 def _result(client: str, rc: int | None, log: str) -> clients.ClientResult:

@@ -122,13 +122,12 @@ def load_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list[Dhc
     # per-scenario client settings
     bflag: dict[str, bool] = {}
     dup_refused: dict[str, bool] = {}
-    no_lease: dict[str, tuple[tuple[str, ...], str]] = {}
+    no_lease: dict[str, list[tuple[str | None, str | None, str]]] = {}
     for name, raw in (data.get("scenario") or {}).items():
         w = f"scenario.{name}"
         if name not in scenarios:
             raise _fail(path, w, f"no scenario named {name!r}")
-        _table(path, raw, w, {"why"}, {"broadcast_flag", "duplicate_address", "no_lease_clients",
-                                       "no_lease_why"})
+        _table(path, raw, w, {"why"}, {"broadcast_flag", "duplicate_address", "no_lease"})
         _str(path, raw, "why", w)
         if not isinstance(raw.get("broadcast_flag", False), bool):
             raise _fail(path, f"{w}.broadcast_flag", "must be true or false")
@@ -137,14 +136,23 @@ def load_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list[Dhc
         if dup not in ("allowed", "refused"):
             raise _fail(path, f"{w}.duplicate_address", f"{dup!r}: must be allowed | refused")
         dup_refused[name] = dup == "refused"
-        nl = raw.get("no_lease_clients", [])
-        if not isinstance(nl, list) or any(c not in CLIENTS for c in nl):
-            raise _fail(path, f"{w}.no_lease_clients", f"{nl!r}: must be a list of "
-                                                       f"{' | '.join(CLIENTS)}")
-        if nl:
-            if "no_lease_why" not in raw:
-                raise _fail(path, f"{w}.no_lease_why", "missing: say why they get no lease")
-            no_lease[name] = (tuple(nl), _str(path, raw, "no_lease_why", w))
+        rules = raw.get("no_lease", [])
+        if not isinstance(rules, list):
+            raise _fail(path, f"{w}.no_lease", "must be a list of { client | server, why }")
+        softwares = sorted({o.software for o in OPTIONS.values()})
+        for i, rule in enumerate(rules):
+            wr = f"{w}.no_lease[{i}]"
+            _table(path, rule, wr, {"why"}, {"client", "server"})
+            if "client" not in rule and "server" not in rule:
+                raise _fail(path, wr, "give 'client' and/or 'server' (whom the rule is about)")
+            if rule.get("client", CLIENTS[0]) not in CLIENTS:
+                raise _fail(path, f"{wr}.client", f"{rule['client']!r}: must be one of "
+                                                  f"{' | '.join(CLIENTS)}")
+            if rule.get("server", softwares[0]) not in softwares:
+                raise _fail(path, f"{wr}.server", f"{rule['server']!r}: must be one of "
+                                                  f"{' | '.join(softwares)}")
+            no_lease.setdefault(name, []).append(
+                (rule.get("client"), rule.get("server"), _str(path, rule, "why", wr)))
 
     setups: dict[str, Setup] = {}
     for name, raw in data["setup"].items():
@@ -203,10 +211,13 @@ def load_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list[Dhc
                     exp = _expected(path, raw[client], f"{ws}.{client}", setup, base)
                 for sname in setup.scenarios:
                     cexp = exp
-                    clients_nl, why_nl = no_lease.get(sname, ((), ""))
-                    if client in clients_nl:
-                        cexp = Expected("none", (), why_nl)
+                    software = OPTIONS[server].software
+                    for r_client, r_server, r_why in no_lease.get(sname, []):
+                        if r_client in (None, client) and r_server in (None, software):
+                            cexp = Expected("none", (), r_why)
+                            break
+                    # dhclient (ISC 4.4) has no way to ask for broadcast replies
                     cells.append(DhcpCell(setup, scenarios[sname], server, client, cexp,
-                                          bflag.get(sname, False) and client not in clients_nl,
+                                          bflag.get(sname, False) and client == "udhcpc",
                                           dup_refused.get(sname, False)))
     return cells
