@@ -244,7 +244,18 @@ TARGETS = {
                                          "--bench-latency-duration=3")),
     "dhcp": Target("dhcp", pytest_argv("tests/test_dhcp.py", "-k",
                                        "dhcp-C-macvlan or emulated-shared-mac")),
+    "dhcp-dnsmasq": Target("dhcp (dnsmasq)", pytest_argv(
+        "tests/test_dhcp.py", "-k", "dnsmasq and (dhcp-C-macvlan or emulated-shared-mac)")),
 }
+
+
+def dhcp_bound() -> Callable[[Owned, dict[int, Proc]], bool]:
+    from linklab.dhcp.servers import holds_udp_port
+
+    def cond(o: Owned, procs: dict[int, Proc]) -> bool:
+        return any(p in procs and procs[p].comm in DHCP_COMMS and holds_udp_port(p, 67)
+                   for p in o.pids)
+    return cond
 
 
 def comm_alive(*comms: str, arg: str | None = None) -> Callable[[Owned, dict[int, Proc]], bool]:
@@ -285,12 +296,38 @@ class Drill:
         os.makedirs(res)
         return rec, res, f"{base}/pytest.log"
 
+    def kill_point(self, *args: object) -> dict:
+        return self._guarded(self._kill_point, *args)
+
+    def sigint_point(self, *args: object) -> dict:
+        return self._guarded(self._sigint_point, *args)
+
+    def _guarded(self, fn: Callable[..., dict], *args: object) -> dict:
+        """A drill step that breaks is a row with its error; its run is stopped and cleaned."""
+        self.current: subprocess.Popen | None = None
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - reported in the summary
+            proc, rec = getattr(self, "current", None), getattr(self, "current_rec", None)
+            if proc is not None and proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+            if rec:
+                subprocess.run([PY, "-m", "linklab.cli", "clean", "-q"], cwd=ROOT,
+                               env=self.env(rec), capture_output=True, timeout=120, check=False)
+            self.log(f"  step {args[0]} failed: {exc!r}")
+            return {"target": getattr(args[0], "name", "?"), "trigger": str(args[1]),
+                    "error": repr(exc)}
+
     def start(self, target: Target, rec: str, res: str, logpath: str,
               extra: tuple[str, ...] = ()) -> subprocess.Popen:
         with open(logpath, "w") as log:
-            return subprocess.Popen([*target.argv, f"--results-dir={res}", *extra], cwd=ROOT,
-                                    env=self.env(rec), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            self.current = subprocess.Popen([*target.argv, f"--results-dir={res}", *extra],
+                                            cwd=ROOT, env=self.env(rec), stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        self.current_rec = rec
+        return self.current
 
     def wait_for(self, proc: subprocess.Popen, obs: Observer,
                  cond: Callable[[Owned, dict[int, Proc]], bool], timeout: float = 180
@@ -304,7 +341,7 @@ class Drill:
         return None, time.monotonic() - t0
 
     # -- 1. kill -9 -------------------------------------------------------------------------
-    def kill_point(self, target: Target, trigger: str,
+    def _kill_point(self, target: Target, trigger: str,
                    cond: Callable[[Owned, dict[int, Proc]], bool], cleaner: str,
                    probe: Callable[[Owned], dict] | None = None) -> dict:
         rec, res, logpath = self.fresh("kill")
@@ -337,8 +374,9 @@ class Drill:
                        if v[1].startswith("python")}
             t_orphan = time.monotonic()
             while workers and time.monotonic() - t_orphan < 60:
+                procs_now = processes()
                 workers = {p: v for p, v in workers.items()
-                           if processes().get(p, None) and processes()[p].start == v[0]}
+                           if p in procs_now and procs_now[p].start == v[0]}
                 time.sleep(0.05)
             orphan_s = round(time.monotonic() - t_orphan, 2)
             row["orphan_workers_after_60s"] = len(workers)
@@ -391,7 +429,7 @@ class Drill:
             shutil.rmtree(p, ignore_errors=True)
 
     # -- 2. Ctrl-C ----------------------------------------------------------------------------
-    def sigint_point(self, target: Target, trigger: str,
+    def _sigint_point(self, target: Target, trigger: str,
                      cond: Callable[[Owned, dict[int, Proc]], bool]) -> dict:
         rec, res, logpath = self.fresh("sigint")
         proc = self.start(target, rec, res, logpath)
@@ -421,7 +459,11 @@ class Drill:
         left = merge(obs.still(at_int), obs.observe(extra_pids=tree))
         row.update(owned=at_int.count(), remaining=left.count(), records_left=len(left.records))
         if left.count() or left.records:
-            row["remaining_detail"] = left.describe() + " " + " ".join(sorted(left.namespaces))
+            from linklab.ownership import read_record
+            listed = [read_record(f"{rec}/{r}") for r in left.records]
+            row["remaining_detail"] = left.describe() + " " + " ".join(sorted(left.namespaces)) \
+                + "".join(f" record lists ns={x.namespaces} pids={list(x.pids)} paths={x.paths}"
+                          for x in listed)
         self._restore(obs, left, rec)
         self.log(f"  Ctrl-C  {target.name:12} @{trigger:16} owned={at_int.count():3} exit in "
                  f"{row['exit_s']}s rc={proc.returncode} left={row['remaining']} records_left="
@@ -442,7 +484,10 @@ def dhcp_sockets(o: Owned) -> dict:
     for pid in servers:
         if procs[pid].netns == host_ns or f"pid={pid}," in host_ss:
             outside += 1
-        inside = cmd(["ss", "-H", "-lunp"], ns=f"/proc/{pid}/ns/net").stdout
+        res = cmd(["ss", "-H", "-lunp"], ns=f"/proc/{pid}/ns/net", check=False)
+        if res.returncode != 0:      # the server ended meanwhile
+            continue
+        inside = res.stdout
         binds += [f"{procs[pid].comm}:{line.split()[3]}" for line in inside.splitlines()
                   if f"pid={pid}," in line]
     return {"dhcp_servers": len(servers), "dhcp_outside": outside, "dhcp_binds": binds,
@@ -641,8 +686,9 @@ def concurrency(d: Drill) -> list[dict]:
             logs.append(f"{d.workdir}/{d.n:02d}-concurrent/pytest-{i}.log")
             procs.append(d.start(t, rec, f"{res}/{i}", logs[-1]))
         obs = Observer(rec)
-        for p in procs:
-            p.wait()
+        while any(p.poll() is None for p in procs):
+            obs._scan_markers()      # every run's marker, to show they never collide
+            time.sleep(0.1)
         wall = time.monotonic() - t0
         for p, log in zip(procs, logs):
             tail = Path(log).read_text().strip().splitlines()[-1:] or [""]
@@ -684,9 +730,9 @@ KILL_POINTS_FULL = [
     ("bench", "iperf3 running", lambda: comm_alive("iperf3", arg="-c"), "next session", None),
     ("bench", "sockperf running", lambda: comm_alive("sockperf", arg="pp"), "linklab clean",
      None),
-    ("dhcp", "server up", lambda: comm_alive(*DHCP_COMMS), "linklab clean", dhcp_sockets),
-    ("dhcp", "client running", lambda: comm_alive("busybox", "dhclient"), "next session",
-     dhcp_sockets),
+    ("dhcp", "server bound", dhcp_bound, "linklab clean", dhcp_sockets),
+    ("dhcp-dnsmasq", "client running", lambda: comm_alive("busybox", "dhclient"),
+     "next session", dhcp_sockets),
     ("xdist", "2 workers' topos", lambda: namespaces_alive(8, runs=2), "linklab clean", None),
     ("xdist", "random", lambda: after_seconds(random.uniform(5, 20)), "next session", None),
 ]
@@ -790,8 +836,8 @@ def print_summary(s: dict) -> bool:
              f"{sum(r['dhcp_outside'] + r['host_ss_dhcp'] for r in dh)} of "
              f"{sum(r['dhcp_servers'] for r in dh)} "
              f"({', '.join(sorted({b for r in dh for b in r['dhcp_binds']}))})",
-             all(r["dhcp_outside"] == 0 and r["host_ss_dhcp"] == 0 and r["dhcp_servers"]
-                 for r in dh))
+             all(r["dhcp_outside"] == 0 and r["host_ss_dhcp"] == 0 for r in dh)
+             and sum(r["dhcp_servers"] for r in dh) > 0)
     if "sigint" in s:
         line("Ctrl-C points: exited / left behind",
              f"{sum(not r['hung'] for r in ints)}/{len(s['sigint'])} exited (max "
