@@ -21,12 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from linklab.build import build  # noqa: E402
-from linklab.capabilities import missing_link  # noqa: E402
-from linklab.dhcp.cell import run_cell  # noqa: E402
-from linklab.dhcp.matrix import MATRIX_FILE, load_matrix  # noqa: E402
-from linklab.model import load_scenario  # noqa: E402
-from linklab.ownership import Run  # noqa: E402
+from linklab.build import build
+from linklab.capabilities import missing_link
+from linklab.dhcp.cell import run_cell
+from linklab.dhcp.matrix import MATRIX_FILE, load_matrix
+from linklab.model import load_scenario
+from linklab.ownership import Run
 
 LEASE_TARGET_S = 1.0
 MATRIX_TARGET_S = 30.0

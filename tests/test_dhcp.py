@@ -45,7 +45,7 @@ def _row(cell: DhcpCell, outcome: str, observed: str = "", leases: str = "", det
 
 
 @pytest.mark.parametrize("dhcp_cell", CELLS, ids=[c.id for c in CELLS])
-def test_dhcp(dhcp_cell: DhcpCell, run, results, request) -> None:  # noqa: ANN001
+def test_dhcp(dhcp_cell: DhcpCell, run, results, request) -> None:
     cell = dhcp_cell
     part = _part(request.config)      # one jsonl per kernel/virt/worker, as the plugin does
     sc = cell.scenario
@@ -86,7 +86,7 @@ def test_dhcp(dhcp_cell: DhcpCell, run, results, request) -> None:  # noqa: ANN0
 # ---- servers that cannot start -------------------------------------------------------------
 
 @pytest.fixture
-def server_ns(run):  # noqa: ANN001, ANN201
+def server_ns(run):
     """A lone namespace with one addressed veth (``srv0``) for a server to bind to."""
     from linklab.netns import NetNS
 
@@ -105,7 +105,7 @@ def server_ns(run):  # noqa: ANN001, ANN201
         run.disown_namespace(name)
 
 
-def _pool():  # noqa: ANN202
+def _pool():
     import ipaddress
 
     from linklab.dhcp.servers import Pool
@@ -114,7 +114,7 @@ def _pool():  # noqa: ANN202
 
 
 @pytest.mark.parametrize("option", ["kea-match-client-id", "dnsmasq-default"])
-def test_dhcp_server_port_taken(option: str, server_ns, run) -> None:  # noqa: ANN001
+def test_dhcp_server_port_taken(option: str, server_ns, run) -> None:
     """Port 67 already bound in the namespace: a ServerError with the server's log tail,
     and nothing left behind (no process, no work dir)."""
     import os
@@ -127,9 +127,9 @@ def test_dhcp_server_port_taken(option: str, server_ns, run) -> None:  # noqa: A
         blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         blocker.bind(("0.0.0.0", 67))
-        with pytest.raises(ServerError) as err:
-            with dhcp_server(option, server_ns, "srv0", _pool(), run, ready_timeout_s=1.0):
-                pass
+        with pytest.raises(ServerError) as err, \
+                dhcp_server(option, server_ns, "srv0", _pool(), run, ready_timeout_s=1.0):
+            pass
     finally:
         blocker.close()
     message = str(err.value)
@@ -140,7 +140,7 @@ def test_dhcp_server_port_taken(option: str, server_ns, run) -> None:  # noqa: A
 
 
 @pytest.mark.parametrize("option", ["kea-match-client-id", "dnsmasq-default"])
-def test_dhcp_server_bad_config(option: str, server_ns, run, monkeypatch) -> None:  # noqa: ANN001
+def test_dhcp_server_bad_config(option: str, server_ns, run, monkeypatch) -> None:
     """A configuration the server itself rejects: ServerError with the exit status and the
     server's own complaint in the log tail."""
     from linklab.dhcp import servers
@@ -150,9 +150,9 @@ def test_dhcp_server_bad_config(option: str, server_ns, run, monkeypatch) -> Non
     real_argv = servers.dnsmasq_argv
     monkeypatch.setattr(servers, "dnsmasq_argv",
                         lambda *a, **k: [*real_argv(*a, **k), "--dhcp-range=bogus"])
-    with pytest.raises(servers.ServerError) as err:
-        with servers.dhcp_server(option, server_ns, "srv0", _pool(), run):
-            pass
+    with pytest.raises(servers.ServerError) as err, \
+            servers.dhcp_server(option, server_ns, "srv0", _pool(), run):
+        pass
     message = str(err.value)
     assert "exited with status" in message, message
     assert ("no-such-key" in message) if option.startswith("kea") else ("bogus" in message or
@@ -161,15 +161,15 @@ def test_dhcp_server_bad_config(option: str, server_ns, run, monkeypatch) -> Non
 
 
 @pytest.mark.parametrize("option", ["kea-match-client-id", "dnsmasq-default"])
-def test_dhcp_server_bad_interface(option: str, server_ns, run) -> None:  # noqa: ANN001
+def test_dhcp_server_bad_interface(option: str, server_ns, run) -> None:
     """A server told to serve an interface that does not exist fails with its log tail."""
     from linklab.dhcp.servers import ServerError, dhcp_server
     if why := missing_tool(SERVER_TOOL[option.split("-", 1)[0]]):
         pytest.skip(why)
-    with pytest.raises(ServerError) as err:
-        with dhcp_server(option, server_ns, "nosuch0", _pool(), run, ready_timeout_s=1.0):
-            pass
+    with pytest.raises(ServerError) as err, \
+            dhcp_server(option, server_ns, "nosuch0", _pool(), run, ready_timeout_s=1.0):
+        pass
     assert "'nosuch0' does not exist" in str(err.value), str(err.value)
-    with pytest.raises(ServerError, match="no address in the served subnet 198.18.20.0/24"):
-        with dhcp_server(option, server_ns, "srv1", _pool(), run, ready_timeout_s=1.0):
-            pass
+    with pytest.raises(ServerError, match="no address in the served subnet 198.18.20.0/24"), \
+            dhcp_server(option, server_ns, "srv1", _pool(), run, ready_timeout_s=1.0):
+        pass

@@ -13,8 +13,14 @@ import time
 from dataclasses import dataclass
 
 from linklab.build import Topology
-from linklab.dhcp.clients import MAC_ID, NO_ID, ClientResult, client_workdir, remove_workdir, \
-    run_client
+from linklab.dhcp.clients import (
+    MAC_ID,
+    NO_ID,
+    ClientResult,
+    client_workdir,
+    remove_workdir,
+    run_client,
+)
 from linklab.dhcp.leases import Lease
 from linklab.dhcp.matrix import DhcpCell
 from linklab.dhcp.servers import Pool, dhcp_server

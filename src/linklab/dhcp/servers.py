@@ -172,7 +172,7 @@ def holds_udp_port(pid: int, port: int) -> bool:
     return bool(bound & _socket_inodes(pid))
 
 
-def wait_ready(proc, server: RunningServer, timeout_s: float = READY_TIMEOUT_S) -> None:  # noqa: ANN001
+def wait_ready(proc, server: RunningServer, timeout_s: float = READY_TIMEOUT_S) -> None:
     """Poll until the server process holds UDP port 67; raise ServerError with its log tail
     if it exits or does not bind within ``timeout_s``."""
     t0 = time.monotonic()
