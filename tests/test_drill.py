@@ -75,6 +75,7 @@ def test_clean_stops_an_unrecorded_process_inside_a_dead_runs_namespace(tmp_path
 def test_run_close_keeps_a_record_that_still_lists_something(tmp_path: Path,
                                                               monkeypatch) -> None:
     monkeypatch.setattr(ownership, "RECORD_DIR", str(tmp_path))
+    (tmp_path / "never-released").mkdir()
     interrupted = Run()
     interrupted.own_path(str(tmp_path / "never-released"))
     interrupted.close()
@@ -84,3 +85,9 @@ def test_run_close_keeps_a_record_that_still_lists_something(tmp_path: Path,
     tidy.disown_path(str(tmp_path / "released"))
     tidy.close()
     assert not os.path.exists(tidy.record)
+    # listed but already gone (Ctrl-C between deleting and disowning): nothing to keep
+    gone = Run()
+    gone.own_path(str(tmp_path / "removed-before-disown"))
+    gone.own_namespace("ll0000-never-created")
+    gone.close()
+    assert not os.path.exists(gone.record)

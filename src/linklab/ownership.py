@@ -72,10 +72,13 @@ class Run:
         return path
 
     def close(self) -> None:
-        """End the run: its record is removed once everything in it is released. If something
-        is still listed (a release cut short by Ctrl-C), the record stays for the next clean."""
+        """End the run: its record is removed unless something it lists still exists (a
+        release cut short by Ctrl-C): then the record stays for the next clean."""
         self._fh.close()
-        if read_record(self.record).empty():
+        left = read_record(self.record)
+        if not (any(os.path.lexists(f"{NETNS_DIR}/{n}") for n in left.namespaces)
+                or any(_alive(pid, start) for pid, start in left.pids.items())
+                or any(os.path.lexists(p) for p in left.paths)):
             os.unlink(self.record)
 
 
