@@ -273,8 +273,9 @@ def namespaces_alive(n: int, runs: int = 1) -> Callable[[Owned, dict[int, Proc]]
 
 
 def after_seconds(s: float) -> Callable[[Owned, dict[int, Proc]], bool]:
+    """A random moment: ``s`` seconds in, at the first instant the run owns something."""
     t0 = time.monotonic()
-    return lambda _o, _p: time.monotonic() - t0 >= s
+    return lambda o, _p: time.monotonic() - t0 >= s and o.count() > 0
 
 
 class Drill:
@@ -533,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma list of sections: kill,sigint,faults,"
                                                "concurrency,badinput,vm")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--make-test", action="store_true",
+                    help="also run `make test` inside the host diff and the uplink capture")
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
     only = set(filter(None, args.only.split(",")))
@@ -781,6 +784,13 @@ def run_all(d: Drill, args: argparse.Namespace, only: set[str], t_start: float,
             if want("concurrency"):
                 d.log("== 6. concurrency")
                 summary["concurrency"] = concurrency(d)
+            if args.make_test:
+                d.log("== 3/4. `make test` inside the host snapshot and the uplink capture")
+                t0 = time.monotonic()
+                rc = subprocess.run(["make", "test"], cwd=ROOT, check=False,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+                summary["make_test"] = {"rc": rc, "wall_s": round(time.monotonic() - t0, 1)}
+                d.log(f"  make test: exit {rc} in {summary['make_test']['wall_s']:.0f} s")
             if want("badinput"):
                 d.log("== 5. bad input corpus")
                 summary["badinput"] = bad_inputs(d)
@@ -861,6 +871,9 @@ def print_summary(s: dict) -> bool:
          "empty" if not s["host_diff"] else ", ".join(s["host_diff"]), not s["host_diff"])
     line("packets leaked on eth0 (suite ranges, DHCP)", str(s["uplink_packets"]),
          s["uplink_packets"] == 0)
+    if "make_test" in s:
+        print(f"  {'make test inside the capture (exit, time)':44} "
+              f"{s['make_test']['rc']}, {s['make_test']['wall_s']:.0f} s")
     print(f"  {'wall time':44} {s['wall_s']:.0f} s")
     return all(checks)
 
