@@ -356,10 +356,10 @@ class Drill:
             row.update(error=f"trigger never fired (exit {proc.returncode}, {t:.1f}s)")
             self.log(f"  kill {target.name} @{trigger}: {row['error']}")
             return row
+        if probe is not None:      # at the trigger instant: servers are short-lived
+            row.update(probe(seen))
         time.sleep(self.rng.uniform(0, 0.3))
         at_kill = obs.observe()
-        if probe is not None:
-            row.update(probe(at_kill))
         # orphans: every process the run had, whatever happens to its parent
         tree = set(at_kill.pids)
         os.kill(proc.pid, signal.SIGKILL)
