@@ -504,12 +504,17 @@ def host_state() -> dict[str, object]:
     for argv in (["ip", "-j", "-6", "rule", "show"], ["ip", "-j", "neigh", "show"]):
         state[" ".join(argv[2:])] = json.loads(
             subprocess.run(argv, capture_output=True, text=True, check=True).stdout or "[]")
-    # neighbour entries on the uplink age and refresh by themselves (NUD timers driven by the
-    # host's own traffic to its gateway): keep which neighbours exist, not their state
+    # neighbour entries on the uplink change by themselves: the gateway's entry ages
+    # REACHABLE -> STALE -> DELAY with the host's own traffic (NUD timers) and FAILED entries
+    # are garbage-collected and re-created by the host's own attempts. On eth0 only entries for
+    # the suite's ranges count (there must be none); elsewhere every entry, state included.
+    import ipaddress
+    suite = [ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32")]
     state["neigh show"] = sorted(
-        (json.dumps({k: v for k, v in n.items() if k != "state"}, sort_keys=True)
-         if n.get("dev") == "eth0" else json.dumps(n, sort_keys=True))
-        for n in state.pop("neigh show"))  # type: ignore[union-attr]
+        json.dumps(n, sort_keys=True) for n in state.pop("neigh show")  # type: ignore[union-attr]
+        if n.get("dev") != "eth0" or any(ipaddress.ip_address(n["dst"]) in net
+                                         for net in suite
+                                         if net.version == ipaddress.ip_address(n["dst"]).version))
     for key in SYSCTLS:
         with open(f"/proc/sys/{key}") as fh:
             state[f"sysctl {key}"] = fh.read()
