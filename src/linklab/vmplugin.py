@@ -94,7 +94,9 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     junit = rundir / f"junit-vm-{kernel.release}.xml"
     junit.unlink(missing_ok=True)
     verbose = config.option.verbose - 1  # the replay here already lists each test id
-    argv = [sys.executable, "-m", "pytest", f"--junitxml={junit}", *results_args, "-rfEs",
+    # --tb=no: the tracebacks travel in the JUnit file and are shown once, by the replay
+    argv = [sys.executable, "-m", "pytest", f"--junitxml={junit}", *results_args, "--tb=no",
+            "-rfE",
             *(["-" + "v" * verbose] if verbose > 0 else ["-q"] if verbose < 0 else []),
             *(["-x"] if config.option.maxfail == 1 else []),
             *[item.nodeid for item in items]]
