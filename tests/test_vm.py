@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -108,17 +110,20 @@ needs_vm = pytest.mark.skipif(not vm.list_kernels() or not Path("/usr/bin/qemu-s
                               "(Debian packages linux-image-amd64, qemu-system-x86)")
 
 
-def qemu_left(name: str) -> list[int]:
-    """PIDs of QEMU processes still running with ``-name name``."""
+def vm_processes(name: str) -> list[int]:
+    """PIDs of vng / virtme-run / QEMU processes still running for guest ``name``."""
     left = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"qemu-system-x86_64") and name.encode() in argv:
+        if name.encode() in argv:
             left.append(int(pid))
     return left
+
+
+qemu_left = vm_processes
 
 
 @needs_vm
@@ -164,6 +169,34 @@ def test_vm_hang_stops_at_timeout() -> None:
     assert "did not finish within 90s; stopping QEMU" in done.stderr
     assert "last console lines:" in done.stderr
     assert qemu_left(name) == []
+
+
+@needs_vm
+def test_vm_ctrl_c_stops_qemu() -> None:
+    """SIGINT (Ctrl-C) while the guest boots: QEMU and vng are stopped, nothing is left."""
+    name = f"linklab-test-{secrets.token_hex(3)}"
+    # SIGINT back to its default first: a CI shell may start us with it ignored
+    reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+             "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+    proc = subprocess.Popen([sys.executable, "-c", reset, *LINKLAB_VM[1:], "--name", name, "--",
+                             "sleep", "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(b"qemu-system-x86_64" in Path(f"/proc/{p}/cmdline").read_bytes()
+                      for p in vm_processes(name) if Path(f"/proc/{p}").exists()):
+            assert time.monotonic() < deadline, "QEMU did not start within 120 s"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted; QEMU stopped" in err
+    assert vm_processes(name) == []
 
 
 def test_ipvlan_modes_in_guest(run) -> None:
