@@ -20,7 +20,7 @@ from linklab.model import IPIface, Node, Scenario
 from linklab.netns import NetNS, delete_named
 from linklab.ownership import Run
 
-FIRST_INDEX = 10          # interface indices we choose ourselves, per namespace
+FIRST_INDEX = 10          # interface indices we choose ourselves, unique per topology
 UPLINK_PORT = "p-host"    # upstream's end of the (first) host's parent veth
 REMOTE_PORT = "to-remote"  # upstream's end of the remote link
 
@@ -49,7 +49,7 @@ class Topology:
         self.run = run
         self.namespaces: dict[str, NetNS] = {}
         self._index: dict[tuple[str, str], int] = {}
-        self._next: dict[str, int] = {}
+        self._next = FIRST_INDEX
 
     # -- lookups -------------------------------------------------------------------------
     def ns(self, name: str) -> NetNS:
@@ -72,8 +72,11 @@ class Topology:
         return self._index[(ns, ifname)]
 
     def next_index(self, ns: str) -> int:
-        value = self._next.get(ns, FIRST_INDEX)
-        self._next[ns] = value + 1
+        """An interface index for a new link in ``ns``, unique across the whole topology:
+        before 6.14 the kernel looks a requested index up in the namespace the request is
+        sent from (a child created through the host's socket would clash with host/eth0)."""
+        value = self._next
+        self._next += 1
         return value
 
     def register(self, ns: str, ifname: str, index: int) -> None:
