@@ -135,6 +135,7 @@ def test_report_is_self_contained_with_every_section(tmp_path: Path) -> None:
     assert html.count('<table class="matrix"') == 2
     assert "kernel lacks ipvlan (CONFIG_IPVLAN)" in html  # a skip shows its reason
     assert "Test runs (JUnit XML)" in html and "6.12.48+deb13-amd64" in html
+    assert "junit-host.xml: 1 failed, 0 error(s) of 120 tests" in html
 
 
 def test_vm_figures_stay_in_their_own_block(tmp_path: Path) -> None:

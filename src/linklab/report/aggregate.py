@@ -217,6 +217,11 @@ def load_results(path: Path | str) -> Results:
                      "legs are told apart by the kernel/virt columns alone")
     tables = {name: _read_table(path, name, notes) for name in TABLES}
     junit = _read_junit(path, notes)
+    for j in junit:
+        if j.failures or j.errors:
+            notes.append(f"{j.file}: {j.failures} failed, {j.errors} error(s) of {j.tests} tests; "
+                         "tests that errored before running record no row, so their cells are "
+                         "missing below — the file names them")
     if not meta and all(t.empty for t in tables.values()) and not junit:
         raise ReportError(f"{path} holds no linklab results (no meta.json, no "
                           f"{'/'.join(TABLES)} tables); pass a results/<run-id> directory")
