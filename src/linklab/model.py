@@ -403,8 +403,10 @@ def load_scenario(path: Path | str) -> Scenario:
         d = data["dhcp"]
         ctx.table(d, "dhcp", {"server", "pool"}, set())
         server = ctx.typed(d, "server", "dhcp.", str)
-        if server not in ("host", "upstream"):
-            raise ctx.fail("dhcp.server", f"{server!r}: must be 'host' or 'upstream'")
+        host_names = [h.name for h in hosts]
+        if server not in ("upstream", *host_names):
+            raise ctx.fail("dhcp.server", f"{server!r}: must be 'upstream' or a host "
+                                          f"({', '.join(host_names)})")
         pool = ctx.typed(d, "pool", "dhcp.", list)
         if len(pool) != 2:
             raise ctx.fail("dhcp.pool", "must be [first, last] IPv4 addresses")
@@ -414,7 +416,8 @@ def load_scenario(path: Path | str) -> Scenario:
             raise ctx.fail("dhcp.pool", str(exc)) from None
         for p in (lo, hi):
             ctx.allowed(p, "dhcp.pool", str(p))
-        srv = hosts[0].bridge or hosts[0].node if server == "host" else upstream
+        srv_host = next((h for h in hosts if h.name == server), None)
+        srv = (srv_host.bridge or srv_host.node) if srv_host else upstream
         srv_addr = srv.addr(4)
         if srv_addr is None or lo not in srv_addr.network or hi not in srv_addr.network:
             raise ctx.fail("dhcp.pool", f"{lo}-{hi} is not inside the server's subnet")
