@@ -647,7 +647,8 @@ def fault_dhcp(d: Drill) -> dict:
         rows, valid = [], False
     failed = [r for r in rows if r["outcome"] == "failed"]
     passed = [r for r in rows if r["outcome"] == "passed"]
-    msg = next((ln for ln in out.splitlines() if ln.startswith("FAILED")), "")
+    msg = next((ln.strip() for ln in out.splitlines() if "observed none" in ln),
+               next((ln for ln in out.splitlines() if ln.startswith("FAILED")), ""))
     row = {"fault": f"DHCP server never answers ({stopped[0] if stopped else 'none stopped'})",
            "reported": bool(failed) and "observed none" in out, "message": msg[:160],
            "rc": proc.returncode, "run_s": round(wall, 1), "parquet_valid": valid,
