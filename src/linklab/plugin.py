@@ -136,6 +136,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             "virt": store.virtualisation()}, part=_part(item.config))
 
 
+def write_leg_meta(rd: store.RunDir, started: float) -> None:
+    """Record this pytest session as one leg of the run (host or VM, by kernel and
+    virtualisation) in meta.json; the run's own fields describe its first, host leg and its
+    start is the earliest leg's."""
+    meta = rd.read_meta() if (rd.path / "meta.json").exists() else {}
+    leg = store.machine_meta() | {"started": started, "ended": time.time()}
+    legs = dict(meta.get("legs", {}))
+    legs[f"{leg['kernel']}-{leg['virt']}"] = leg
+    update = {"run_id": os.environ["LINKLAB_RUN_ID"], "legs": legs,
+              "started": min(started, meta.get("started", started)),
+              "ended": max(leg["ended"], meta.get("ended", 0))}
+    if "kernel" not in meta or os.environ.get("LINKLAB_IN_VM") != "1":
+        update |= {k: v for k, v in leg.items() if k not in ("started", "ended")}
+    rd.write_meta(update)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if _is_worker(config):
@@ -143,10 +159,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     rd = run_dir(config)
     for table in store.TABLES:
         rd.finalise(table)
-    rd.write_meta(store.machine_meta() | {
-        "run_id": os.environ["LINKLAB_RUN_ID"],
-        "started": config._linklab_started,  # type: ignore[attr-defined]
-        "ended": time.time()})
+    write_leg_meta(rd, config._linklab_started)  # type: ignore[attr-defined]
     after = host_snapshot()
     before = config._linklab_snapshot  # type: ignore[attr-defined]
     if after != before:

@@ -40,29 +40,25 @@ TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
-@functools.cache
 def virtualisation() -> str:
-    """'none', 'kvm', 'tcg' (or another hypervisor name) for the machine we run on."""
-    forced = os.environ.get("LINKLAB_VIRT")
-    if forced:
-        return forced
+    """How linklab virtualised this leg: 'none' on the machine itself, 'kvm' or 'tcg' inside
+    its VM leg (set by ``linklab vm`` as LINKLAB_VIRT). What the machine itself runs on is
+    :func:`machine_virtualisation`."""
+    return os.environ.get("LINKLAB_VIRT") or "none"
+
+
+@functools.cache
+def machine_virtualisation() -> str:
+    """What systemd-detect-virt says of the machine (e.g. 'none', 'kvm', 'docker')."""
     try:
         out = subprocess.run(["systemd-detect-virt"], capture_output=True, text=True, timeout=5)
-        if out.returncode == 0 and out.stdout.strip():
-            name = out.stdout.strip()
-            return "tcg" if name == "qemu" else name
+        return out.stdout.strip() or "unknown"
     except (OSError, subprocess.TimeoutExpired):
         pass
     try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
+        return "vm" if " hypervisor" in Path("/proc/cpuinfo").read_text() else "none"
     except OSError:
         return "unknown"
-    if " hypervisor" not in cpuinfo:
-        return "none"
-    vendor = Path("/sys/class/dmi/id/sys_vendor")
-    if vendor.exists() and "QEMU" in vendor.read_text():
-        return "kvm" if "kvm" in cpuinfo.lower() else "tcg"
-    return "vm"
 
 
 def kernel_release() -> str:
@@ -157,5 +153,6 @@ def machine_meta() -> dict[str, Any]:
                                 timeout=5, cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         commit = ""
-    return {"kernel": kernel_release(), "virt": virtualisation(), "cpu_model": cpu,
+    return {"kernel": kernel_release(), "virt": virtualisation(),
+            "machine_virt": machine_virtualisation(), "cpu_model": cpu,
             "cores": os.cpu_count(), "git_commit": commit, "hostname": platform.node()}
