@@ -479,8 +479,8 @@ def dhcp_sockets(o: Owned) -> dict:
     procs = processes()
     host_ns = os.stat("/proc/self/ns/net").st_ino
     servers = [p for p in o.pids if p in procs and procs[p].comm in DHCP_COMMS]
-    outside = 0
-    binds = []
+    outside = checked = 0
+    binds: list[str] = []
     host_ss = cmd(["ss", "-H", "-lunp"]).stdout
     for pid in servers:
         if procs[pid].netns == host_ns or f"pid={pid}," in host_ss:
@@ -488,10 +488,11 @@ def dhcp_sockets(o: Owned) -> dict:
         res = cmd(["ss", "-H", "-lunp"], ns=f"/proc/{pid}/ns/net", check=False)
         if res.returncode != 0:      # the server ended meanwhile
             continue
-        inside = res.stdout
-        binds += [f"{procs[pid].comm}:{line.split()[3]}" for line in inside.splitlines()
-                  if f"pid={pid}," in line]
-    return {"dhcp_servers": len(servers), "dhcp_outside": outside, "dhcp_binds": binds,
+        mine = [f"{procs[pid].comm}:{line.split()[3]}" for line in res.stdout.splitlines()
+                if f"pid={pid}," in line]
+        checked += bool(mine)
+        binds += mine
+    return {"dhcp_servers": checked, "dhcp_outside": outside, "dhcp_binds": binds,
             "host_ss_dhcp": sum(c in host_ss for c in ("kea", "dnsmasq"))}
 
 
@@ -740,13 +741,14 @@ KILL_POINTS_FULL = [
     ("bench", "sockperf running", lambda: comm_alive("sockperf", arg="pp"), "linklab clean",
      None),
     ("dhcp", "server bound", dhcp_bound, "linklab clean", dhcp_sockets),
+    ("dhcp-dnsmasq", "server bound", dhcp_bound, "next session", dhcp_sockets),
     ("dhcp-dnsmasq", "client running", lambda: comm_alive("busybox", "dhclient"),
-     "next session", dhcp_sockets),
+     "linklab clean", None),
     ("xdist", "2 workers' topos", lambda: namespaces_alive(8, runs=2), "linklab clean", None),
     ("xdist", "random", lambda: after_seconds(random.uniform(5, 20)), "next session", None),
 ]
-KILL_POINTS_QUICK = [KILL_POINTS_FULL[i] for i in (0, 3, 5, 7)]
-SIGINT_FULL = [KILL_POINTS_FULL[i][:3] for i in (0, 3, 5, 7)]
+KILL_POINTS_QUICK = [KILL_POINTS_FULL[i] for i in (0, 3, 5, 8)]
+SIGINT_FULL = [KILL_POINTS_FULL[i][:3] for i in (0, 3, 5, 8)]
 SIGINT_QUICK = [KILL_POINTS_FULL[i][:3] for i in (0, 3)]
 
 
@@ -849,7 +851,7 @@ def print_summary(s: dict) -> bool:
             print(f"  {'  xdist workers outliving the controller':44} {'; '.join(orphans)}")
     if dh:
         line("DHCP servers bound outside their namespace",
-             f"{sum(r['dhcp_outside'] + r['host_ss_dhcp'] for r in dh)} of "
+             f"{sum(r['dhcp_outside'] + r['host_ss_dhcp'] for r in dh)} of checked "
              f"{sum(r['dhcp_servers'] for r in dh)} "
              f"({', '.join(sorted({b for r in dh for b in r['dhcp_binds']}))})",
              all(r["dhcp_outside"] == 0 and r["host_ss_dhcp"] == 0 for r in dh)
