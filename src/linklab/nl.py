@@ -14,11 +14,23 @@ import socket
 import struct
 from typing import Any
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nla
 from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+class ipvlan_data(nla):
+    """IFLA_INFO_DATA of ipvlan, with IFLA_IPVLAN_FLAGS: pyroute2 0.9.7's own ipvlan plugin
+    knows only the mode and silently drops the flags (every private/vepa child came out as
+    bridge until this was registered)."""
+
+    prefix = "IFLA_"
+    nla_map = (("IFLA_IPVLAN_UNSPEC", "none"), ("IFLA_IPVLAN_MODE", "uint16"),
+               ("IFLA_IPVLAN_FLAGS", "uint16"))
+
+
+ifinfmsg.ifinfo.register_link_kind(module={"ipvlan": ipvlan_data})
 
 IFF_UP = 0x1
 CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
@@ -87,6 +99,15 @@ class Rtnl:
         attrs.append(("IFLA_LINKINFO", {"attrs": info}))
         msg["attrs"] = attrs
         self.request(msg, RTM_NEWLINK)
+
+    @staticmethod
+    def encoded_info_data(msg: Any) -> dict[str, Any]:
+        """IFLA_INFO_DATA of an encoded RTM_NEWLINK, decoded again (to prove nothing was
+        dropped by the encoder)."""
+        back = ifinfmsg(msg.data)
+        back.decode()
+        data = back.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+        return {name: value for name, value in data["attrs"]} if data else {}
 
     def link_set(self, index: int, *, up: bool | None = None, master: int | None = None) -> None:
         msg = ifinfmsg()
