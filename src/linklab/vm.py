@@ -281,6 +281,8 @@ def run(argv: Sequence[str], *, kernel: Kernel, cpus: int = 2, memory: str = "2G
     virt = "kvm" if use_kvm else "tcg"
     guest_env = {k: v for k, v in os.environ.items() if k.startswith("LINKLAB_")}
     guest_env.update({"LINKLAB_VIRT": virt, "LINKLAB_IN_VM": "1", "PYTHONUNBUFFERED": "1"})
+    # the guest runs Python ~20x and traffic ~25x slower: stretch every wait (probes, servers)
+    guest_env.setdefault("LINKLAB_TIME_SCALE", "5" if virt == "tcg" else "2")
     guest_env.update(env or {})
     if owner is not None:
         scriptdir = Path(owner.tmpdir("vm"))  # type: ignore[attr-defined]
