@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
     only = set(filter(None, args.only.split(",")))
     t_start = time.monotonic()
-    workdir = tempfile.mkdtemp(prefix="dr8-drill-")
+    workdir = tempfile.mkdtemp(prefix="linklab-drill-")
     print(f"linklab drill: seed {seed}, work dir {workdir}", flush=True)
     return run_all(Drill(workdir, seed, lambda m: print(m, flush=True)), args, only,
                             t_start, workdir)
