@@ -26,7 +26,7 @@ TOOLS = {
     "sockperf": ("sockperf", "latency benchmarks"),
     "kea-dhcp4": ("kea-dhcp4-server", "DHCP (Kea)"),
     "dnsmasq": ("dnsmasq-base", "DHCP (dnsmasq)"),
-    "busybox": ("busybox", "DHCP client udhcpc"),
+    "busybox": ("busybox-static", "DHCP client udhcpc"),
     "dhclient": ("isc-dhcp-client", "DHCP client dhclient"),
     "ethtool": ("ethtool", "offload settings in results"),
     "qemu-system-x86_64": ("qemu-system-x86", "VM leg"),

@@ -109,7 +109,7 @@ def run_cell(cell: DhcpCell, topo: Topology, run: Run) -> Observation:
             for name, cid in cell.setup.client_ids.items():
                 results.append(run_client(cell.client, topo.ns(name), topo.ifname(name), cid,
                                           workdir, run, attempts_s=attempts,
-                                          broadcast=cell.broadcast_flag))
+                                          broadcast=cell.broadcast_flag, scaled=expect_bound))
             wanted = {r.address.ip for r in results if r.bound}  # type: ignore[union-attr]
             deadline = time.monotonic() + LEASE_WAIT_S
             while True:                      # dnsmasq rewrites its file just after the ACK
