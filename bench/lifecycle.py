@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from linklab import kinds  # noqa: E402
-from linklab.build import FORWARDING, NS_SYSCTLS, REMOTE_PORT, UPLINK_PORT, build  # noqa: E402
+from linklab.build import FORWARDING, NS_SYSCTLS, REMOTE_PORT, build, uplink_port  # noqa: E402
 from linklab.model import Node, Scenario, load_scenario  # noqa: E402
 from linklab.ownership import Run  # noqa: E402
 
@@ -61,9 +61,10 @@ def iproute2_steps(sc: Scenario, prefix: str) -> tuple[list[list[str]], list[lis
               ["ip", "-n", ns["upstream"], "link", "set", up, "up"]]
     addrs("upstream", up, sc.upstream.addrs)
     steps += [["ip", "-n", ns["host"], "link", "add", sc.host.ifname, "mtu", mtu, "type", "veth",
-               "peer", "name", UPLINK_PORT, "netns", ns["upstream"], "mtu", mtu],
+               "peer", "name", uplink_port("host"), "netns", ns["upstream"], "mtu", mtu],
               ["ip", "-n", ns["host"], "link", "set", sc.host.ifname, "up"],
-              ["ip", "-n", ns["upstream"], "link", "set", UPLINK_PORT, "master", up, "up"]]
+              ["ip", "-n", ns["upstream"], "link", "set", uplink_port("host"), "master", up,
+               "up"]]
     addrs("host", sc.host.ifname, sc.host.addrs)
     steps += [["ip", "-n", ns["remote"], "link", "add", sc.remote.ifname, "type", "veth",
                "peer", "name", REMOTE_PORT, "netns", ns["upstream"]],

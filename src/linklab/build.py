@@ -21,7 +21,6 @@ from linklab.netns import NetNS, delete_named
 from linklab.ownership import Run
 
 FIRST_INDEX = 10          # interface indices we choose ourselves, unique per topology
-UPLINK_PORT = "p-host"    # upstream's end of the (first) host's parent veth
 REMOTE_PORT = "to-remote"  # upstream's end of the remote link
 
 # per-namespace sysctls, written before any link exists: ping sockets for the probes, no

@@ -8,7 +8,6 @@ keeps ``IPRoute`` for reads.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import struct
@@ -149,7 +148,3 @@ class Rtnl:
             attrs.append(("RTA_OIF", oif))
         msg["attrs"] = attrs
         self.request(msg, RTM_NEWROUTE)
-
-
-def errno_name(exc: OSError) -> str:
-    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
