@@ -19,6 +19,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+
 class ipvlan_data(nla):
     """IFLA_INFO_DATA of ipvlan, with IFLA_IPVLAN_FLAGS: pyroute2 0.9.7's own ipvlan plugin
     knows only the mode and silently drops the flags (every private/vepa child came out as

@@ -12,17 +12,17 @@ is recorded. ``LINKLAB_TIME_SCALE`` stretches every wait (the VM leg sets it).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 import select
 import socket
 import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from linklab.build import Topology
-from linklab.cmd import cmd, require
 from linklab.checks import PATHS, Cell, endpoints, errno_name
+from linklab.cmd import cmd, require
 
 SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
 RESEND = 0.1 * SCALE

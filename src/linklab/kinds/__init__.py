@@ -12,7 +12,6 @@ from __future__ import annotations
 from types import ModuleType
 
 
-
 def check_choice(ctx, field: str, value: str | None, choices: tuple[str, ...],  # noqa: ANN001
                  kind: str, prefix: str = "") -> None:
     """Validate an enumerated field (mode, flag) against the kind's choices."""
