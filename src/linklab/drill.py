@@ -272,10 +272,20 @@ def namespaces_alive(n: int, runs: int = 1) -> Callable[[Owned, dict[int, Proc]]
     return cond
 
 
-def after_seconds(s: float) -> Callable[[Owned, dict[int, Proc]], bool]:
-    """A random moment: ``s`` seconds in, at the first instant the run owns something."""
-    t0 = time.monotonic()
-    return lambda o, _p: time.monotonic() - t0 >= s and o.count() > 0
+def after_namespaces(k: int) -> Callable[[Owned, dict[int, Proc]], bool]:
+    """A random moment that always comes: once the run has created its ``k``-th namespace
+    (a random *time* could fall after the run's end on a fast machine), while it owns some.
+    Scenarios reuse namespace names, so creations are counted as appearances."""
+    present: set[str] = set()
+    created = 0
+
+    def cond(o: Owned, _p: dict[int, Proc]) -> bool:
+        nonlocal present, created
+        now = set(o.namespaces)
+        created += len(now - present)
+        present = now
+        return created >= k and o.count() > 0
+    return cond
 
 
 class Drill:
@@ -733,10 +743,10 @@ def bad_inputs(d: Drill) -> dict:
 
 KILL_POINTS_FULL = [
     ("connectivity", "topology", lambda: namespaces_alive(5), "linklab clean", None),
-    ("connectivity", "random", lambda: after_seconds(random.uniform(3, 15)), "next session",
+    ("connectivity", "random", lambda: after_namespaces(random.randint(6, 45)), "next session",
      None),
-    ("connectivity", "random", lambda: after_seconds(random.uniform(3, 15)), "linklab clean",
-     None),
+    ("connectivity", "random", lambda: after_namespaces(random.randint(6, 45)),
+     "linklab clean", None),
     ("bench", "iperf3 running", lambda: comm_alive("iperf3", arg="-c"), "next session", None),
     ("bench", "sockperf running", lambda: comm_alive("sockperf", arg="pp"), "linklab clean",
      None),
@@ -745,7 +755,7 @@ KILL_POINTS_FULL = [
     ("dhcp-dnsmasq", "client running", lambda: comm_alive("busybox", "dhclient"),
      "linklab clean", None),
     ("xdist", "2 workers' topos", lambda: namespaces_alive(8, runs=2), "linklab clean", None),
-    ("xdist", "random", lambda: after_seconds(random.uniform(5, 20)), "next session", None),
+    ("xdist", "random", lambda: after_namespaces(random.randint(12, 45)), "next session", None),
 ]
 KILL_POINTS_QUICK = [KILL_POINTS_FULL[i] for i in (0, 3, 5, 8)]
 SIGINT_FULL = [KILL_POINTS_FULL[i][:3] for i in (0, 3, 5, 8)]

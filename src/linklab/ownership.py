@@ -28,17 +28,24 @@ class Run:
         os.makedirs(RECORD_DIR, exist_ok=True)
         self.pid = os.getpid()
         self.starttime = proc_starttime(self.pid)
-        while True:
-            self.marker = marker or secrets.token_hex(2)
-            self.record = f"{RECORD_DIR}/{self.marker}.jsonl"
-            try:
-                fd = os.open(self.record, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_APPEND, 0o644)
-                break
-            except FileExistsError:
-                if marker:
-                    raise
-        self._fh = os.fdopen(fd, "a", buffering=1)
-        self._log({"owner": self.pid, "start": self.starttime})
+        # the record appears under its name already holding its owner line (a cleaner that
+        # read an empty record would take it for a dead run's): write aside, then link
+        draft = f"{RECORD_DIR}/.draft-{self.pid}-{secrets.token_hex(4)}"
+        with open(draft, "w") as fh:
+            fh.write(json.dumps({"owner": self.pid, "start": self.starttime}) + "\n")
+        try:
+            while True:
+                self.marker = marker or secrets.token_hex(2)
+                self.record = f"{RECORD_DIR}/{self.marker}.jsonl"
+                try:
+                    os.link(draft, self.record)   # fails if the marker is taken
+                    break
+                except FileExistsError:
+                    if marker:
+                        raise
+        finally:
+            os.unlink(draft)
+        self._fh = open(self.record, "a", buffering=1)
 
     def _log(self, entry: dict) -> None:
         self._fh.write(json.dumps(entry) + "\n")
@@ -156,7 +163,7 @@ def clean(*, log=print) -> list[Leftovers]:  # noqa: ANN001
     if not os.path.isdir(RECORD_DIR):
         return removed
     for entry in sorted(os.listdir(RECORD_DIR)):
-        if ".jsonl" not in entry:
+        if ".jsonl" not in entry or entry.startswith("."):
             continue
         path = os.path.join(RECORD_DIR, entry)
         if ".clean-" in entry:   # claimed by a cleaner: reclaim only if that cleaner died
