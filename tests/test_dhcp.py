@@ -18,7 +18,7 @@ from linklab.capabilities import missing_link, missing_tool
 from linklab.dhcp.cell import SCALE, TIMEOUT_ATTEMPTS, run_cell
 from linklab.dhcp.matrix import DhcpCell, load_matrix
 from linklab.model import load_scenario
-from linklab.plugin import _part
+from linklab.plugin import results_part
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {sc.name: sc for sc in map(load_scenario, sorted(ROOT.glob("scenarios/dhcp-*.toml")))}
@@ -47,7 +47,7 @@ def _row(cell: DhcpCell, outcome: str, observed: str = "", leases: str = "", det
 @pytest.mark.parametrize("dhcp_cell", CELLS, ids=[c.id for c in CELLS])
 def test_dhcp(dhcp_cell: DhcpCell, run, results, request) -> None:
     cell = dhcp_cell
-    part = _part(request.config)      # one jsonl per kernel/virt/worker, as the plugin does
+    part = results_part(request.config)
     sc = cell.scenario
     why = (missing_tool(SERVER_TOOL[cell.server.split("-", 1)[0]])
            or missing_tool(CLIENT_TOOL[cell.client]) or missing_link(sc.kind, sc.mode, sc.flag))

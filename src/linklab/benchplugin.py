@@ -155,9 +155,9 @@ def bench(pytestconfig: pytest.Config, results: store.RunDir, run: object,
           bench_settings: Settings, bench_progress: Progress) -> Bench:
     """session: the benchmark run writing to this pytest run's results directory
     (depends on the linklab plugin's ``results`` and ``run``)."""
-    from linklab.plugin import _part
+    from linklab.plugin import results_part
 
-    b = Bench(results, run, bench_settings, bench_progress, part=_part(pytestconfig))
+    b = Bench(results, run, bench_settings, bench_progress, part=results_part(pytestconfig))
     pytestconfig.stash[BENCH_KEY] = b
     from linklab.bench.datapaths import missing
 

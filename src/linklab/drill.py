@@ -197,7 +197,9 @@ class Decoys:
         proc = subprocess.Popen(["nsenter", f"--net={NETNS}/{names[0]}", "--", "sleep", "300"],
                                 start_new_session=True)
         tmp = tempfile.mkdtemp(prefix=f"linklab-{marker}-decoy-")
-        time.sleep(0.05)   # let nsenter exec sleep
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and proc.pid not in processes():
+            time.sleep(0.01)          # until the decoy is visible in /proc
         start = processes()[proc.pid].start
         return cls(names, proc.pid, start, tmp, proc)
 

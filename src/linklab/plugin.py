@@ -80,7 +80,8 @@ def run_dir(config: pytest.Config) -> store.RunDir:
     return store.RunDir.create(config.getoption("--results-dir"), os.environ["LINKLAB_RUN_ID"])
 
 
-def _part(config: pytest.Config) -> str:
+def results_part(config: pytest.Config) -> str:
+    """The jsonl part this process writes: one per kernel, virtualisation and xdist worker."""
     return f"{store.kernel_release()}-{store.virtualisation()}-" + \
         (config.workerinput["workerid"] if _is_worker(config) else "main")  # type: ignore[attr-defined]
 
@@ -133,7 +134,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             "family": cell.family, "check": cell.check, "expected": cell.expected,
             "observed": seen.get("observed"), "outcome": report.outcome, "reason": reason,
             "detail": seen.get("detail", ""), "kernel": store.kernel_release(),
-            "virt": store.virtualisation()}, part=_part(item.config))
+            "virt": store.virtualisation()}, part=results_part(item.config))
 
 
 def write_leg_meta(rd: store.RunDir, started: float) -> None:
