@@ -1,16 +1,11 @@
-"""Benchmarks: register the bench plugin (unless the root conftest already did) and
-parametrise ``datapath`` over every datapath the scenarios declare."""
+"""Benchmarks: parametrise ``datapath`` over every datapath the scenarios declare (the bench
+plugin itself, ``linklab.pytest.bench``, is loaded through its entry point)."""
 
 from __future__ import annotations
 
 import pytest
 
-from linklab import benchplugin
-
-
-def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
-    if pluginmanager.get_plugin("linklab.benchplugin") is None:
-        pluginmanager.register(benchplugin, "linklab.benchplugin")
+from linklab.pytest import bench as benchplugin
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from linklab.bench.datapaths import Datapath, missing, open_datapath
 from linklab.bench.runner import Bench, against_baseline, format_deltas
-from linklab.benchplugin import THRESHOLDS_KEY, warn_mismatch
+from linklab.pytest.bench import THRESHOLDS_KEY, warn_mismatch
 from linklab.capabilities import missing_tool
 
 pytestmark = pytest.mark.bench

@@ -15,7 +15,7 @@ from linklab.build import build
 from linklab.capabilities import missing_link, missing_tool
 from linklab.checks import Cell, cells
 from linklab.model import Scenario, load_all
-from linklab.plugin import record_observation
+from linklab.pytest.plugin import record_observation
 from linklab.probes import Observer
 
 SCENARIOS = load_all(Path(__file__).resolve().parents[1] / "scenarios")

@@ -18,7 +18,7 @@ from linklab.capabilities import missing_link, missing_tool
 from linklab.dhcp.cell import SCALE, TIMEOUT_ATTEMPTS, run_cell
 from linklab.dhcp.matrix import DhcpCell, load_matrix
 from linklab.model import load_scenario
-from linklab.plugin import results_part
+from linklab.pytest.plugin import results_part
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {sc.name: sc for sc in map(load_scenario, sorted(ROOT.glob("scenarios/dhcp-*.toml")))}

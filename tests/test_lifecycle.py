@@ -16,7 +16,7 @@ from linklab.build import BuildError, build
 from linklab.model import load_scenario
 from linklab.netns import NetNS
 from linklab.ownership import Run, clean, read_record
-from linklab.plugin import host_snapshot
+from linklab.pytest.plugin import host_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "macvlan-bridge.toml"

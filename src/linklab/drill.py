@@ -512,7 +512,7 @@ def dhcp_sockets(o: Owned) -> dict:
 
 def host_state() -> dict[str, object]:
     """Default namespace: links, addresses, routes, rules, neighbours, sysctls (stable fields)."""
-    from linklab.plugin import host_snapshot
+    from linklab.pytest.plugin import host_snapshot
     state: dict[str, object] = dict(host_snapshot())
     for argv in (["ip", "-j", "-6", "rule", "show"], ["ip", "-j", "neigh", "show"]):
         state[" ".join(argv[2:])] = json.loads(

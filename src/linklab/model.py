@@ -19,6 +19,8 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")           # namespace names (mar
 SCENARIO_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 IFNAME_MAX = 15  # IFNAMSIZ - 1 bytes
 ROLES = ("host", "upstream", "remote")
+# the scenarios shipped with linklab (package data; the repo's scenarios/ links here)
+SHIPPED = Path(__file__).resolve().parent / "scenarios"
 
 
 class ScenarioError(ValueError):

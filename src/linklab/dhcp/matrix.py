@@ -17,11 +17,11 @@ from typing import Any
 
 from linklab.dhcp.clients import CLIENTS, ClientError, check_client_id
 from linklab.dhcp.servers import OPTIONS
-from linklab.model import Scenario, ScenarioError
+from linklab.model import SHIPPED, Scenario, ScenarioError
 
 LEASE_OUTCOMES = ("same", "distinct", "none")
 ANY_SERVER = "any-server"
-MATRIX_FILE = Path(__file__).resolve().parents[3] / "scenarios" / "dhcp" / "matrix.toml"
+MATRIX_FILE = SHIPPED / "dhcp" / "matrix.toml"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The linklab pytest plugin (loaded by the root conftest.py).
+"""The linklab pytest plugin (a ``pytest11`` entry point: loaded wherever linklab is installed).
 
 Fixtures:
   ``run``      session: this process's :class:`~linklab.ownership.Run` (marker, ownership log);
@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from linklab import results as store
+from linklab.model import SHIPPED
 from linklab.ownership import Run, clean
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SNAPSHOT_CMDS = (["ip", "-j", "link", "show"], ["ip", "-j", "addr", "show"],
                  ["ip", "-j", "-4", "route", "show", "table", "all"],
                  ["ip", "-j", "-6", "route", "show", "table", "all"], ["ip", "-j", "rule", "show"])
@@ -52,8 +53,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--results-dir", default=str(ROOT / "results"),
                     help="where results/<run-id>/ is written (default: results/)")
     group.addoption("--run-id", default=None, help="results run id (default: time + marker)")
-    group.addoption("--scenarios", default=str(ROOT / "scenarios"),
-                    help="directory of scenario files (default: scenarios/)")
+    group.addoption("--scenarios", default=str(SHIPPED),
+                    help="directory of scenario files (default: the scenarios shipped with linklab)")
 
 
 def _is_worker(config: pytest.Config) -> bool:

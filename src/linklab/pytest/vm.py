@@ -84,7 +84,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         from linklab.results import new_run_id
 
         run_id = os.environ["LINKLAB_RUN_ID"] = new_run_id("vm")
-    try:  # linklab.plugin's option; the guest must write to the same place
+    try:  # linklab.pytest.plugin's option; the guest must write to the same place
         results_root = Path(config.getoption("--results-dir")).resolve()
         results_args = [f"--results-dir={results_root}"]
     except ValueError:

@@ -51,7 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="a saved results/<run-id>/ to compare with (per-metric deltas)")
     g.addoption("--bench-fail-on", default="", metavar="METRIC:PCT%,...",
                 help="with --bench-baseline: fail when a metric is worse by more than PCT "
-                     "and outside the noise, e.g. throughput:5%,latency_p99:10%")
+                     "and outside the noise, e.g. throughput:5%%,latency_p99:10%%")
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -155,7 +155,7 @@ def bench(pytestconfig: pytest.Config, results: store.RunDir, run: object,
           bench_settings: Settings, bench_progress: Progress) -> Bench:
     """session: the benchmark run writing to this pytest run's results directory
     (depends on the linklab plugin's ``results`` and ``run``)."""
-    from linklab.plugin import results_part
+    from linklab.pytest.plugin import results_part
 
     b = Bench(results, run, bench_settings, bench_progress, part=results_part(pytestconfig))
     pytestconfig.stash[BENCH_KEY] = b
