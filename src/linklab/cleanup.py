@@ -16,6 +16,7 @@ def cli_main(args: argparse.Namespace) -> int:
     ns = sum(len(r.namespaces) for r in removed)
     pids = sum(len(r.pids) for r in removed)
     paths = sum(len(r.paths) for r in removed)
+    objects = sum(len(r.objects) for r in removed)
     print(f"linklab clean: {len(removed)} dead run(s); {ns} namespace(s), {pids} process(es), "
-          f"{paths} path(s) listed in their records")
+          f"{paths} path(s), {objects} other object(s) listed in their records")
     return 0

@@ -1,7 +1,7 @@
 """Ownership records: what a run created, so that only its own leftovers are removed.
 
-Each run appends, *before* creating anything, one JSON line per namespace, process or
-path to ``/run/linklab/<marker>.jsonl``. ``clean`` reads every record whose owning process
+Each run appends, *before* creating anything, one JSON line per namespace, process, path or
+other system object to ``/run/linklab/<marker>.jsonl``. ``clean`` reads every record whose owning process
 is dead (PID and start time no longer match) and removes exactly what it lists — never
 anything found by a name pattern.
 """
@@ -19,6 +19,20 @@ from linklab.cmd import NETNS_DIR, proc_starttime, stop_pid
 from linklab.netns import delete_named
 
 RECORD_DIR = os.environ.get("LINKLAB_RECORD_DIR", "/run/linklab")
+
+# Other kinds of owned system object (tracefs instances, libvirt objects, ...): kind -> the
+# module that knows them. It provides ``owned_exists(ident, data) -> bool`` and
+# ``owned_remove(ident, data) -> bool`` (True when it removed something); imported only when a
+# record lists such an object. Adding a kind of object is adding its module and one line here.
+OBJECT_KINDS: dict[str, str] = {
+}
+
+
+def object_module(kind: str):  # noqa: ANN201
+    """The module owning objects of ``kind`` (KeyError names the unknown kind)."""
+    import importlib
+
+    return importlib.import_module(OBJECT_KINDS[kind])
 
 
 class Run:
@@ -72,6 +86,17 @@ class Run:
     def disown_path(self, path: str) -> None:
         self._log({"path_gone": path})
 
+    def own_object(self, kind: str, ident: str, **data: object) -> None:
+        """Record an object of a kind in :data:`OBJECT_KINDS` before creating it; ``data`` is
+        what its module needs to find and remove it."""
+        if kind not in OBJECT_KINDS:
+            raise KeyError(f"ownership: unknown object kind {kind!r} (known: "
+                           f"{', '.join(OBJECT_KINDS)})")
+        self._log({"obj": kind, "id": ident, "data": data})
+
+    def disown_object(self, kind: str, ident: str) -> None:
+        self._log({"obj_gone": kind, "id": ident})
+
     def tmpdir(self, purpose: str) -> str:
         """A fresh temporary directory owned (and later removed) by this run."""
         path = tempfile.mkdtemp(prefix=f"linklab-{self.marker}-{purpose}-")
@@ -85,7 +110,8 @@ class Run:
         left = read_record(self.record)
         if not (any(os.path.lexists(f"{NETNS_DIR}/{n}") for n in left.namespaces)
                 or any(_alive(pid, start) for pid, start in left.pids.items())
-                or any(os.path.lexists(p) for p in left.paths)):
+                or any(os.path.lexists(p) for p in left.paths)
+                or any(object_module(k).owned_exists(i, d) for (k, i), d in left.objects.items())):
             os.unlink(self.record)
 
 
@@ -98,9 +124,10 @@ class Leftovers:
     namespaces: list[str] = field(default_factory=list)
     pids: dict[int, int | None] = field(default_factory=dict)
     paths: list[str] = field(default_factory=list)
+    objects: dict[tuple[str, str], dict] = field(default_factory=dict)  # (kind, id) -> data
 
     def empty(self) -> bool:
-        return not (self.namespaces or self.pids or self.paths)
+        return not (self.namespaces or self.pids or self.paths or self.objects)
 
 
 def read_record(path: str) -> Leftovers:
@@ -108,6 +135,7 @@ def read_record(path: str) -> Leftovers:
     ns: dict[str, None] = {}
     pids: dict[int, int | None] = {}
     paths: dict[str, None] = {}
+    objects: dict[tuple[str, str], dict] = {}
     with open(path) as fh:
         for line in fh:
             try:
@@ -128,7 +156,11 @@ def read_record(path: str) -> Leftovers:
                 paths[e["path"]] = None
             elif "path_gone" in e:
                 paths.pop(e["path_gone"], None)
-    left = Leftovers(path, owner, list(ns), pids, list(paths))
+            elif "obj" in e:
+                objects[(e["obj"], e["id"])] = e.get("data", {})
+            elif "obj_gone" in e:
+                objects.pop((e["obj_gone"], e["id"]), None)
+    left = Leftovers(path, owner, list(ns), pids, list(paths), objects)
     left.owner_start = owner_start  # type: ignore[attr-defined]
     return left
 
@@ -185,6 +217,9 @@ def clean(*, log=print) -> list[Leftovers]:  # noqa: ANN001
         for pid, start in left.pids.items():
             if start is not None and stop_pid(pid, start, grace=1.0):
                 log(f"linklab clean: stopped process {pid} of dead run {run}")
+        for (kind, ident), data in reversed(left.objects.items()):   # last created first
+            if object_module(kind).owned_remove(ident, data):
+                log(f"linklab clean: removed {kind} {ident} of dead run {run}")
         for name in reversed(left.namespaces):
             for pid, start in _pids_inside(name):   # inside a namespace the dead run owned
                 if start is not None and stop_pid(pid, start, grace=1.0):

@@ -1,0 +1,77 @@
+"""Owned objects of other kinds (OBJECT_KINDS): recorded before creation, removed LIFO by
+their kind's module when the owning run is dead, left alone while it lives."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from linklab import ownership
+
+
+@pytest.fixture
+def marker_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A throw-away object kind whose objects are marker files; returns the removal order."""
+    removed: list[str] = []
+    mod = types.ModuleType("linklab_test_marker_kind")
+    mod.owned_exists = lambda ident, data: Path(data["file"]).exists()
+
+    def owned_remove(ident: str, data: dict) -> bool:
+        f = Path(data["file"])
+        if not f.exists():
+            return False
+        f.unlink()
+        removed.append(ident)
+        return True
+
+    mod.owned_remove = owned_remove
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    monkeypatch.setitem(ownership.OBJECT_KINDS, "marker", mod.__name__)
+    monkeypatch.setattr(ownership, "RECORD_DIR", str(tmp_path / "records"))
+    return removed
+
+
+def test_dead_runs_objects_are_removed_last_created_first(tmp_path: Path,
+                                                          marker_kind: list[str]) -> None:
+    run = ownership.Run()
+    files = []
+    for ident in ("a", "b", "gone"):
+        f = tmp_path / ident
+        run.own_object("marker", ident, file=str(f))
+        f.write_text("x")
+        files.append(f)
+    files[2].unlink()
+    run.disown_object("marker", "gone")
+    run._fh.close()
+    # the record now belongs to a dead process
+    lines = Path(run.record).read_text().splitlines()
+    lines[0] = json.dumps({"owner": 2 ** 22 + 7, "start": 1})
+    Path(run.record).write_text("\n".join(lines) + "\n")
+    removed = ownership.clean(log=lambda _m: None)
+    assert [list(r.objects) for r in removed] == [[("marker", "a"), ("marker", "b")]]
+    assert marker_kind == ["b", "a"]
+    assert not any(f.exists() for f in files)
+    assert not Path(run.record).exists()
+
+
+def test_a_live_runs_objects_are_left_alone_and_keep_its_record(tmp_path: Path,
+                                                                 marker_kind: list[str]) -> None:
+    run = ownership.Run()
+    f = tmp_path / "live"
+    run.own_object("marker", "live", file=str(f))
+    f.write_text("x")
+    assert ownership.clean(log=lambda _m: None) == []
+    assert f.exists()
+    run.close()                       # it still exists: the record stays for the next clean
+    assert Path(run.record).exists()
+
+
+def test_an_unknown_kind_is_refused_before_anything_is_recorded(marker_kind: list[str]) -> None:
+    run = ownership.Run()
+    with pytest.raises(KeyError, match="unknown object kind 'nope'"):
+        run.own_object("nope", "x")
+    run.close()
