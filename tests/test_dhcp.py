@@ -8,8 +8,6 @@ kernel with ipvlan (the VM leg); the host runs the macvlan and ``emulated`` shar
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from linklab import results as store
@@ -17,12 +15,9 @@ from linklab.build import build
 from linklab.capabilities import missing_link, missing_tool
 from linklab.dhcp.cell import SCALE, TIMEOUT_ATTEMPTS, run_cell
 from linklab.dhcp.matrix import DhcpCell, load_matrix
-from linklab.model import load_scenario
-from linklab.pytest.plugin import results_part
+from linklab.model import ScenarioError
+from linklab.pytest.plugin import dhcp_matrix_files, matrix_scenarios, results_part
 
-ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = {sc.name: sc for sc in map(load_scenario, sorted(ROOT.glob("scenarios/dhcp-*.toml")))}
-CELLS = load_matrix(ROOT / "scenarios" / "dhcp" / "matrix.toml", SCENARIOS)
 SERVER_TOOL = {"kea": "kea-dhcp4", "dnsmasq": "dnsmasq"}
 CLIENT_TOOL = {"udhcpc": "busybox", "dhclient": "dhclient"}
 # a client that cannot bind must give up within its DISCOVER rounds plus process overhead
@@ -44,7 +39,25 @@ def _row(cell: DhcpCell, outcome: str, observed: str = "", leases: str = "", det
             "lease_s": lease_s, "server_start_s": server_start_s}
 
 
-@pytest.mark.parametrize("dhcp_cell", CELLS, ids=[c.id for c in CELLS])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``dhcp_cell``: every cell of the DHCP matrix beside ``--scenarios`` (or
+    ``--dhcp-matrix``), run on those scenarios."""
+    if "dhcp_cell" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    files = dhcp_matrix_files(config)
+    scenarios = {sc.name: sc for sc in matrix_scenarios(config)}
+    try:
+        found = [c for f in files for c in load_matrix(f, scenarios)]
+    except ScenarioError as exc:
+        raise pytest.UsageError(f"DHCP matrix: {exc}") from None
+    none = pytest.mark.skip(reason="no DHCP matrix: no dhcp/matrix.toml beside --scenarios "
+                                   "and no --dhcp-matrix")
+    cases = [pytest.param(c, id=c.id) for c in found] or \
+        [pytest.param(None, id="no-matrix", marks=none)]
+    metafunc.parametrize("dhcp_cell", cases)
+
+
 def test_dhcp(dhcp_cell: DhcpCell, run, results, request) -> None:
     cell = dhcp_cell
     part = results_part(request.config)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from linklab.model import Scenario
+if TYPE_CHECKING:   # the model imports this module to validate [expect]: no import circle
+    from linklab.model import Scenario
 
 # reachability paths: check -> (source node, destination node); c1/c2 are the first two
 # containers, host is the parent's own address, upstream the LAN gateway.
@@ -89,13 +91,18 @@ def applicable_checks(sc: Scenario) -> dict[str, tuple[str, ...]]:
     return out
 
 
+UNSET = "unset"   # a cell without an expectation (``linklab record``, ``linklab_topology``)
+
+
 def cells(sc: Scenario) -> list[Cell]:
-    """Every cell of the scenario, in a stable order, with its expectation."""
+    """Every cell of the scenario, in a stable order, with its expectation (``UNSET`` where a
+    scenario loaded with ``require_expect=False`` gives none)."""
     out = []
     for check, families in applicable_checks(sc).items():
-        exp = sc.expect[check]
+        exp = sc.expect.get(check)
         for fam in families:
-            out.append(Cell(sc.name, fam, check, exp.results[fam], exp.why))
+            out.append(Cell(sc.name, fam, check, exp.results[fam] if exp else UNSET,
+                            exp.why if exp else ""))
     return out
 
 

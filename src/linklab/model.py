@@ -6,10 +6,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from linklab.checks import applicable_checks
 
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPIface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -19,6 +21,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")           # namespace names (mar
 SCENARIO_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 IFNAME_MAX = 15  # IFNAMSIZ - 1 bytes
 ROLES = ("host", "upstream", "remote")
+MTU_RANGE = (1280, 65535)                                 # IPv6 needs at least 1280
 # the scenarios shipped with linklab (package data; the repo's scenarios/ links here)
 SHIPPED = Path(__file__).resolve().parent / "scenarios"
 
@@ -30,6 +33,66 @@ class ScenarioError(ValueError):
         self.path = str(path)
         self.where = where
         super().__init__(f"{path}: {where}: {message}" if where else f"{path}: {message}")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a table of the scenario format: its type (see :mod:`linklab.schema`)."""
+
+    type: str
+    required: bool = False
+    doc: str = ""
+
+
+NODE = {"ifname": Field("ifname", True, "the interface of interest in this namespace"),
+        "addrs": Field("ifaddrs", doc="ADDR/PREFIX inside 198.18.0.0/15 or 2001:db8::/32"),
+        "routes": Field("tables:route")}
+# The scenario format, table by table. The validator checks every table against these
+# (required and known fields) and ``linklab schema`` renders them as JSON Schema, so the two
+# cannot drift. "tables:X" is an array of tables X, "table:X" one table X.
+FORMAT: dict[str, dict[str, Field]] = {
+    "scenario": {
+        "name": Field("scenario-name", True, "unique across every --scenarios path"),
+        "kind": Field("kind", True, "the datapath (src/linklab/kinds/)"),
+        "mode": Field("mode"), "flag": Field("flag"),
+        "mtu": Field("mtu", doc="default 1500"),
+        "description": Field("string"),
+        "host": Field("table:host", doc="the host namespace (or [[hosts]] for several)"),
+        "hosts": Field("tables:hosts", doc="several hosts joined by the upstream switch"),
+        "upstream": Field("table:upstream", True, "the LAN switch and router"),
+        "remote": Field("table:remote", True, "a host behind the router"),
+        "container": Field("tables:container", True),
+        "dhcp": Field("table:dhcp"),
+        "expect": Field("expect", True, "check = { result = ..., why = ... } for every cell"),
+    },
+    "host": {**NODE, "bridge": Field("table:bridge", doc="bridge kind: the host's bridge")},
+    "hosts": {"name": Field("name", True), **NODE,
+              "bridge": Field("table:bridge", doc="bridge kind: the host's bridge"),
+              "kind": Field("kind"), "mode": Field("mode"), "flag": Field("flag")},
+    "bridge": {"ifname": NODE["ifname"], "addrs": NODE["addrs"],
+               "ageing_time": Field("integer", doc="seconds (0 = flood every frame)")},
+    "upstream": {**NODE, "hairpin": Field("boolean", doc="reflect frames back to their port")},
+    "remote": {**NODE, "gateway": Field("ifaddrs", True, "upstream's side of the remote link")},
+    "container": {"name": Field("name", True), **NODE, "mac": Field("mac"),
+                  "peer": Field("table:peer", doc="veth/bridge kinds: the host-side end"),
+                  "host": Field("string", doc="several hosts: the host it hangs on")},
+    "peer": {"ifname": NODE["ifname"], "addrs": NODE["addrs"]},
+    "route": {"to": Field("route-to", True, "'default' or a prefix"), "via": Field("ip"),
+              "dev": Field("ifname")},
+    "dhcp": {"server": Field("string", True, "'upstream' or a host's name"),
+             "pool": Field("pool", True, "[first, last] IPv4 addresses")},
+    "expectation": {"why": Field("string", True, "a one-line reason (a kernel doc sentence)"),
+                    "result": Field("result", doc="for every family"),
+                    "v4": Field("result"), "v6": Field("result"), "l2": Field("result"),
+                    "any": Field("result")},
+}
+
+
+def fields(table: str) -> tuple[set[str], set[str]]:
+    """(required, optional) field names of a table of :data:`FORMAT`."""
+    spec = FORMAT[table]
+    return ({k for k, f in spec.items() if f.required},
+            {k for k, f in spec.items() if not f.required})
 
 
 @dataclass(frozen=True)
@@ -233,7 +296,7 @@ class _Ctx:
         out = []
         for i, r in enumerate(self.typed(data, "routes", where, list, [])):
             w = f"{where}routes[{i}]"
-            self.table(r, w, {"to"}, {"via", "dev"})
+            self.table(r, w, *fields("route"))
             to = self.typed(r, "to", w + ".", str)
             via = None
             if "via" in r:
@@ -274,8 +337,7 @@ def _kind_module(ctx: _Ctx, kind: Any, where: str) -> Any:
 def _host(ctx: _Ctx, data: Any, name: str, where: str, kind: str, mode: str | None,
           flag: str | None, named: bool) -> Host:
     """One host: its parent NIC, optional bridge, and (several hosts) its own datapath."""
-    ctx.table(data, where, {"ifname"} | ({"name"} if named else set()),
-              {"addrs", "routes", "bridge"} | ({"kind", "mode", "flag"} if named else set()))
+    ctx.table(data, where, *fields("hosts" if named else "host"))
     w = f"{where}."
     if named:
         name = ctx.name(data["name"], f"{w}name")
@@ -286,7 +348,7 @@ def _host(ctx: _Ctx, data: Any, name: str, where: str, kind: str, mode: str | No
     bridge, ageing = None, None
     if "bridge" in data:
         b = data["bridge"]
-        ctx.table(b, f"{w}bridge", {"ifname"}, {"addrs", "ageing_time"})
+        ctx.table(b, f"{w}bridge", *fields("bridge"))
         ageing = ctx.typed(b, "ageing_time", f"{w}bridge.", int)
         bridge = _node(ctx, {k: v for k, v in b.items() if k != "ageing_time"}, "bridge",
                        f"{w}bridge")
@@ -304,25 +366,43 @@ def _node(ctx: _Ctx, data: Any, name: str, where: str, extra: set[str] = frozens
     peer = None
     if "peer" in extra and "peer" in data:
         p = data["peer"]
-        ctx.table(p, f"{w}peer", {"ifname"}, {"addrs"})
+        ctx.table(p, f"{w}peer", *fields("peer"))
         peer = Peer(ctx.ifname(p["ifname"], f"{w}peer.ifname"), ctx.addrs(p, f"{w}peer."))
     return Node(name, ctx.ifname(data["ifname"], f"{w}ifname"), ctx.addrs(data, w),
                 ctx.routes(data, w), mac, peer)
 
 
-def load_scenario(path: Path | str) -> Scenario:
-    """Parse and validate one scenario file; raise :class:`ScenarioError` on any problem."""
+def load_scenario(path: Path | str, *, require_expect: bool = True) -> Scenario:
+    """Parse and validate one scenario file; raise :class:`ScenarioError` on any problem.
+    ``require_expect=False`` accepts a file whose [expect] table is missing or partial
+    (``linklab record`` writes it; a cell without an expectation has none)."""
     path = Path(path)
-    ctx = _Ctx(path)
     try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(path, "", f"not valid TOML: {exc}") from None
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(path, "", f"cannot read: {exc}") from None
+    return load_text(text, path, require_expect=require_expect)
 
-    ctx.table(data, "", {"name", "kind", "upstream", "remote", "container", "expect"},
-              {"mode", "flag", "mtu", "description", "dhcp", "host", "hosts"})
+
+def load_text(text: str, path: Path | str = "<inline>", *,
+              require_expect: bool = True) -> Scenario:
+    """Parse and validate scenario TOML given as text (``path`` names it in errors)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(path, "", f"not valid TOML: {exc}") from None
+    return load_data(data, path, require_expect=require_expect)
+
+
+def load_data(data: Mapping[str, Any], path: Path | str = "<inline>", *,
+              require_expect: bool = True) -> Scenario:
+    """Validate a scenario given as a dict (the TOML document's shape)."""
+    path = Path(path)
+    ctx = _Ctx(path)
+    required, optional = fields("scenario")
+    if not require_expect:
+        required, optional = required - {"expect"}, optional | {"expect"}
+    ctx.table(data, "", required, optional)
     name = data["name"]
     if not isinstance(name, str) or not SCENARIO_NAME_RE.match(name):
         raise ctx.fail("name", f"{name!r} is not a valid scenario name (lower-case letters, "
@@ -332,8 +412,9 @@ def load_scenario(path: Path | str) -> Scenario:
     flag = ctx.typed(data, "flag", "", str)
     _kind_module(ctx, kind, "kind").validate_mode(ctx, mode, flag)
     mtu = ctx.typed(data, "mtu", "", int, 1500)
-    if not 1280 <= mtu <= 65535:
-        raise ctx.fail("mtu", f"{mtu} is out of range 1280..65535 (IPv6 needs at least 1280)")
+    if not MTU_RANGE[0] <= mtu <= MTU_RANGE[1]:
+        raise ctx.fail("mtu", f"{mtu} is out of range {MTU_RANGE[0]}..{MTU_RANGE[1]} (IPv6 "
+                              f"needs at least {MTU_RANGE[0]})")
 
     if ("host" in data) == ("hosts" in data):
         raise ctx.fail("host", "missing required field ([host], or [[hosts]] for several hosts)"
@@ -348,12 +429,12 @@ def load_scenario(path: Path | str) -> Scenario:
         hosts = [_host(ctx, h, "", f"hosts[{i}]", kind, mode, flag, named=True)
                  for i, h in enumerate(raw_hosts)]
     up_d = data["upstream"]
-    ctx.table(up_d, "upstream", {"ifname"}, {"addrs", "routes", "hairpin"})
+    ctx.table(up_d, "upstream", *fields("upstream"))
     hairpin = ctx.typed(up_d, "hairpin", "upstream.", bool, False)
     upstream = _node(ctx, {k: v for k, v in up_d.items() if k != "hairpin"}, "upstream",
                      "upstream")
     rem_d = data["remote"]
-    ctx.table(rem_d, "remote", {"ifname", "gateway"}, {"addrs", "routes"})
+    ctx.table(rem_d, "remote", *fields("remote"))
     gw_raw = ctx.typed(rem_d, "gateway", "remote.", list)
     remote_gw = tuple(ctx.iface_addr(a, f"remote.gateway[{i}]") for i, a in enumerate(gw_raw))
     remote = _node(ctx, {k: v for k, v in rem_d.items() if k != "gateway"}, "remote", "remote")
@@ -364,8 +445,7 @@ def load_scenario(path: Path | str) -> Scenario:
         w = f"container[{i}]"
         if not isinstance(c, Mapping):
             raise ctx.fail(w, "must be a table ([[container]])")
-        if "name" not in c:
-            raise ctx.fail(f"{w}.name", "missing required field")
+        ctx.table(c, w, *fields("container"))
         cname = ctx.name(c["name"], f"{w}.name")
         host_name = c.get("host", hosts[0].name)
         if not isinstance(host_name, str) or host_name not in [h.name for h in hosts]:
@@ -403,7 +483,7 @@ def load_scenario(path: Path | str) -> Scenario:
     dhcp = None
     if "dhcp" in data:
         d = data["dhcp"]
-        ctx.table(d, "dhcp", {"server", "pool"}, set())
+        ctx.table(d, "dhcp", *fields("dhcp"))
         server = ctx.typed(d, "server", "dhcp.", str)
         host_names = [h.name for h in hosts]
         if server not in ("upstream", *host_names):
@@ -431,16 +511,15 @@ def load_scenario(path: Path | str) -> Scenario:
                   containers=tuple(containers), hairpin=hairpin, dhcp=dhcp)
     for where, h in zip(host_where, hosts):
         _kind_module(ctx, h.kind, f"{where}.kind").validate(ctx, sc, h, where)
-    expect = _expectations(ctx, data["expect"], sc)
+    expect = _expectations(ctx, data.get("expect", {}), sc, require_expect)
     return Scenario(**{**sc.__dict__, "expect": expect})
 
 
 RESULTS = ("pass", "blocked")
 
 
-def _expectations(ctx: _Ctx, raw: Any, sc: Scenario) -> dict[str, Expectation]:
-    from linklab.checks import applicable_checks
-
+def _expectations(ctx: _Ctx, raw: Any, sc: Scenario,
+                  required: bool = True) -> dict[str, Expectation]:
     if not isinstance(raw, Mapping):
         raise ctx.fail("expect", "must be a table of check = { result = ..., why = ... }")
     wanted = applicable_checks(sc)          # check -> families
@@ -451,7 +530,7 @@ def _expectations(ctx: _Ctx, raw: Any, sc: Scenario) -> dict[str, Expectation]:
             raise ctx.fail(w, f"no such check for this scenario (applicable: "
                               f"{', '.join(wanted)})")
         families = wanted[check]
-        ctx.table(entry, w, {"why"}, {"result", *families})
+        ctx.table(entry, w, {"why"}, {"result", *families})  # FORMAT["expectation"], per cell
         why = ctx.typed(entry, "why", w + ".", str)
         results = {}
         for fam in families:
@@ -464,19 +543,41 @@ def _expectations(ctx: _Ctx, raw: Any, sc: Scenario) -> dict[str, Expectation]:
             results[fam] = value
         out[check] = Expectation(check, results, why)
     missing = [c for c in wanted if c not in out]
-    if missing:
+    if missing and required:
         raise ctx.fail(f"expect.{missing[0]}", "missing: every cell needs an expected result "
                                                 "and a reason")
     return out
 
 
-def load_all(directory: Path | str) -> list[Scenario]:
-    """Every scenario in ``directory`` (sorted by name); names must be unique."""
-    scenarios = [load_scenario(p) for p in sorted(Path(directory).glob("*.toml"))]
+def scenario_files(paths: Iterable[Path | str]) -> list[Path]:
+    """The scenario files of ``paths``: a directory gives its ``*.toml`` (sorted), a file
+    itself; a path that is neither is a :class:`ScenarioError`."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(p.glob("*.toml"))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ScenarioError(p, "", "no such scenario file or directory")
+    return out
+
+
+def load_paths(paths: Iterable[Path | str], *, require_expect: bool = True) -> list[Scenario]:
+    """Every scenario of ``paths`` (directories or files; sorted by name). A name given by
+    two files is an error naming both."""
     names: dict[str, Path] = {}
-    for s in scenarios:
+    scenarios = []
+    for f in dict.fromkeys(p.resolve() for p in scenario_files(paths)):
+        s = load_scenario(f, require_expect=require_expect)
         if s.name in names:
             raise ScenarioError(s.path, "name", f"{s.name!r} is also the name of "
                                                 f"{names[s.name]}")
         names[s.name] = s.path
+        scenarios.append(s)
     return sorted(scenarios, key=lambda s: s.name)
+
+
+def load_all(directory: Path | str) -> list[Scenario]:
+    """Every scenario in ``directory`` (sorted by name); names must be unique."""
+    return load_paths([directory])

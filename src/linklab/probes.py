@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from linklab.build import Topology
-from linklab.checks import PATHS, Cell, endpoints, errno_name
+from linklab.checks import PATHS, UNSET, Cell, endpoints, errno_name
 from linklab.cmd import cmd, require
 
 SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
@@ -248,7 +248,7 @@ def observe(topo: Topology, cells: list[Cell]) -> dict[str, Observation]:
         while True:
             now = time.monotonic()
             pending = [p for p in probes.values() if p.result is None]
-            waiting_pos = any(p.expected == "pass" for p in pending)
+            waiting_pos = any(p.expected in ("pass", UNSET) for p in pending)
             if not pending or (now - start >= QUIET and not waiting_pos) \
                     or now - start >= POSITIVE_WAIT:
                 break

@@ -9,13 +9,13 @@ References, measured in the same run:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from linklab.bench.measure import Endpoints
-from linklab.model import Scenario, load_all
+from linklab.model import Scenario, load_paths
 from linklab.netns import NetNS
 from linklab.ownership import Run
 
@@ -54,10 +54,11 @@ def forwards_between_children(sc: Scenario) -> bool:
         exp.results.get("v4") == "pass"
 
 
-def datapaths(scenario_dir: Path | str) -> list[Datapath]:
-    """The references, then every forwarding scenario (data-driven from the expectations)."""
+def datapaths(paths: Path | str | Iterable[Path | str]) -> list[Datapath]:
+    """The references, then every forwarding scenario of ``paths`` (directories or files,
+    as ``--scenarios`` gives them; data-driven from the expectations)."""
     out = [LOOPBACK, VETH_PAIR]
-    for sc in load_all(scenario_dir):
+    for sc in load_paths([paths] if isinstance(paths, (str, Path)) else paths):
         if forwards_between_children(sc):
             flag = sc.flag or ("hairpin" if sc.hairpin else "")
             out.append(Datapath(sc.name, sc.kind, sc.mode or "", flag, sc))

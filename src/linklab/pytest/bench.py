@@ -91,9 +91,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if wanted and config.getoption("--bench-datapaths"):
         from linklab.bench.datapaths import datapaths
         from linklab.model import ScenarioError
+        from linklab.pytest.plugin import scenario_paths
 
         try:
-            names = {d.name for d in datapaths(config.getoption("--scenarios"))}
+            names = {d.name for d in datapaths(scenario_paths(config))}
         except ScenarioError as exc:
             raise pytest.UsageError(str(exc)) from None
         unknown = [w for w in wanted if w not in names]

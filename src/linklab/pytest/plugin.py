@@ -1,11 +1,22 @@
 """The linklab pytest plugin (a ``pytest11`` entry point: loaded wherever linklab is installed).
 
-Fixtures:
-  ``run``      session: this process's :class:`~linklab.ownership.Run` (marker, ownership log);
-               dead runs' leftovers are cleaned when it starts.
-  ``results``  session: the :class:`~linklab.results.RunDir` of this pytest run
-               (``--results-dir``, default ``results/``; one run id shared by xdist workers).
-  ``scenario_dir``  session: the directory holding the scenario files.
+Options: ``--scenarios PATH`` (a directory or a file, repeatable; default: the scenarios
+shipped with linklab) drives the connectivity matrix, the DHCP matrix (``dhcp/matrix.toml``
+beside the scenarios, or ``--dhcp-matrix``) and the benchmark's datapaths;
+``--results-dir``, ``--run-id``.
+
+Fixtures (the pyroute2 style: scope, then what each depends on):
+  ``run``                session; none. This process's :class:`~linklab.ownership.Run`
+                         (marker, ownership record); dead runs' leftovers are cleaned first.
+  ``results``            session; none. The :class:`~linklab.results.RunDir` of this run.
+  ``linklab_scenarios``  session; none. The scenarios of ``--scenarios``, loaded once.
+  ``linklab_topology``   function; ``run``. A factory: ``linklab_topology(source)`` builds a
+                         scenario (bundled name, path, TOML text or dict) and returns a
+                         :class:`~linklab.live.LiveTopology`; all it built is released
+                         last-in-first-out when the test ends.
+  ``linklab_matrix``     module (indirect parameter: a Scenario); ``run``. The live topology
+                         of one matrix scenario as an :class:`~linklab.probes.Observer`.
+  ``linklab_cell``       parameter: the :class:`~linklab.checks.Cell` a matrix test asserts.
 Test reports of connectivity cells are written to the results store as they finish; the
 host's default namespace is snapshotted at session start and compared at the end.
 """
@@ -16,16 +27,16 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from linklab import results as store
-from linklab.model import SHIPPED
+from linklab.model import SHIPPED, Scenario, ScenarioError, load_paths
 from linklab.ownership import Run, clean
 
-ROOT = Path(__file__).resolve().parents[3]
 SNAPSHOT_CMDS = (["ip", "-j", "link", "show"], ["ip", "-j", "addr", "show"],
                  ["ip", "-j", "-4", "route", "show", "table", "all"],
                  ["ip", "-j", "-6", "route", "show", "table", "all"], ["ip", "-j", "rule", "show"])
@@ -50,18 +61,71 @@ def host_snapshot() -> dict[str, object]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("linklab")
-    group.addoption("--results-dir", default=str(ROOT / "results"),
-                    help="where results/<run-id>/ is written (default: results/)")
+    group.addoption("--results-dir", default=None,
+                    help="where results/<run-id>/ is written (default: results/ in the rootdir)")
     group.addoption("--run-id", default=None, help="results run id (default: time + marker)")
-    group.addoption("--scenarios", default=str(SHIPPED),
-                    help="directory of scenario files (default: the scenarios shipped with linklab)")
+    group.addoption("--scenarios", action="append", default=[], metavar="PATH",
+                    help="a directory of scenario files or one file; repeatable (default: the "
+                         "scenarios shipped with linklab)")
+    group.addoption("--dhcp-matrix", default=None, metavar="FILE",
+                    help="the DHCP matrix file (default: dhcp/matrix.toml beside the scenarios)")
 
 
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+MARKERS = ("connectivity: reachability, L2 semantics, MTU and DHCP checks on live datapaths",
+           "bench: throughput, latency and CPU cost measurements (iperf3, sockperf)")
+
+
+def scenario_paths(config: pytest.Config) -> list[Path]:
+    """The ``--scenarios`` paths, or the shipped scenarios when none is given."""
+    return [Path(p) for p in config.getoption("--scenarios")] or [SHIPPED]
+
+
+SCENARIOS_KEY = pytest.StashKey[list[Scenario]]()
+
+
+def matrix_scenarios(config: pytest.Config) -> list[Scenario]:
+    """The scenarios of ``--scenarios``, loaded once per session (a bad file is a usage
+    error naming the file and the field)."""
+    if SCENARIOS_KEY not in config.stash:
+        try:
+            config.stash[SCENARIOS_KEY] = load_paths(scenario_paths(config))
+        except ScenarioError as exc:
+            raise pytest.UsageError(f"--scenarios: {exc}") from None
+    return config.stash[SCENARIOS_KEY]
+
+
+def dhcp_matrix_files(config: pytest.Config) -> list[Path]:
+    """``--dhcp-matrix``, else every ``dhcp/matrix.toml`` beside a ``--scenarios`` path."""
+    if given := config.getoption("--dhcp-matrix"):
+        return [Path(given)]
+    found = [(p if p.is_dir() else p.parent) / "dhcp" / "matrix.toml"
+             for p in scenario_paths(config)]
+    return [f for f in dict.fromkeys(found) if f.is_file()]
+
+
+def _matrix_module_wanted(config: pytest.Config) -> bool:
+    """``--scenarios`` without a test path: collect the packaged matrix too, so
+    ``pytest -m connectivity --scenarios=DIR`` runs DIR's matrix from any directory."""
+    return bool(config.getoption("--scenarios")) and \
+        config.args_source != pytest.Config.ArgsSource.ARGS
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    if config.getoption("--scenarios"):
+        matrix_scenarios(config)          # a bad file stops the run here, named
+    if _matrix_module_wanted(config):
+        from linklab.pytest import matrix
+
+        config.args.append(matrix.__file__)
+    if config.getoption("--results-dir") is None:   # the rootdir's results/ (or the cwd's)
+        base = config.rootpath if config.inipath is not None else config.invocation_params.dir
+        config.option.results_dir = str(base / "results")
     if _is_worker(config):
         return
     run_id = config.getoption("--run-id") or os.environ.get("LINKLAB_RUN_ID") or \
@@ -103,8 +167,78 @@ def results(pytestconfig: pytest.Config) -> store.RunDir:
 
 
 @pytest.fixture(scope="session")
-def scenario_dir(pytestconfig: pytest.Config) -> Path:
-    return Path(pytestconfig.getoption("--scenarios"))
+def linklab_scenarios(pytestconfig: pytest.Config) -> list[Scenario]:
+    """Session scope, no dependencies: the scenarios of ``--scenarios`` (sorted by name)."""
+    return matrix_scenarios(pytestconfig)
+
+
+@pytest.fixture
+def linklab_topology(run: Run, pytestconfig: pytest.Config) -> Iterator[Callable[..., object]]:
+    """Function scope; depends on ``run``. A factory building live topologies:
+
+    ``linklab_topology(source) -> LiveTopology`` where ``source`` is a bundled scenario's or a
+    ``--scenarios`` scenario's name, a path to a ``.toml`` file, TOML text, or a dict of the
+    same shape ([expect] optional). The namespaces are recorded in ``run``'s ownership record
+    before they exist; everything built is released last-in-first-out when the test ends (a
+    teardown error fails the test). A datapath this kernel lacks skips the test, naming it.
+    """
+    from linklab.build import build
+    from linklab.capabilities import missing_link
+    from linklab.live import LiveTopology, Source, scenario_from
+
+    search = [SHIPPED, *scenario_paths(pytestconfig)]
+    with ExitStack() as stack:
+        def make(source: Source) -> LiveTopology:
+            sc = scenario_from(source, dict.fromkeys(search))
+            for h in sc.hosts:
+                if why := missing_link(h.kind, h.mode, h.flag):
+                    pytest.skip(why)
+            return LiveTopology(stack.enter_context(build(sc, run)))
+        yield make
+
+
+@pytest.fixture(scope="module")
+def linklab_matrix(request: pytest.FixtureRequest, run: Run) -> Iterator[object]:
+    """Module scope; depends on ``run``; indirect parameter: a Scenario (set by the plugin
+    for tests that take ``linklab_cell``). The scenario's live topology, built once for all
+    its cells and torn down LIFO, as an :class:`~linklab.probes.Observer` that observes the
+    packet cells in one batch. A datapath this kernel lacks skips its cells, naming it."""
+    from linklab.build import build
+    from linklab.capabilities import missing_link
+    from linklab.checks import cells
+    from linklab.probes import Observer
+
+    sc: Scenario = request.param
+    for h in sc.hosts:
+        if why := missing_link(h.kind, h.mode, h.flag):
+            pytest.skip(why)
+    with build(sc, run) as topo:
+        yield Observer(topo, cells(sc))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking ``linklab_cell`` runs once per cell of every ``--scenarios`` scenario,
+    with ids such as ``macvlan-private-v4-child-to-child``."""
+    if "linklab_cell" not in metafunc.fixturenames:
+        return
+    from linklab.checks import cells
+
+    cases = [pytest.param(sc, cell, id=cell.id, marks=[pytest.mark.xdist_group(sc.name)])
+             for sc in matrix_scenarios(metafunc.config) for cell in cells(sc)]
+    metafunc.parametrize("linklab_matrix, linklab_cell", cases, indirect=["linklab_matrix"],
+                         scope="module")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The packaged matrix runs once: a test module importing it takes precedence."""
+    if not _matrix_module_wanted(config):
+        return
+    from linklab.pytest import matrix
+
+    def packaged(item: pytest.Item) -> bool:
+        return getattr(item, "module", None) is matrix
+    if any(getattr(i, "function", None) is matrix.test_cell and not packaged(i) for i in items):
+        items[:] = [i for i in items if not packaged(i)]
 
 
 CELL_KEY = pytest.StashKey[dict]()
@@ -119,7 +253,7 @@ def record_observation(item: pytest.Item, observed: str, detail: str) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    cell = getattr(item, "callspec", None) and item.callspec.params.get("cell")
+    cell = getattr(item, "callspec", None) and item.callspec.params.get("linklab_cell")
     if cell is None or not hasattr(cell, "check"):
         return
     if report.when == "call" or (report.when == "setup" and report.skipped):
@@ -128,7 +262,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         if report.skipped:
             reason = str(report.longrepr[2]).removeprefix("Skipped: ") \
                 if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        sc = item.callspec.params.get("topology") or item.callspec.params.get("scenario")
+        sc = item.callspec.params.get("linklab_matrix")
         run_dir(item.config).append("connectivity", {
             "scenario": cell.scenario, "kind": getattr(sc, "kind", None),
             "mode": getattr(sc, "mode", None), "flag": getattr(sc, "flag", None),

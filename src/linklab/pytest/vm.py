@@ -89,6 +89,10 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         results_args = [f"--results-dir={results_root}"]
     except ValueError:
         results_root, results_args = vm.REPO / "results", []
+    # the guest sees the host's files read-only at the same paths: hand it the same scenarios
+    results_args += [f"--scenarios={Path(p).resolve()}" for p in config.getoption("--scenarios")]
+    if config.getoption("--dhcp-matrix"):
+        results_args.append(f"--dhcp-matrix={Path(config.getoption('--dhcp-matrix')).resolve()}")
     rundir = results_root / run_id
     rundir.mkdir(parents=True, exist_ok=True)
     junit = rundir / f"junit-vm-{kernel.release}.xml"
