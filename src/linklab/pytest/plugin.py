@@ -178,8 +178,9 @@ def linklab_topology(run: Run, pytestconfig: pytest.Config) -> Iterator[Callable
 
     ``linklab_topology(source) -> LiveTopology`` where ``source`` is a bundled scenario's or a
     ``--scenarios`` scenario's name, a path to a ``.toml`` file, TOML text, or a dict of the
-    same shape ([expect] optional). The namespaces are recorded in ``run``'s ownership record
-    before they exist; everything built is released last-in-first-out when the test ends (a
+    same shape ([expect] optional). Each topology gets its own ownership record (and marker,
+    so several coexist), written before its namespaces exist (``run`` has cleaned dead runs'
+    leftovers first); everything built is released last-in-first-out when the test ends (a
     teardown error fails the test). A datapath this kernel lacks skips the test, naming it.
     """
     from linklab.build import build
@@ -193,7 +194,9 @@ def linklab_topology(run: Run, pytestconfig: pytest.Config) -> Iterator[Callable
             for h in sc.hosts:
                 if why := missing_link(h.kind, h.mode, h.flag):
                     pytest.skip(why)
-            return LiveTopology(stack.enter_context(build(sc, run)))
+            owner = Run()            # a record (and namespace marker) per topology
+            stack.callback(owner.close)
+            return LiveTopology(stack.enter_context(build(sc, owner)))
         yield make
 
 

@@ -1,0 +1,152 @@
+"""Your own topologies and tests: ``--scenarios`` from outside the repo, the DHCP matrix and
+bench datapaths beside them, and the ``linklab_topology`` factory (leak-free, LIFO)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from linklab.model import SHIPPED
+from linklab.ownership import RECORD_DIR
+
+PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+
+
+def mine(tmp_path: Path, name: str = "mine") -> Path:
+    """A user's scenario directory outside the repo: veth.toml renamed ``name``."""
+    d = tmp_path / "scenarios"
+    d.mkdir(exist_ok=True)
+    text = (SHIPPED / "veth.toml").read_text().replace('name = "veth"', f'name = "{name}"')
+    (d / f"{name}.toml").write_text(text)
+    return d
+
+
+def pytest_in(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*PYTEST, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.mark.connectivity
+@pytest.mark.parametrize("form", ["equals", "space"])
+def test_scenarios_option_from_outside_the_repo_runs_only_those(tmp_path: Path,
+                                                                form: str) -> None:
+    d = mine(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    opt = [f"--scenarios={d}"] if form == "equals" else ["--scenarios", str(d)]
+    done = pytest_in(work, "-m", "connectivity", "-v", *opt)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    ran = re.findall(r"test_cell\[([\w-]+)\] PASSED", out)
+    assert "mine-v4-child-to-child" in ran and "mine-v6-host-to-child" in ran, out[-3000:]
+    assert all(r.startswith("mine-") for r in ran), ran
+    assert len(ran) == 21, ran
+
+
+def test_duplicate_names_across_paths_name_both_files(tmp_path: Path) -> None:
+    d = mine(tmp_path)
+    other = tmp_path / "other.toml"
+    other.write_text((d / "mine.toml").read_text())
+    done = pytest_in(tmp_path, "--co", f"--scenarios={d}", f"--scenarios={other}")
+    assert done.returncode != 0
+    assert f"{other}: name: 'mine' is also the name of {d / 'mine.toml'}" in done.stderr, \
+        done.stderr
+
+
+def test_dhcp_matrix_and_bench_datapaths_come_from_the_users_scenarios(tmp_path: Path) -> None:
+    d = mine(tmp_path)
+    text = (SHIPPED / "dhcp-macvlan.toml").read_text()
+    (d / "dhcp-mymac.toml").write_text(text.replace('name = "dhcp-macvlan"',
+                                                    'name = "dhcp-mymac"'))
+    shipped = (SHIPPED / "dhcp" / "matrix.toml").read_text()
+    expect_c = re.search(r"\[expect\.C\]\n.*?\n\n", shipped, re.S).group(0)
+    (d / "dhcp").mkdir()
+    (d / "dhcp" / "matrix.toml").write_text(
+        '[setup.C]\ndescription = "mine"\nclient_ids = { c1 = "none", c2 = "none" }\n'
+        f'scenarios = ["dhcp-mymac"]\n\n{expect_c}')
+    root = Path(__file__).resolve().parents[1]
+    done = pytest_in(root, "--co", "-q", f"--scenarios={d}", "tests/test_dhcp.py",
+                     "bench/test_bench.py", "-k", "test_dhcp[ or test_bench")
+    ids = re.findall(r"\[([\w.-]+)\]", done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "dhcp-C-mymac-kea-match-client-id-udhcpc" in ids, ids
+    assert not [i for i in ids if "dhcp-macvlan" in i or i.startswith("dhcp-A")], ids
+    assert {"loopback", "veth-pair", "mine"} <= set(ids), ids
+    assert not [i for i in ids if i.startswith("macvlan")], ids
+
+
+USER_TEST = '''
+import json, os
+from pathlib import Path
+
+import pytest
+
+from linklab.netns import NetNS
+
+LOG = Path(os.environ["LINKLAB_TEST_LOG"])
+real_close = NetNS.close
+
+
+def logged_close(self):
+    with LOG.open("a") as fh:
+        fh.write(self.name + "\\n")
+    real_close(self)
+
+
+NetNS.close = logged_close   # this process only: the order namespaces are deleted in
+
+
+def test_mine(linklab_topology):
+    a = linklab_topology("veth")                      # a bundled scenario, by name
+    b = linklab_topology(Path(os.environ["LINKLAB_TEST_SCENARIO"]))   # a path
+    assert str(a.addrs("c1", 4)[0]) == "198.18.10.2/24"
+    assert b.exec("c1", ["ip", "-br", "addr"]).stdout.count("198.18.10.2/24") == 1
+    assert b.observe("child-to-child").result == "pass"
+    assert b.observe("mtu-inherit").result == "pass"
+    Path(os.environ["LINKLAB_TEST_NS"]).write_text(json.dumps(
+        [ns.path for t in (a, b) for ns in t.topo.namespaces.values()] +
+        [[ns.name for ns in a.topo.namespaces.values()],
+         [ns.name for ns in b.topo.namespaces.values()],
+         [a.topo.run.record, b.topo.run.record]]))
+'''
+
+
+def test_topology_factory_is_leak_free_and_releases_lifo(tmp_path: Path) -> None:
+    d = mine(tmp_path)
+    (tmp_path / "test_user.py").write_text(USER_TEST)
+    env = dict(os.environ, LINKLAB_TEST_LOG=str(tmp_path / "closed.log"),
+               LINKLAB_TEST_NS=str(tmp_path / "ns.json"),
+               LINKLAB_TEST_SCENARIO=str(d / "mine.toml"))
+    done = subprocess.run([*PYTEST, "-q", "test_user.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    import json
+
+    *paths, a_names, b_names, records = json.loads((tmp_path / "ns.json").read_text())
+    assert paths and not [p for p in paths if os.path.exists(p)]
+    for record in records:
+        assert record.startswith(RECORD_DIR) and not os.path.exists(record), record
+    closed = [n for n in (tmp_path / "closed.log").read_text().split()
+              if n in a_names + b_names]        # (the capability probe's namespace aside)
+    assert closed == [*reversed(b_names), *reversed(a_names)], closed
+
+
+def test_topology_factory_takes_inline_toml_and_dicts(linklab_topology) -> None:  # noqa: ANN001
+    import tomllib
+
+    text = (SHIPPED / "veth.toml").read_text()
+    text = text[:text.index("[expect]")]                  # [expect] is optional here
+    live = linklab_topology(text)
+    assert live.scenario.expect == {}
+    assert live.observe("child-to-gateway", "v6").result == "pass"
+    data = tomllib.loads(text.replace('name = "veth"', 'name = "veth-dict"'))
+    live2 = linklab_topology(data)
+    assert live2.exec("c2", ["ip", "-j", "addr"]).returncode == 0
+    assert [str(a) for a in live2.addrs("c2", 6)] == ["2001:db8:0:11::2/64"]
+    with pytest.raises(KeyError, match="no node 'c9'"):
+        live2.exec("c9", ["true"])
