@@ -20,6 +20,7 @@ test: export LINKLAB_RUN_ID = $(TEST_RUN_ID)
 test: setup
 	$(PYTEST) -p xdist -n 2 -q -m "not bench" --junitxml=results/$(TEST_RUN_ID)/junit-host.xml
 	$(PYTEST) -q -m bench --bench-smoke
+	cd examples/own-tests && $(CURDIR)/$(PY) -m pytest -q --rootdir=.   # a project of its own
 	$(PYTEST) -v -rfEs --vm -m connectivity -k ipvlan
 
 connectivity: setup
