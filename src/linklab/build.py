@@ -175,6 +175,14 @@ def _open_namespace(stack: ExitStack, topo: Topology, logical: str, forwarding: 
 @contextmanager
 def build(scenario: Scenario, run: Run) -> Iterator[Topology]:
     """Build ``scenario``; yield the live :class:`Topology`; delete it (LIFO) on exit."""
+    topo, resources = start(scenario, run)
+    with resources:
+        yield topo
+
+
+def start(scenario: Scenario, run: Run) -> tuple[Topology, ExitStack]:
+    """Build ``scenario`` (rolled back if any step fails) and hand over its owner: closing the
+    returned stack deletes the topology LIFO; never closing it keeps it (``linklab up``)."""
     sc = scenario
     with ExitStack() as stack:
         topo = Topology(sc, run)
@@ -212,9 +220,7 @@ def build(scenario: Scenario, run: Run) -> Iterator[Topology]:
             topo.add_addrs(c.name, index, c.addrs)
         for node in (sc.upstream, sc.remote, *(h.node for h in sc.hosts), *sc.containers):
             topo.add_routes(node)
-        resources = stack.pop_all()
-    with resources:
-        yield topo
+        return topo, stack.pop_all()
 
 
 def uplink_port(host: str) -> str:

@@ -6,8 +6,17 @@ import argparse
 import importlib
 import sys
 
-# subcommand -> (module providing cli_arguments(parser) and cli_main(args) -> int, help)
+# subcommand -> ("module" providing cli_arguments(parser) and cli_main(args) -> int, or
+# "module:prefix" providing prefix_arguments and prefix_main; help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("linklab.validate", "validate scenario files; print every cell, expected result "
+                                  "and reason"),
+    "up": ("linklab.lab:up", "build a scenario and keep it up (pinned: clean leaves it alone)"),
+    "exec": ("linklab.lab:exec", "run a command in a node's namespace of a topology that is up"),
+    "down": ("linklab.lab:down", "release a topology that is up (LIFO), or --all"),
+    "ls": ("linklab.lab:ls", "list the topologies that are up"),
+    "record": ("linklab.record", "build a scenario, observe every cell, print its [expect] "
+                                 "table"),
     "doctor": ("linklab.capabilities", "show which link kinds, modes and tools this machine has"),
     "clean": ("linklab.cleanup", "remove what dead linklab runs left behind (by ownership record)"),
     "vm": ("linklab.vm", "run a command on a stock distro kernel under QEMU (virtme-ng)"),
@@ -22,10 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         if wanted == [name]:
-            importlib.import_module(module).cli_arguments(p)
+            entry(module, "arguments")(p)
     args = parser.parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.cli_main(args) or 0)
+    return int(entry(COMMANDS[args.command][0], "main")(args) or 0)
+
+
+def entry(target: str, what: str):  # noqa: ANN201
+    """The function ``what`` (arguments | main) of a COMMANDS target."""
+    module, _, prefix = target.partition(":")
+    return getattr(importlib.import_module(module), f"{prefix or 'cli'}_{what}")
 
 
 if __name__ == "__main__":

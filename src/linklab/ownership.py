@@ -97,6 +97,11 @@ class Run:
     def disown_object(self, kind: str, ident: str) -> None:
         self._log({"obj_gone": kind, "id": ident})
 
+    def pin(self, name: str, **info: object) -> None:
+        """Keep what this run created after it ends (``linklab up``): ``clean`` leaves a
+        pinned record alone and ``linklab down NAME`` releases it."""
+        self._log({"pin": name, "info": info})
+
     def tmpdir(self, purpose: str) -> str:
         """A fresh temporary directory owned (and later removed) by this run."""
         path = tempfile.mkdtemp(prefix=f"linklab-{self.marker}-{purpose}-")
@@ -125,6 +130,8 @@ class Leftovers:
     pids: dict[int, int | None] = field(default_factory=dict)
     paths: list[str] = field(default_factory=list)
     objects: dict[tuple[str, str], dict] = field(default_factory=dict)  # (kind, id) -> data
+    pin: str | None = None                 # kept on purpose (linklab up NAME) until down
+    pin_info: dict = field(default_factory=dict)
 
     def empty(self) -> bool:
         return not (self.namespaces or self.pids or self.paths or self.objects)
@@ -136,6 +143,7 @@ def read_record(path: str) -> Leftovers:
     pids: dict[int, int | None] = {}
     paths: dict[str, None] = {}
     objects: dict[tuple[str, str], dict] = {}
+    pin, pin_info = None, {}
     with open(path) as fh:
         for line in fh:
             try:
@@ -160,7 +168,9 @@ def read_record(path: str) -> Leftovers:
                 objects[(e["obj"], e["id"])] = e.get("data", {})
             elif "obj_gone" in e:
                 objects.pop((e["obj_gone"], e["id"]), None)
-    left = Leftovers(path, owner, list(ns), pids, list(paths), objects)
+            elif "pin" in e:
+                pin, pin_info = e["pin"], e.get("info", {})
+    left = Leftovers(path, owner, list(ns), pids, list(paths), objects, pin, pin_info)
     left.owner_start = owner_start  # type: ignore[attr-defined]
     return left
 
@@ -205,32 +215,38 @@ def clean(*, log=print) -> list[Leftovers]:  # noqa: ANN001
             left = read_record(path)
         except FileNotFoundError:
             continue
-        if _alive(left.owner, getattr(left, "owner_start", None)):
-            continue
-        # claim the record atomically: of two concurrent cleaners, one proceeds
-        claimed = f"{path.split('.jsonl')[0]}.jsonl.clean-{os.getpid()}"
-        try:
-            os.rename(path, claimed)
-        except FileNotFoundError:
-            continue
-        run = entry.split(".jsonl")[0]
-        for pid, start in left.pids.items():
-            if start is not None and stop_pid(pid, start, grace=1.0):
-                log(f"linklab clean: stopped process {pid} of dead run {run}")
-        for (kind, ident), data in reversed(left.objects.items()):   # last created first
-            if object_module(kind).owned_remove(ident, data):
-                log(f"linklab clean: removed {kind} {ident} of dead run {run}")
-        for name in reversed(left.namespaces):
-            for pid, start in _pids_inside(name):   # inside a namespace the dead run owned
-                if start is not None and stop_pid(pid, start, grace=1.0):
-                    log(f"linklab clean: stopped process {pid} in namespace {name} of dead "
-                        f"run {run}")
-            if delete_named(name):
-                log(f"linklab clean: deleted namespace {name} of dead run {run}")
-        for p in left.paths:
-            if os.path.lexists(p):
-                shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.unlink(p)
-                log(f"linklab clean: removed {p} of dead run {run}")
-        os.unlink(claimed)
-        removed.append(left)
+        if left.pin is not None or _alive(left.owner, getattr(left, "owner_start", None)):
+            continue      # pinned (linklab up): released only by linklab down
+        if claim_and_release(path, left, log):
+            removed.append(left)
     return removed
+
+
+def claim_and_release(path: str, left: Leftovers, log=print,  # noqa: ANN001
+                      owner: str = "dead run", prefix: str = "linklab clean") -> bool:
+    """Claim a record (rename: of two concurrent cleaners one proceeds) and remove what it
+    lists, last created first; False if another cleaner had it."""
+    claimed = f"{path.split('.jsonl')[0]}.jsonl.clean-{os.getpid()}"
+    try:
+        os.rename(path, claimed)
+    except FileNotFoundError:
+        return False
+    of = f"of {owner} {os.path.basename(path).split('.jsonl')[0]}"
+    for pid, start in left.pids.items():
+        if start is not None and stop_pid(pid, start, grace=1.0):
+            log(f"{prefix}: stopped process {pid} {of}")
+    for (kind, ident), data in reversed(left.objects.items()):   # last created first
+        if object_module(kind).owned_remove(ident, data):
+            log(f"{prefix}: removed {kind} {ident} {of}")
+    for name in reversed(left.namespaces):
+        for pid, start in _pids_inside(name):   # inside a namespace the run owned
+            if start is not None and stop_pid(pid, start, grace=1.0):
+                log(f"{prefix}: stopped process {pid} in namespace {name} {of}")
+        if delete_named(name):
+            log(f"{prefix}: deleted namespace {name} {of}")
+    for p in left.paths:
+        if os.path.lexists(p):
+            shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.unlink(p)
+            log(f"{prefix}: removed {p} {of}")
+    os.unlink(claimed)
+    return True
