@@ -8,10 +8,10 @@ Background processes are context managers that stop their process by PID.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,43 +113,55 @@ def proc_starttime(pid: int) -> int | None:
     return int(fields[19])
 
 
-def stop_pid(pid: int, starttime: int | None = None, *, grace: float = 2.0) -> bool:
-    """SIGTERM, then SIGKILL after ``grace`` s, the process ``pid`` if it is still the same
-    process (same start time). Returns True when something was stopped."""
-    if starttime is not None and proc_starttime(pid) != starttime:
-        return False
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if _reaped_or_gone(pid):
-            return True
-        time.sleep(0.01)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and not _reaped_or_gone(pid):
-        time.sleep(0.01)
-    return True
+class StillAlive(RuntimeError):
+    """A process survived SIGKILL for the whole wait (e.g. stuck in uninterruptible sleep)."""
 
 
-def _reaped_or_gone(pid: int) -> bool:
+def stop_pid(pid: int, starttime: int | None = None, *, grace: float = 2.0,
+             kill_wait_s: float = 5.0) -> bool:
+    """Stop the process ``pid`` if it is still the same process (same start time): SIGTERM,
+    up to ``grace`` s for it to exit, then SIGKILL and up to ``kill_wait_s`` s more. Returns
+    True only once it is gone (exited: a zombie waiting for its parent counts), False when it
+    was not there; raises :class:`StillAlive` if it outlives SIGKILL. A pidfd pins the process:
+    a recycled PID is never signalled."""
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        if starttime is not None and proc_starttime(pid) != starttime:
+            return False
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        if _exited(fd, grace):
             return True
-    except ChildProcessError:
-        pass  # not our child: look at /proc instead
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            return True
+        if _exited(fd, kill_wait_s):
+            return True
+        raise StillAlive(f"process {pid} is still alive {kill_wait_s:g} s after SIGKILL "
+                         f"(state {_state(pid)})")
+    finally:
+        os.close(fd)
+
+
+def _exited(pidfd: int, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for the process behind ``pidfd`` to exit (readable pidfd)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout_s) * 1000))
+
+
+def _state(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-        return state in (b"Z", b"X")
+            return fh.read().rsplit(b")", 1)[1].split()[0].decode()
     except OSError:
-        return True
+        return "gone"
 
 
 @contextmanager

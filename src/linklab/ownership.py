@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from linklab.cmd import NETNS_DIR, proc_starttime, stop_pid
+from linklab.cmd import NETNS_DIR, StillAlive, proc_starttime, stop_pid
 from linklab.netns import delete_named
 
 RECORD_DIR = os.environ.get("LINKLAB_RECORD_DIR", "/run/linklab")
@@ -225,28 +225,40 @@ def clean(*, log=print) -> list[Leftovers]:  # noqa: ANN001
 def claim_and_release(path: str, left: Leftovers, log=print,  # noqa: ANN001
                       owner: str = "dead run", prefix: str = "linklab clean") -> bool:
     """Claim a record (rename: of two concurrent cleaners one proceeds) and remove what it
-    lists, last created first; False if another cleaner had it."""
+    lists, last created first; False if another cleaner had it. A process is reported
+    stopped only once it is gone; one that outlives SIGKILL keeps the record for next time."""
     claimed = f"{path.split('.jsonl')[0]}.jsonl.clean-{os.getpid()}"
     try:
         os.rename(path, claimed)
     except FileNotFoundError:
         return False
     of = f"of {owner} {os.path.basename(path).split('.jsonl')[0]}"
+    kept: list[str] = []
+
+    def stop(pid: int, start: int | None, where: str = "") -> None:
+        try:
+            if start is not None and stop_pid(pid, start, grace=1.0):
+                log(f"{prefix}: stopped process {pid}{where} {of}")
+        except StillAlive as exc:
+            kept.append(str(exc))
+            log(f"{prefix}: {exc}{where} {of}; its record is kept")
+
     for pid, start in left.pids.items():
-        if start is not None and stop_pid(pid, start, grace=1.0):
-            log(f"{prefix}: stopped process {pid} {of}")
+        stop(pid, start)
     for (kind, ident), data in reversed(left.objects.items()):   # last created first
         if object_module(kind).owned_remove(ident, data):
             log(f"{prefix}: removed {kind} {ident} {of}")
     for name in reversed(left.namespaces):
         for pid, start in _pids_inside(name):   # inside a namespace the run owned
-            if start is not None and stop_pid(pid, start, grace=1.0):
-                log(f"{prefix}: stopped process {pid} in namespace {name} {of}")
+            stop(pid, start, f" in namespace {name}")
         if delete_named(name):
             log(f"{prefix}: deleted namespace {name} {of}")
     for p in left.paths:
         if os.path.lexists(p):
             shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.unlink(p)
             log(f"{prefix}: removed {p} {of}")
-    os.unlink(claimed)
+    if kept:
+        os.rename(claimed, path)
+    else:
+        os.unlink(claimed)
     return True
