@@ -33,6 +33,7 @@ OTHER_ENDPOINTS: dict[str, tuple[str, str]] = {
 }
 NEEDS_TWO = {"child-to-child", "neigh", "broadcast", "multicast"}
 FAMILY_CHECKS = (*PATHS, "neigh", "mtu-exact", "mtu-over", "host-netfilter")
+CHECKS = (*FAMILY_CHECKS, "broadcast", "multicast", "mtu-inherit", "second-child")  # all
 FAMILY_NAMES = {4: "v4", 6: "v6"}
 
 

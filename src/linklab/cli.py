@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("linklab.lab:ls", "list the topologies that are up"),
     "record": ("linklab.record", "build a scenario, observe every cell, print its [expect] "
                                  "table"),
+    "schema": ("linklab.schema", "print the JSON Schema of the scenario format"),
     "doctor": ("linklab.capabilities", "show which link kinds, modes and tools this machine has"),
     "clean": ("linklab.cleanup", "remove what dead linklab runs left behind (by ownership record)"),
     "vm": ("linklab.vm", "run a command on a stock distro kernel under QEMU (virtme-ng)"),
