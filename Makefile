@@ -68,7 +68,7 @@ report: setup
 nightly: setup
 	ci/nightly $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
-# Reliability and safety drill (src/linklab/drill.py): kill -9 / Ctrl-C at live kill points,
+# Reliability and safety drill (src/linklab/drill/): kill -9 / Ctrl-C at live kill points,
 # tool failures, concurrent sessions, bad input, host diff and uplink capture; prints a summary
 # table. DRILL=--quick is the CI size.
 drill: setup

@@ -1,0 +1,7 @@
+"""``python -m linklab.drill``."""
+
+import sys
+
+from linklab.drill.main import main
+
+sys.exit(main())
