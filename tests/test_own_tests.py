@@ -150,3 +150,9 @@ def test_topology_factory_takes_inline_toml_and_dicts(linklab_topology) -> None:
     assert [str(a) for a in live2.addrs("c2", 6)] == ["2001:db8:0:11::2/64"]
     with pytest.raises(KeyError, match="no node 'c9'"):
         live2.exec("c9", ["true"])
+
+
+@pytest.mark.linklab_scenario("macvlan-private")
+def test_the_scenario_marker_names_the_topology(linklab_live) -> None:  # noqa: ANN001
+    assert linklab_live.scenario.name == "macvlan-private"
+    assert linklab_live.observe("child-to-child").result == "blocked"

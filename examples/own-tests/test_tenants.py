@@ -40,8 +40,9 @@ def test_shop_service_is_reached_by_the_router_not_by_the_bank(linklab_topology,
         assert got.stdout.strip() == "200"
 
 
-def test_bank_cannot_even_resolve_the_shop(linklab_topology) -> None:
-    lab = linklab_topology("tenants")
+@pytest.mark.linklab_scenario("tenants")
+def test_bank_cannot_even_resolve_the_shop(linklab_live: LiveTopology) -> None:
+    lab = linklab_live
     assert lab.observe("neigh", "v4").result == "blocked"
     assert lab.observe("child-to-gateway", "v6").result == "pass"
     assert [str(a) for a in lab.addrs("bank", 4)] == ["198.19.42.102/24"]

@@ -14,6 +14,8 @@ Fixtures (the pyroute2 style: scope, then what each depends on):
                          scenario (bundled name, path, TOML text or dict) and returns a
                          :class:`~linklab.live.LiveTopology`; all it built is released
                          last-in-first-out when the test ends.
+  ``linklab_live``       function; ``linklab_topology``. The topology named by the test's
+                         ``@pytest.mark.linklab_scenario(source)`` marker.
   ``linklab_matrix``     module (indirect parameter: a Scenario); ``run``. The live topology
                          of one matrix scenario as an :class:`~linklab.probes.Observer`.
   ``linklab_cell``       parameter: the :class:`~linklab.checks.Cell` a matrix test asserts.
@@ -76,7 +78,9 @@ def _is_worker(config: pytest.Config) -> bool:
 
 
 MARKERS = ("connectivity: reachability, L2 semantics, MTU and DHCP checks on live datapaths",
-           "bench: throughput, latency and CPU cost measurements (iperf3, sockperf)")
+           "bench: throughput, latency and CPU cost measurements (iperf3, sockperf)",
+           "linklab_scenario(source): the scenario the linklab_live fixture builds (a name, "
+           "path, TOML text or dict)")
 
 
 def scenario_paths(config: pytest.Config) -> list[Path]:
@@ -198,6 +202,17 @@ def linklab_topology(run: Run, pytestconfig: pytest.Config) -> Iterator[Callable
             stack.callback(owner.close)
             return LiveTopology(stack.enter_context(build(sc, owner)))
         yield make
+
+
+@pytest.fixture
+def linklab_live(request: pytest.FixtureRequest, linklab_topology: Callable[..., object]) -> object:
+    """Function scope; depends on ``linklab_topology``. The live topology of the test's
+    ``@pytest.mark.linklab_scenario(source)`` marker (the closest one: test, class, module)."""
+    marker = request.node.get_closest_marker("linklab_scenario")
+    if marker is None or len(marker.args) != 1:
+        raise pytest.UsageError(f"{request.node.nodeid}: linklab_live needs "
+                                "@pytest.mark.linklab_scenario(source) with one source")
+    return linklab_topology(marker.args[0])
 
 
 @pytest.fixture(scope="module")
