@@ -452,7 +452,7 @@ def load_data(data: Mapping[str, Any], path: Path | str = "<inline>", *,
             raise ctx.fail(f"{w}.host", f"{host_name!r} is not one of the hosts "
                                         f"({', '.join(h.name for h in hosts)})")
         node = _node(ctx, {k: v for k, v in c.items() if k not in ("name", "host")}, cname, w,
-                     {"mac", "peer"})
+                     set(FORMAT["container"]) - set(NODE) - {"name", "host"})
         containers.append(Node(**{**node.__dict__, "host": host_name}))
 
     seen: dict[str, str] = {}
