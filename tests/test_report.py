@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from linklab.cli import main
-from linklab.compare import Delta, Threshold
+from linklab.compare import Delta, Threshold, judge
 from linklab.report.aggregate import (
     Rules,
     bench_summary,
@@ -81,22 +81,27 @@ def test_error_rows_are_not_averaged() -> None:
 # ---- comparison -----------------------------------------------------------------------------
 
 def _delta(metric: str, cur: list[float], base: list[float]) -> Delta:
-    c, b = summarise(cur), summarise(base)
-    return Delta(("none", "veth", "", "", "v4", "forward", 1, metric, ""), c, b,
-                 100 * (c.median - b.median) / b.median, ())
+    return Delta(("none", "veth", "", "", "v4", "forward", 1, metric, ""), summarise(cur),
+                 summarise(base), judge([(cur, base, metric)])[0], ())
 
 
-def test_rules_need_threshold_and_separated_intervals() -> None:
+def _five(centre: float) -> list[float]:
+    return [centre - 1.0, centre - 0.5, centre, centre + 0.5, centre + 1.0]
+
+
+def test_rules_need_threshold_and_a_significant_test() -> None:
     rules = Rules(5.0, (Threshold("latency_p99", 20.0),))
-    base = [99.0, 100.0, 101.0]
-    assert rules.verdict(_delta("throughput_bps", [89.0, 90.0, 91.0], base)) == "regressed"
-    assert rules.verdict(_delta("throughput_bps", [60.0, 90.0, 120.0], base)) == "same"  # noise
-    assert rules.verdict(_delta("throughput_bps", [96.9, 97.0, 97.1], base)) == "same"   # < 5 %
-    assert rules.verdict(_delta("throughput_bps", [109.0, 110.0, 111.0], base)) == "improved"
-    assert rules.verdict(_delta("tcp_oneway_latency_p50_us", [109.0, 110.0, 111.0], base)) == "regressed"
-    assert rules.verdict(_delta("tcp_oneway_latency_p99_us", [109.0, 110.0, 111.0], base)) == "same"
-    assert rules.verdict(_delta("tcp_oneway_latency_p99_us", [129.0, 130.0, 131.0], base)) == "regressed"
-    assert rules.verdict(_delta("cpu_s_per_gbit", [79.0, 80.0, 81.0], base)) == "improved"
+    base = _five(100.0)
+    assert rules.verdict(_delta("throughput_bps", _five(90.0), base)) == "regressed"
+    assert rules.verdict(_delta("throughput_bps", [60.0, 90.0, 120.0, 101.0, 80.0], base)) == "same"
+    assert rules.verdict(_delta("throughput_bps", _five(97.0), base)) == "same"   # < 5 %
+    assert rules.verdict(_delta("throughput_bps", _five(110.0), base)) == "improved"
+    assert rules.verdict(_delta("tcp_oneway_latency_p50_us", _five(110.0), base)) == "regressed"
+    assert rules.verdict(_delta("tcp_oneway_latency_p99_us", _five(110.0), base)) == "same"
+    assert rules.verdict(_delta("tcp_oneway_latency_p99_us", _five(130.0), base)) == "regressed"
+    assert rules.verdict(_delta("cpu_s_per_gbit", _five(80.0), base)) == "improved"
+    # a one-repetition side (the bench smoke) is never a regression, however far off
+    assert rules.verdict(_delta("throughput_bps", [50.0], base)) == "cannot"
 
 
 def test_degraded_datapath_is_caught(sample: Path) -> None:

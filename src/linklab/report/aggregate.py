@@ -340,24 +340,29 @@ class Rules:
         return cmp.Threshold(metric, self.default_pct)
 
     def verdict(self, delta: cmp.Delta) -> str:
-        """'regressed' / 'improved' beyond threshold and noise, else 'same'."""
+        """'regressed' / 'improved' (the rank test, Holm-corrected over the figures compared,
+        AND beyond the threshold), 'cannot' (too few repetitions on a side), else 'same'."""
         t = self.threshold(delta.metric)
-        if t.fails(delta.current, delta.baseline, delta.metric):
+        v = delta.verdict
+        if v.kind == "cannot":
+            return "cannot"
+        if t.fails(v):
             return "regressed"
-        if -t.worse_pct(delta.current, delta.baseline, delta.metric) > t.pct and not delta.noise:
+        if v.kind == "better" and v.better_pct > t.pct:
             return "improved"
         return "same"
 
 
 COMPARE_COLUMNS = (*cmp.KEY, "role", "label", "section", "threshold_pct", "median", "ci_low",
-                   "ci_high", "base_median", "base_ci_low", "base_ci_high", "delta", "verdict")
+                   "ci_high", "base_median", "base_ci_low", "base_ci_high", "delta", "verdict",
+                   "verdict_text", "n", "base_n")
 
 
 def compare(current: Results, baseline: Results, rules: Rules) -> pd.DataFrame:
     """Per-figure deltas against the baseline (matched on datapath, mode, flag, family,
     direction, streams, metric, unit and virtualisation: a VM leg never meets the host)."""
     deltas = cmp.compare(current.tables["bench"].to_dict("records"),
-                         baseline.tables["bench"].to_dict("records"))
+                         baseline.tables["bench"].to_dict("records"), rules.fail_on)
     host_virt = str(current.meta.get("virt", ""))
     rows = []
     for d in deltas:
@@ -370,5 +375,6 @@ def compare(current: Results, baseline: Results, rules: Rules) -> pd.DataFrame:
             "median": d.current.median, "ci_low": d.current.ci_low, "ci_high": d.current.ci_high,
             "base_median": d.baseline.median, "base_ci_low": d.baseline.ci_low,
             "base_ci_high": d.baseline.ci_high, "delta": d.change_pct / 100,
-            "verdict": rules.verdict(d)})
+            "verdict": rules.verdict(d), "verdict_text": d.verdict.text(),
+            "n": d.current.n, "base_n": d.baseline.n})
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
