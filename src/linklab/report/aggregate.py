@@ -103,7 +103,8 @@ def _normalise(frame: pd.DataFrame, table: str) -> pd.DataFrame:
             frame[col] = None
     frame = frame[list(TABLES[table])].copy()
     for col in frame.columns:
-        if col in ("value", "repetition") or col.endswith(_UNIT_SUFFIXES):
+        if col in ("value", "repetition", "load1", "position", "disturbed") or \
+                col.endswith(_UNIT_SUFFIXES):
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
         else:
             frame[col] = frame[col].map(_as_text)
@@ -267,13 +268,14 @@ def metric_family(metric: str) -> str:
 
 
 def latency_parts(metric: str, direction: str) -> tuple[str, str]:
-    """('tcp'|'udp'|'', 'p99.9'): the protocol may sit in the direction column or the name."""
+    """('tcp'|'udp'|'icmp'|'', 'p99.9'): the protocol may sit in the direction column or
+    the name."""
     match = _LATENCY.search(metric)
     pct = match.group(1) if match else "?"
     pct = pct if len(pct) <= 2 else f"{pct[:2]}.{pct[2:]}"
     proto = ""
     for source in (direction, metric):
-        for name in ("tcp", "udp"):
+        for name in ("tcp", "udp", "icmp"):
             if name in source.lower().split("_") or source.lower() == name:
                 proto = name
     return proto, f"p{pct}"
