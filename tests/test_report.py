@@ -24,6 +24,7 @@ from linklab.report.aggregate import (
     with_efficiency,
 )
 from linklab.report.render import render
+from linklab.report.view import build
 from linklab.stats import summarise
 
 SAMPLE = Path(__file__).parent / "data" / "results-sample"
@@ -162,7 +163,10 @@ def test_baseline_section_highlights_regressions_and_machine_mismatch(sample: Pa
     assert main([ "report", str(sample), "--baseline", str(SAMPLE), "-o", str(out)]) == 0
     html = out.read_text()
     assert '<section id="baseline">' in html and "Different machine or kernel" in html
-    assert html.count('<tr class="regressed">') == 2  # TCP and UDP p99 of the bridge
+    section = html[html.index('<section id="baseline">'):html.index('<section id="connectivity">')]
+    assert section.count('<tr class="regressed">') == 2  # TCP and UDP p99 of the bridge
+    top = html[html.index('<section id="summary">'):html.index('<section id="environment">')]
+    assert "<b>2 regression(s)</b>" in top and top.count('<li class="regressed">') == 2
     assert "kernel differs: baseline 6.18.44-linklab, this run 6.1.0-28-amd64" in html
 
 
@@ -277,3 +281,60 @@ def test_dhcp_table_is_a_coloured_matrix_per_leg(sample: Path, tmp_path: Path) -
     assert dhcp.count('class="cell fail"') == 1
     assert f"failed: expected {rows[0]['expected']}, observed distinct-leases" in dhcp
     assert "leases the servers recorded" in dhcp
+
+
+# ---- the view model: verdicts without HTML ---------------------------------------------------
+
+def test_view_model_orders_sections_summary_first() -> None:
+    v = build(load_results(SAMPLE))
+    assert [s.id for s in v.sections] == ["summary", "environment", "connectivity", "dhcp",
+                                          "throughput", "latency", "cpu"]
+    assert v.section("baseline") is None and len(v.charts) == 10
+
+
+def test_summary_ranks_datapaths_with_verdicts() -> None:
+    summ = build(load_results(SAMPLE)).section("summary")
+    host = [r for r in summ.rankings if r.leg.is_host and r.title.startswith("TCP throughput, 1")]
+    (rk,) = host
+    medians = [r.median for r in rk.rows]
+    assert medians == sorted(medians, reverse=True) and rk.rows[0].place == 1
+    assert all(r.verdict is not None for r in rk.rows[:-1]) and rk.rows[-1].verdict is None
+    kinds = {r.verdict.kind for r in rk.rows[:-1]}
+    assert kinds <= {"better", "same"}        # best first: never "worse than the next one"
+    lat = next(r for r in summ.rankings if r.title.startswith("TCP latency"))
+    assert [r.median for r in lat.rows] == sorted(r.median for r in lat.rows)  # lower first
+    cells = {c.table: c for c in summ.cells if c.leg.is_host}
+    assert cells["connectivity"].as_documented > 0 and summ.regressions is None
+
+
+def test_a_smoke_baseline_cannot_judge_and_never_regresses(sample: Path, tmp_path: Path) -> None:
+    """The issue's false alarm: a 1-repetition smoke run as baseline of a real run."""
+    smoke = Path(shutil.copytree(SAMPLE, tmp_path / "smoke"))
+    for part in smoke.glob("bench*.jsonl"):
+        rows = [json.loads(line) for line in part.read_text().splitlines()]
+        part.write_text("".join(json.dumps(r) + "\n" for r in rows if r["repetition"] == 1))
+    _scale_bench(smoke, "veth", "throughput_bps", 1.5)   # the smoke run happened to be fast
+    v = build(load_results(sample), load_results(smoke), Rules(5.0))
+    comp = v.section("baseline")
+    assert comp.rows and {r["verdict"] for r in comp.rows} == {"cannot"}
+    assert all(r["verdict_text"] == "cannot judge (n=1)" for r in comp.rows)
+    assert v.section("summary").regressions == []
+
+
+def test_other_figures_fold_away(tmp_path: Path) -> None:
+    html = render(load_results(SAMPLE), tmp_path / "index.html").path.read_text()
+    assert html.count('<details class="other"><summary>Other figures') == 2   # host and VM leg
+    assert html.index('<section id="summary">') < html.index('<section id="environment">')
+    assert "What this run says" in html and "How to read a verdict" in html
+
+
+def test_a_section_is_a_builder_and_a_template(tmp_path: Path, monkeypatch) -> None:
+    """The hook other report sections use: register a builder, add templates/sections/<id>.html."""
+    from linklab.report import view
+
+    monkeypatch.setattr(view, "SECTIONS", list(view.SECTIONS))
+    view.register(view.SectionDef("dhcp", "nothing", lambda i: None))  # None: left out
+    view.register(view.SectionDef("extra", "extra", lambda i: 42, after="summary"))
+    v = view.build(load_results(SAMPLE))
+    assert [s.id for s in v.sections][:3] == ["summary", "extra", "environment"]
+    assert "dhcp" not in [s.id for s in v.sections] and v.section("extra") == 42

@@ -288,7 +288,8 @@ def bench_errors(bench: pd.DataFrame) -> pd.DataFrame:
 def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
     """One row per measured figure: median, 95 % CI, n, CV, plus a readable datapath label."""
     ok = bench[(bench["error"] == "") & bench["value"].notna()]
-    cols = list(BENCH_KEYS) + ["median", "ci_low", "ci_high", "n", "cv", "label", "section"]
+    cols = list(BENCH_KEYS) + ["median", "ci_low", "ci_high", "n", "cv", "label", "section",
+                               "disturbed"]
     if ok.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -300,7 +301,8 @@ def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
         row.update(median=st.median, ci_low=low, ci_high=st.ci_high, n=st.n, cv=st.cv,
                    label=row.get("scenario") or datapath_label(row["datapath"], row["mode"],
                                                                row["flag"]),
-                   section=metric_family(row["metric"]))
+                   section=metric_family(row["metric"]),
+                   disturbed=int((group["disturbed"] == 1).sum()))
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
