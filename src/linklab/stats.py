@@ -3,6 +3,7 @@ variation. Small on purpose (no SciPy): the t quantiles are tabulated."""
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Iterable
@@ -113,7 +114,13 @@ def t_two_sided_p(t: float, df: float) -> float:
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile (p > 0.5) of Student's t, by bisection on :func:`t_two_sided_p`."""
+    """The ``p`` quantile (p > 0.5) of Student's t, by bisection on :func:`t_two_sided_p`
+    (df rounded to 0.01: the quantile moves by far less than that between)."""
+    return _t_quantile(p, round(df, 2))
+
+
+@functools.lru_cache(maxsize=4096)
+def _t_quantile(p: float, df: float) -> float:
     target = 2 * (1 - p)
     lo, hi = 0.0, 1e3
     for _ in range(64):
