@@ -110,8 +110,9 @@ def test_report_renders_in_chromium(browser, tmp_path: Path) -> None:
 def test_history_renders_in_chromium(browser, tmp_path: Path) -> None:
     """The history page over four runs (one kernel change): every chart drew its lines and
     points, the change is marked, nothing was fetched."""
-    from linklab.report import history
     from test_history import make_runs
+
+    from linklab.report import history
 
     view = history.build(make_runs(tmp_path / "results", 4))
     out = tmp_path / "history" / "index.html"
