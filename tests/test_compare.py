@@ -75,6 +75,8 @@ def test_latency_increase_fails_only_when_the_test_says_so() -> None:
     assert noisy.text().startswith("no detectable difference at this sample size (smallest "
                                    "detectable ≈ ")
     assert noisy.detectable > clear.detectable > 0
+    hopeless = one([1.0, 9.0, 3.0], [2.0, 8.0, 1.0], "throughput_bps")
+    assert hopeless.kind == "same" and "smallest detectable ≈ a factor " in hopeless.text()
 
 
 def test_one_repetition_cannot_be_judged_never_regressed() -> None:

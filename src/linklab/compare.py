@@ -96,7 +96,9 @@ class Verdict:
         if self.kind == "cannot":
             return f"cannot judge (n={min(self.n_a, self.n_b)})"
         if self.kind == "same":
-            det = f"≈ {100 * self.detectable:.0f} %" if math.isfinite(self.detectable) else "unknown"
+            d = self.detectable
+            det = ("unknown" if not math.isfinite(d) else f"≈ {100 * d:.0f} %" if d < 1
+                   else f"≈ a factor {1 + d:.1f}")
             return f"no detectable difference at this sample size (smallest detectable {det})"
         good, bad = _words(self.metric)
         lo, hi = self.interval_pct()

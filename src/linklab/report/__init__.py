@@ -1,7 +1,9 @@
 """``linklab report``: one self-contained HTML page from a saved results directory.
 
-aggregate (pandas) -> charts (matplotlib, inline SVG) -> render (Jinja2). Reports are rebuilt
-from ``results/<run-id>/`` only, never from a live run.
+aggregate (read and summarise, pandas) -> view (one view model: every table, chart spec and
+verdict) -> render (Jinja2) and charts (matplotlib, inline SVG), which only format it; history
+(``--history DIR``) does the same across runs. Reports are rebuilt from ``results/`` only,
+never from a live run.
 """
 
 from __future__ import annotations
