@@ -153,8 +153,10 @@ def chart(view: HistoryView, metric: Metric) -> str:
     plt = charts.plt
     with plt.rc_context(charts._STYLE):
         fig, ax = plt.subplots(figsize=(max(6.5, 0.55 * len(view.runs) + 4), 3.6))
+        spread = 0.3 / max(1, len(metric.series))      # side by side, whiskers apart
         for j, s in enumerate(metric.series):
-            xs = [p[0] for p in s.points]
+            offset = (j - (len(metric.series) - 1) / 2) * spread
+            xs = [p[0] + offset for p in s.points]
             ys = [p[1] for p in s.points]
             lo = [max(0.0, p[1] - p[2]) if math.isfinite(p[2]) else 0.0 for p in s.points]
             hi = [max(0.0, p[3] - p[1]) if math.isfinite(p[3]) else 0.0 for p in s.points]
