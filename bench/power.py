@@ -239,9 +239,13 @@ def main() -> int:
     sd_log = statistics.stdev([math.log(v) for v in pool_a])
     need = next((n for n in range(3, 501) if detectable_change(
         sd_log * math.sqrt(2 / n), 2 * n - 2, ALPHA, TARGET_DETECT) <= SLOWDOWN), None)
-    print(f"by the Welch power formula with A's spread (sd of log {sd_log:.3f}): a 10 % slowdown "
-          f"needs about {need or 'more than 500'} repetitions per side for 95 % detection; "
-          f"{per_rep * (need or 500) + args.fixed_min:.0f} min of make report")
+    if need is None:
+        print(f"by the Welch power formula with A's spread (sd of log {sd_log:.3f}): a 10 % "
+              "slowdown needs more than 500 repetitions per side for 95 % detection")
+    else:
+        print(f"by the Welch power formula with A's spread (sd of log {sd_log:.3f}): a 10 % "
+              f"slowdown needs about {need} repetitions per side for 95 % detection; "
+              f"{per_rep * (need + 1) + args.fixed_min:.0f} min of make report")
     final = chosen if chosen is not None and chosen <= affordable else affordable
     if final not in rates:
         rates[final] = (gate_rate(pool_a, None, final, args.trials, rng),
