@@ -70,8 +70,12 @@ def test_report_renders_in_chromium(browser, tmp_path: Path) -> None:
         shutil.copy(shot, keep / "screenshot.png")
 
     # every section drawn, every chart an svg that drew something
-    for section in ("environment", "connectivity", "dhcp", "throughput", "latency", "cpu"):
+    for section in ("summary", "environment", "connectivity", "dhcp", "throughput", "latency",
+                    "cpu"):
         assert browser.find_elements("id", section), f"section #{section} missing"
+    rankings = browser.execute_script(
+        "return document.querySelectorAll('#summary table.ranking tr').length")
+    assert rankings > 2, "the summary ranks no datapath"
     charts = browser.execute_script("""
         return Array.from(document.querySelectorAll('svg.chart')).map(s => {
             const r = s.getBoundingClientRect();
