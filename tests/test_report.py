@@ -305,6 +305,7 @@ def test_summary_ranks_datapaths_with_verdicts() -> None:
     assert [r.median for r in lat.rows] == sorted(r.median for r in lat.rows)  # lower first
     cells = {c.table: c for c in summ.cells if c.leg.is_host}
     assert cells["connectivity"].as_documented > 0 and summ.regressions is None
+    assert not summ.load_recorded and summ.disturbed == 0   # the fixture predates the columns
 
 
 def test_a_smoke_baseline_cannot_judge_and_never_regresses(sample: Path, tmp_path: Path) -> None:

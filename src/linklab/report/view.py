@@ -476,6 +476,7 @@ class Summary:
     measurements: int
     disturbed: int
     design: dict[str, Any]
+    load_recorded: bool = True      # runs before the disturbance columns have none
 
 
 def _figure_values(ok: pd.DataFrame) -> dict[tuple[str, ...], list[float]]:
@@ -557,7 +558,8 @@ def summary(inputs: Inputs) -> Summary:
         rankings=rankings(inputs),
         regressions=comparison.having("regressed") if comparison else None,
         baseline=comparison, measurements=len(measured),
-        disturbed=int((measured["disturbed"] == 1).sum()), design=design)
+        disturbed=int((measured["disturbed"] == 1).sum()), design=design,
+        load_recorded=bool(measured["disturbed"].notna().any()))
 
 
 # ---------------------------------------------------------------------------------------------
