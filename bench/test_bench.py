@@ -8,7 +8,7 @@ import pytest
 
 from linklab.bench.datapaths import Datapath, missing, open_datapath
 from linklab.bench.runner import Bench, against_baseline, format_deltas
-from linklab.pytest.bench import THRESHOLDS_KEY, warn_mismatch
+from linklab.pytest.bench import DATAPATHS_KEY, THRESHOLDS_KEY, warn_mismatch
 from linklab.capabilities import missing_tool
 
 pytestmark = pytest.mark.bench
@@ -21,25 +21,41 @@ def need_tools() -> None:
             pytest.skip(why)
 
 
-def test_datapath(datapath: Datapath, bench: Bench, run: object) -> None:
-    """Every measurement of the matrix runs and yields figures (error rows fail the case,
-    after the whole matrix of this datapath has run)."""
+@pytest.fixture(scope="session")
+def bench_blocks(pytestconfig: pytest.Config, bench: Bench, run: object) -> dict[str, list[str]]:
+    """session: the whole interleaved run over every selected datapath this kernel builds
+    (each repetition a block in a shuffled order); error texts per datapath name. Depends
+    on ``bench`` and the linklab plugin's ``run``."""
+    need_tools()
+    chosen = [d for d in pytestconfig.stash.get(DATAPATHS_KEY, []) if missing(d) is None]
+    return bench.run_blocks(chosen, lambda dp: open_datapath(dp, run))
+
+
+def test_datapath(datapath: Datapath, bench: Bench, request: pytest.FixtureRequest) -> None:
+    """Every measurement of the matrix ran on this datapath and yielded figures (the
+    measuring itself happens interleaved with the other datapaths in ``bench_blocks``)."""
     need_tools()
     why = missing(datapath)
     if why:
         pytest.skip(why)
-    with open_datapath(datapath, run) as ep:
-        errors = bench.run_datapath(datapath, ep)
+    errors = request.getfixturevalue("bench_blocks").get(datapath.name)
+    assert errors is not None, f"{datapath.name} was not part of the interleaved run"
     assert not errors, f"{len(errors)} measurement(s) failed:\n" + "\n".join(errors)
     mine = [r for r in bench.results.rows("bench") if r["datapath"] == datapath.kind and
             r["mode"] == datapath.mode and r["flag"] == datapath.flag]
-    thr = [r["value"] for r in mine if r["metric"] == "throughput_bps"]
-    assert thr and min(thr) > 0, f"{datapath.name}: no positive TCP throughput measured"
+    for family in sorted({x.family for x in bench.settings.specs}):
+        thr = [r["value"] for r in mine if r["metric"] == "throughput_bps" and
+               r["family"] == family]
+        if family == "v6" and not thr and datapath.scenario is not None and \
+                datapath.scenario.node("c1").addr(6) is None:
+            continue     # a v4-only scenario
+        assert thr and min(thr) > 0, f"{datapath.name}: no positive {family} TCP throughput"
 
 
-def test_against_baseline(pytestconfig: pytest.Config, bench: Bench) -> None:
-    """With --bench-baseline: per-metric deltas; fail on a --bench-fail-on threshold broken
-    beyond the noise (confidence intervals apart)."""
+def test_against_baseline(pytestconfig: pytest.Config, bench: Bench,
+                          bench_blocks: dict[str, list[str]]) -> None:
+    """With --bench-baseline: per-metric verdicts; fail on a --bench-fail-on threshold broken
+    beyond the noise (Welch test on logs, Holm over the gated figures)."""
     baseline = pytestconfig.getoption("--bench-baseline")
     if baseline is None:
         pytest.skip("no --bench-baseline RUN_DIR given")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from linklab.cli import main
-from linklab.compare import Delta, Threshold
+from linklab.compare import Delta, Threshold, judge
 from linklab.report.aggregate import (
     Rules,
     bench_summary,
@@ -24,6 +24,7 @@ from linklab.report.aggregate import (
     with_efficiency,
 )
 from linklab.report.render import render
+from linklab.report.view import build
 from linklab.stats import summarise
 
 SAMPLE = Path(__file__).parent / "data" / "results-sample"
@@ -81,22 +82,27 @@ def test_error_rows_are_not_averaged() -> None:
 # ---- comparison -----------------------------------------------------------------------------
 
 def _delta(metric: str, cur: list[float], base: list[float]) -> Delta:
-    c, b = summarise(cur), summarise(base)
-    return Delta(("none", "veth", "", "", "v4", "forward", 1, metric, ""), c, b,
-                 100 * (c.median - b.median) / b.median, ())
+    return Delta(("none", "veth", "", "", "v4", "forward", 1, metric, ""), summarise(cur),
+                 summarise(base), judge([(cur, base, metric)])[0], ())
 
 
-def test_rules_need_threshold_and_separated_intervals() -> None:
+def _five(centre: float) -> list[float]:
+    return [centre - 1.0, centre - 0.5, centre, centre + 0.5, centre + 1.0]
+
+
+def test_rules_need_threshold_and_a_significant_test() -> None:
     rules = Rules(5.0, (Threshold("latency_p99", 20.0),))
-    base = [99.0, 100.0, 101.0]
-    assert rules.verdict(_delta("throughput_bps", [89.0, 90.0, 91.0], base)) == "regressed"
-    assert rules.verdict(_delta("throughput_bps", [60.0, 90.0, 120.0], base)) == "same"  # noise
-    assert rules.verdict(_delta("throughput_bps", [96.9, 97.0, 97.1], base)) == "same"   # < 5 %
-    assert rules.verdict(_delta("throughput_bps", [109.0, 110.0, 111.0], base)) == "improved"
-    assert rules.verdict(_delta("tcp_oneway_latency_p50_us", [109.0, 110.0, 111.0], base)) == "regressed"
-    assert rules.verdict(_delta("tcp_oneway_latency_p99_us", [109.0, 110.0, 111.0], base)) == "same"
-    assert rules.verdict(_delta("tcp_oneway_latency_p99_us", [129.0, 130.0, 131.0], base)) == "regressed"
-    assert rules.verdict(_delta("cpu_s_per_gbit", [79.0, 80.0, 81.0], base)) == "improved"
+    base = _five(100.0)
+    assert rules.verdict(_delta("throughput_bps", _five(90.0), base)) == "regressed"
+    assert rules.verdict(_delta("throughput_bps", [60.0, 90.0, 120.0, 101.0, 80.0], base)) == "same"
+    assert rules.verdict(_delta("throughput_bps", _five(97.0), base)) == "same"   # < 5 %
+    assert rules.verdict(_delta("throughput_bps", _five(110.0), base)) == "improved"
+    assert rules.verdict(_delta("tcp_oneway_latency_p50_us", _five(110.0), base)) == "regressed"
+    assert rules.verdict(_delta("tcp_oneway_latency_p99_us", _five(110.0), base)) == "same"
+    assert rules.verdict(_delta("tcp_oneway_latency_p99_us", _five(130.0), base)) == "regressed"
+    assert rules.verdict(_delta("cpu_s_per_gbit", _five(80.0), base)) == "improved"
+    # a one-repetition side (the bench smoke) is never a regression, however far off
+    assert rules.verdict(_delta("throughput_bps", [50.0], base)) == "cannot"
 
 
 def test_degraded_datapath_is_caught(sample: Path) -> None:
@@ -157,7 +163,10 @@ def test_baseline_section_highlights_regressions_and_machine_mismatch(sample: Pa
     assert main([ "report", str(sample), "--baseline", str(SAMPLE), "-o", str(out)]) == 0
     html = out.read_text()
     assert '<section id="baseline">' in html and "Different machine or kernel" in html
-    assert html.count('<tr class="regressed">') == 2  # TCP and UDP p99 of the bridge
+    section = html[html.index('<section id="baseline">'):html.index('<section id="connectivity">')]
+    assert section.count('<tr class="regressed">') == 2  # TCP and UDP p99 of the bridge
+    top = html[html.index('<section id="summary">'):html.index('<section id="environment">')]
+    assert "<b>2 regression(s)</b>" in top and top.count('<li class="regressed">') == 2
     assert "kernel differs: baseline 6.18.44-linklab, this run 6.1.0-28-amd64" in html
 
 
@@ -272,3 +281,61 @@ def test_dhcp_table_is_a_coloured_matrix_per_leg(sample: Path, tmp_path: Path) -
     assert dhcp.count('class="cell fail"') == 1
     assert f"failed: expected {rows[0]['expected']}, observed distinct-leases" in dhcp
     assert "leases the servers recorded" in dhcp
+
+
+# ---- the view model: verdicts without HTML ---------------------------------------------------
+
+def test_view_model_orders_sections_summary_first() -> None:
+    v = build(load_results(SAMPLE))
+    assert [s.id for s in v.sections] == ["summary", "environment", "connectivity", "dhcp",
+                                          "throughput", "latency", "cpu"]
+    assert v.section("baseline") is None and len(v.charts) == 10
+
+
+def test_summary_ranks_datapaths_with_verdicts() -> None:
+    summ = build(load_results(SAMPLE)).section("summary")
+    host = [r for r in summ.rankings if r.leg.is_host and r.title.startswith("TCP throughput, 1")]
+    (rk,) = host
+    medians = [r.median for r in rk.rows]
+    assert medians == sorted(medians, reverse=True) and rk.rows[0].place == 1
+    assert all(r.verdict is not None for r in rk.rows[:-1]) and rk.rows[-1].verdict is None
+    kinds = {r.verdict.kind for r in rk.rows[:-1]}
+    assert kinds <= {"better", "same"}        # best first: never "worse than the next one"
+    lat = next(r for r in summ.rankings if r.title.startswith("TCP latency"))
+    assert [r.median for r in lat.rows] == sorted(r.median for r in lat.rows)  # lower first
+    cells = {c.table: c for c in summ.cells if c.leg.is_host}
+    assert cells["connectivity"].as_documented > 0 and summ.regressions is None
+    assert not summ.load_recorded and summ.disturbed == 0   # the fixture predates the columns
+
+
+def test_a_smoke_baseline_cannot_judge_and_never_regresses(sample: Path, tmp_path: Path) -> None:
+    """The issue's false alarm: a 1-repetition smoke run as baseline of a real run."""
+    smoke = Path(shutil.copytree(SAMPLE, tmp_path / "smoke"))
+    for part in smoke.glob("bench*.jsonl"):
+        rows = [json.loads(line) for line in part.read_text().splitlines()]
+        part.write_text("".join(json.dumps(r) + "\n" for r in rows if r["repetition"] == 1))
+    _scale_bench(smoke, "veth", "throughput_bps", 1.5)   # the smoke run happened to be fast
+    v = build(load_results(sample), load_results(smoke), Rules(5.0))
+    comp = v.section("baseline")
+    assert comp.rows and {r["verdict"] for r in comp.rows} == {"cannot"}
+    assert all(r["verdict_text"] == "cannot judge (n=1)" for r in comp.rows)
+    assert v.section("summary").regressions == []
+
+
+def test_other_figures_fold_away(tmp_path: Path) -> None:
+    html = render(load_results(SAMPLE), tmp_path / "index.html").path.read_text()
+    assert html.count('<details class="other"><summary>Other figures') == 2   # host and VM leg
+    assert html.index('<section id="summary">') < html.index('<section id="environment">')
+    assert "What this run says" in html and "How to read a verdict" in html
+
+
+def test_a_section_is_a_builder_and_a_template(tmp_path: Path, monkeypatch) -> None:
+    """The hook other report sections use: register a builder, add templates/sections/<id>.html."""
+    from linklab.report import view
+
+    monkeypatch.setattr(view, "SECTIONS", list(view.SECTIONS))
+    view.register(view.SectionDef("dhcp", "nothing", lambda i: None))  # None: left out
+    view.register(view.SectionDef("extra", "extra", lambda i: 42, after="summary"))
+    v = view.build(load_results(SAMPLE))
+    assert [s.id for s in v.sections][:3] == ["summary", "extra", "environment"]
+    assert "dhcp" not in [s.id for s in v.sections] and v.section("extra") == 42

@@ -70,8 +70,12 @@ def test_report_renders_in_chromium(browser, tmp_path: Path) -> None:
         shutil.copy(shot, keep / "screenshot.png")
 
     # every section drawn, every chart an svg that drew something
-    for section in ("environment", "connectivity", "dhcp", "throughput", "latency", "cpu"):
+    for section in ("summary", "environment", "connectivity", "dhcp", "throughput", "latency",
+                    "cpu"):
         assert browser.find_elements("id", section), f"section #{section} missing"
+    rankings = browser.execute_script(
+        "return document.querySelectorAll('#summary table.ranking tr').length")
+    assert rankings > 2, "the summary ranks no datapath"
     charts = browser.execute_script("""
         return Array.from(document.querySelectorAll('svg.chart')).map(s => {
             const r = s.getBoundingClientRect();
@@ -105,3 +109,35 @@ def test_report_renders_in_chromium(browser, tmp_path: Path) -> None:
             .concat(performance.getEntriesByType('navigation').map(e => e.name));""")
     leaving = [u for u in urls if not u.startswith(("file://", "data:", "about:"))]
     assert not leaving, leaving
+
+
+def test_history_renders_in_chromium(browser, tmp_path: Path) -> None:
+    """The history page over four runs (one kernel change): every chart drew its lines and
+    points, the change is marked, nothing was fetched."""
+    from test_history import make_runs
+
+    from linklab.report import history
+
+    view = history.build(make_runs(tmp_path / "results", 4))
+    out = tmp_path / "history" / "index.html"
+    assert history.render(view, out) == len(view.metrics) >= 3
+    browser.get(out.as_uri())
+    shot = tmp_path / "history.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    charts = browser.execute_script("""
+        return Array.from(document.querySelectorAll('svg.chart')).map(s => {
+            const r = s.getBoundingClientRect();
+            return {id: s.id, w: r.width, h: r.height,
+                    marks: Array.from(s.querySelectorAll('path, use')).filter(p => {
+                        const b = p.getBBox(); return b.width > 0 || b.height > 0; }).length};
+        });""")
+    assert len(charts) == len(view.metrics)
+    for c in charts:
+        assert c["w"] > 300 and c["h"] > 150 and c["marks"] >= 8, c
+    rows = browser.execute_script(
+        "return document.querySelectorAll('#runs tr.changed').length")
+    assert rows == 1
+    assert not [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    urls = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert not [u for u in urls if not u.startswith(("file://", "data:", "about:"))]

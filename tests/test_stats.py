@@ -57,3 +57,35 @@ def test_overlap() -> None:
     c = summarise([20.0, 20.5, 19.5])
     assert overlap(a, b) and overlap(b, a)
     assert not overlap(a, c) and not overlap(c, a)
+
+
+def test_t_distribution_tail_and_quantiles() -> None:
+    from linklab.stats import t_quantile, t_two_sided_p
+
+    assert t_two_sided_p(2.776, 4) == pytest.approx(0.05, abs=2e-4)
+    assert t_two_sided_p(12.706, 1) == pytest.approx(0.05, abs=2e-4)
+    assert t_two_sided_p(0.0, 7) == pytest.approx(1.0)
+    assert t_quantile(0.975, 10) == pytest.approx(2.228, abs=1e-3)
+    assert t_quantile(0.95, 1e6) == pytest.approx(1.645, abs=1e-3)
+
+
+def test_holm_adjusts_in_order_and_stays_monotone() -> None:
+    from linklab.stats import holm
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.2]) == [0.2] and holm([]) == []
+    assert holm([0.5, 0.5, 0.5]) == [1.0, 1.0, 1.0]
+
+
+def test_welch_on_logs_gives_the_ratio_and_its_interval() -> None:
+    from linklab.stats import detectable_change, welch_log
+
+    a = [10.0, 11.0, 12.0, 10.5, 11.2]
+    lr = welch_log(a, [v / 1.2 for v in a])           # exactly 20 % apart, same spread
+    assert lr.ratio == pytest.approx(1.2) and 1.0 < lr.low < 1.2 < lr.high and lr.p < 0.01
+    same = welch_log(a, list(reversed(a)))
+    assert same.ratio == pytest.approx(1.0) and same.p == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        welch_log([1.0], a)
+    assert detectable_change(lr.se, lr.df) > 0
+    assert detectable_change(lr.se / 2, lr.df) < detectable_change(lr.se, lr.df)

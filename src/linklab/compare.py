@@ -1,10 +1,18 @@
-"""Baseline comparison: is a figure of this run worse than the same figure of a saved run?
+"""Comparing repetitions: is one set of figures faster, slower, or not detectably different
+from another (datapath against datapath, or this run against a saved baseline)?
 
-A :class:`Threshold` (``throughput:5%``) fails a figure only when the median is worse by
-more than the threshold AND the two 95 % confidence intervals do not overlap, so noise alone
-never counts. Figures are matched on everything that defines them (datapath, mode, flag,
-family, direction, streams, metric, unit, virtualisation): a VM leg is never compared with
-the host. A baseline from another machine or kernel gives warnings, not silence.
+One test serves the report, the summary and the ``--bench-fail-on`` gate:
+
+* the effect is a ratio (throughput and latency change multiplicatively): Welch's t-test on
+  the log values gives the ratio of the geometric means, its 95 % interval and p;
+* significance is corrected with Holm's method across the figures judged together (a
+  family), so 200 figures do not produce a "difference" by chance;
+* honesty: a side with too few repetitions gives ``cannot judge (n=1)``, and a difference
+  not shown gives ``no detectable difference (smallest detectable ≈ Y %)``.
+
+A :class:`Threshold` (``throughput:5%``) fails a figure only when its verdict is *worse*
+(significant after Holm) AND it is worse by more than the threshold. Figures are
+matched on everything that defines them (:data:`KEY`): a VM leg never meets the host.
 """
 
 from __future__ import annotations
@@ -12,13 +20,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from linklab.stats import Summary, overlap, summarise
+from linklab.stats import Summary, detectable_change, holm, overlap, summarise, welch_log
 
 KEY = ("virt", "datapath", "mode", "flag", "family", "direction", "streams", "metric", "unit")
 HIGHER_IS_BETTER = ("throughput", "goodput", "bps")   # metric name tokens
+ALPHA = 0.05
 
 
 class FailOnError(ValueError):
@@ -34,10 +43,119 @@ def higher_is_better(metric: str) -> bool:
     return any(t in HIGHER_IS_BETTER for t in tokens(metric))
 
 
+def _words(metric: str) -> tuple[str, str]:
+    """How a better / worse change of this metric reads."""
+    t = tokens(metric)
+    if "cpu" in t:
+        return "cheaper", "costlier"
+    if higher_is_better(metric) or "latency" in t:
+        return "faster", "slower"
+    return "better", "worse"
+
+
+# ---- one verdict -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the repetitions of ``a`` say against those of ``b`` for one metric.
+
+    ``kind``: ``better`` / ``worse`` (a against b, significant after the family's Holm
+    correction), ``same`` (no detectable difference) or ``cannot`` (too few repetitions)."""
+
+    metric: str
+    n_a: int
+    n_b: int
+    ratio: float            # geometric mean of a / that of b
+    ratio_low: float        # its 95 % interval (Welch, log scale)
+    ratio_high: float
+    p: float                # two-sided p of "no change"
+    p_holm: float           # after Holm's correction over the family
+    detectable: float       # smallest change detectable at this n and spread (0.1 = 10 %)
+    kind: str = "same"
+    se: float = math.nan    # standard error of the log ratio
+    df: float = math.nan    # Welch degrees of freedom
+
+    @property
+    def change_pct(self) -> float:
+        """Signed change of a against b, in % of b."""
+        return 100.0 * (self.ratio - 1.0)
+
+    @property
+    def better_pct(self) -> float:
+        """How much better a is, in % (negative: worse), as the metric's direction says."""
+        return self.change_pct if higher_is_better(self.metric) else -self.change_pct
+
+    def interval_pct(self) -> tuple[float, float]:
+        """The 95 % interval of :attr:`better_pct`, low first."""
+        lo, hi = 100.0 * (self.ratio_low - 1), 100.0 * (self.ratio_high - 1)
+        return (lo, hi) if higher_is_better(self.metric) else (-hi, -lo)
+
+    def text(self) -> str:
+        """'faster by 12.1 % [4.0 – 19.8 %]', 'no detectable difference at this sample size
+        (smallest detectable ≈ 14 %)', 'cannot judge (n=1)'."""
+        if self.kind == "cannot":
+            return f"cannot judge (n={min(self.n_a, self.n_b)})"
+        if self.kind == "same":
+            d = self.detectable
+            det = ("unknown" if not math.isfinite(d) else f"≈ {100 * d:.0f} %" if d < 1
+                   else f"≈ a factor {1 + d:.1f}")
+            return f"no detectable difference at this sample size (smallest detectable {det})"
+        good, bad = _words(self.metric)
+        lo, hi = self.interval_pct()
+        if self.kind == "better":
+            return f"{good} by {self.better_pct:.1f} % [{lo:.1f} – {hi:.1f} %]"
+        return f"{bad} by {-self.better_pct:.1f} % [{-hi:.1f} – {-lo:.1f} %]"
+
+
+def _finite(values: Iterable[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def judge_one(a: Iterable[float | None], b: Iterable[float | None], metric: str) -> Verdict:
+    """The verdict of one comparison before any family correction (``kind`` provisional)."""
+    xa, xb = _finite(a), _finite(b)
+    if not xa or not xb:
+        raise ValueError(f"{metric}: a side has no finite value")
+    nan = math.nan
+    try:
+        lr = welch_log(xa, xb)
+    except ValueError:     # fewer than 2 positive values on a side
+        mb = summarise(xb).median
+        ratio = summarise(xa).median / mb if mb else nan
+        return Verdict(metric, len(xa), len(xb), ratio, nan, nan, 1.0, 1.0, nan, "cannot")
+    return Verdict(metric, len(xa), len(xb), lr.ratio, lr.low, lr.high, lr.p, lr.p,
+                   detectable_change(lr.se, lr.df), se=lr.se, df=lr.df)
+
+
+def finish(verdicts: Sequence[Verdict], alpha: float = ALPHA) -> list[Verdict]:
+    """Holm's correction over one family of comparisons, then each verdict's kind; the
+    detectable change is quoted at the family's strictest level (alpha / family size)."""
+    judged = [i for i, v in enumerate(verdicts) if v.kind != "cannot"]
+    adjusted = holm([verdicts[i].p for i in judged])
+    out = list(verdicts)
+    for i, p_adj in zip(judged, adjusted):
+        v = verdicts[i]
+        kind = "same"
+        if p_adj < alpha and math.isfinite(v.ratio) and v.ratio != 1.0:
+            kind = "better" if v.better_pct > 0 else "worse"
+        out[i] = replace(v, p_holm=p_adj, kind=kind,
+                         detectable=detectable_change(v.se, v.df, alpha / len(judged)))
+    return out
+
+
+def judge(pairs: Sequence[tuple[Iterable[float | None], Iterable[float | None], str]],
+          alpha: float = ALPHA) -> list[Verdict]:
+    """Verdicts of a family of comparisons ``(a values, b values, metric)``, Holm-corrected
+    together."""
+    return finish([judge_one(a, b, m) for a, b, m in pairs], alpha)
+
+
+# ---- the baseline gate -----------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class Threshold:
-    """Fail a figure whose metric matches ``metric`` when it is worse by more than ``pct`` %
-    and its confidence interval is apart from the baseline's."""
+    """Fail a figure whose metric matches ``metric`` when its verdict is worse and it is
+    worse by more than ``pct`` %."""
 
     metric: str
     pct: float
@@ -48,17 +166,14 @@ class Threshold:
         want, have = tokens(self.metric), tokens(metric)
         return any(have[i:i + len(want)] == want for i in range(len(have) - len(want) + 1))
 
-    def worse_pct(self, current: Summary, baseline: Summary, metric: str | None = None) -> float:
-        """How much worse the current median is, in % of the baseline (negative: better)."""
-        if baseline.median == 0:
-            return math.inf if current.median != 0 else 0.0
-        change = 100.0 * (current.median - baseline.median) / abs(baseline.median)
-        return -change if higher_is_better(metric or self.metric) else change
+    def worse_pct(self, verdict: Verdict) -> float:
+        """How much worse the current run is, in % of the baseline (negative: better)."""
+        return -verdict.better_pct
 
-    def fails(self, current: Summary, baseline: Summary, metric: str | None = None) -> bool:
-        """True when the figure regressed beyond the threshold and beyond the noise."""
-        return self.worse_pct(current, baseline, metric) > self.pct and \
-            not overlap(current, baseline)
+    def fails(self, verdict: Verdict) -> bool:
+        """True when the figure regressed beyond the threshold and beyond the noise (the
+        test, Holm-corrected); a side too small to judge never fails."""
+        return verdict.kind == "worse" and self.worse_pct(verdict) > self.pct
 
 
 def parse_fail_on(spec: str) -> list[Threshold]:
@@ -77,12 +192,12 @@ def parse_fail_on(spec: str) -> list[Threshold]:
 
 @dataclass(frozen=True)
 class Delta:
-    """One figure in both runs."""
+    """One figure in both runs, with the verdict of this run against the baseline."""
 
     key: tuple[Any, ...]
     current: Summary
     baseline: Summary
-    change_pct: float              # signed change of the median, % of the baseline
+    verdict: Verdict
     failed: tuple[Threshold, ...]  # thresholds this figure breaks
 
     @property
@@ -90,9 +205,14 @@ class Delta:
         return str(self.key[KEY.index("metric")])
 
     @property
+    def change_pct(self) -> float:
+        """Signed change (ratio of geometric means), % of the baseline."""
+        return self.verdict.change_pct
+
+    @property
     def noise(self) -> bool:
-        """The confidence intervals overlap: the change may be noise."""
-        return overlap(self.current, self.baseline)
+        """No detectable difference (or too few repetitions to tell)."""
+        return self.verdict.kind in ("same", "cannot")
 
     def label(self) -> str:
         k = dict(zip(KEY, self.key))
@@ -100,31 +220,40 @@ class Delta:
         return f"{dp} {k['family']} {k['direction']} x{k['streams']} {k['metric']}"
 
 
-def summaries(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[Any, ...], Summary]:
-    """Group measurement rows by :data:`KEY` and summarise the values (error rows skipped)."""
-    groups: dict[tuple[Any, ...], list[float]] = {}
+def groups(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[Any, ...], list[float]]:
+    """Measurement values grouped by :data:`KEY` (error rows and missing values skipped)."""
+    out: dict[tuple[Any, ...], list[float]] = {}
     for r in rows:
-        if r.get("error") or r.get("value") is None:
+        if r.get("error") or r.get("value") is None or not math.isfinite(float(r["value"])):
             continue
         key = tuple("" if r.get(k) is None else r.get(k) for k in KEY)
-        groups.setdefault(key, []).append(float(r["value"]))
-    return {k: summarise(v) for k, v in groups.items()
-            if any(math.isfinite(x) for x in v)}
+        out.setdefault(key, []).append(float(r["value"]))
+    return out
+
+
+def summaries(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[Any, ...], Summary]:
+    """Group measurement rows by :data:`KEY` and summarise the values (error rows skipped)."""
+    return {k: summarise(v) for k, v in groups(rows).items()}
 
 
 def compare(current_rows: Iterable[Mapping[str, Any]], baseline_rows: Iterable[Mapping[str, Any]],
             thresholds: Sequence[Threshold] = ()) -> list[Delta]:
-    """Per-figure deltas for the figures present in both runs, in the current run's order."""
-    cur, base = summaries(current_rows), summaries(baseline_rows)
+    """Per-figure verdicts for the figures present in both runs, in the current run's order.
+    The figures a threshold gates form one Holm family (the fewer, the more power), the
+    others another; without thresholds all figures are one family."""
+    cur, base = groups(current_rows), groups(baseline_rows)
+    keys = [k for k in cur if k in base]
+    metric = KEY.index("metric")
+    gated = [k for k in keys if any(t.matches(str(k[metric])) for t in thresholds)]
+    verdicts: dict[tuple[Any, ...], Verdict] = {}
+    for family in (gated, [k for k in keys if k not in gated]):
+        judged = judge([(cur[k], base[k], str(k[metric])) for k in family])
+        verdicts.update(zip(family, judged))
     out = []
-    for key, c in cur.items():
-        b = base.get(key)
-        if b is None:
-            continue
-        metric = str(key[KEY.index("metric")])
-        change = 100.0 * (c.median - b.median) / abs(b.median) if b.median else math.nan
-        failed = tuple(t for t in thresholds if t.matches(metric) and t.fails(c, b, metric))
-        out.append(Delta(key, c, b, change, failed))
+    for key in keys:
+        v = verdicts[key]
+        failed = tuple(t for t in thresholds if t.matches(v.metric) and t.fails(v))
+        out.append(Delta(key, summarise(cur[key]), summarise(base[key]), v, failed))
     return out
 
 
@@ -139,3 +268,8 @@ def machine_mismatch(current: Mapping[str, Any], baseline: Mapping[str, Any]) ->
         elif b is None and a is not None:
             out.append(f"{name} of the baseline is unknown (this run: {a})")
     return out
+
+
+__all__ = ["ALPHA", "KEY", "Delta", "FailOnError", "Threshold", "Verdict", "compare", "finish",
+           "groups", "higher_is_better", "judge", "judge_one", "machine_mismatch", "overlap",
+           "parse_fail_on", "summaries"]

@@ -36,7 +36,9 @@ TABLES: dict[str, tuple[str, ...]] = {
              "lease_s", "server_start_s"),
     # one row per measured figure (tidy)
     "bench": ("datapath", "mode", "flag", "family", "direction", "streams", "metric", "value",
-              "unit", "repetition", "tool", "error", "kernel", "virt"),
+              "unit", "repetition", "tool", "error", "kernel", "virt",
+              # the machine during the measurement, and the datapath's slot in its block
+              "steal_pct", "load1", "disturbed", "position"),
 }
 
 

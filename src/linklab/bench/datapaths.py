@@ -21,7 +21,9 @@ from linklab.ownership import Run
 
 REF_MTU = 1400                   # the scenarios' MTU, so veth-pair compares with them
 LOOP_ADDR = "198.18.254.1"       # on lo of the loopback namespace
+LOOP_ADDR6 = "2001:db8:fe::1"
 PAIR_ADDRS = ("198.18.254.1", "198.18.254.2")   # server, client of veth-pair
+PAIR_ADDRS6 = ("2001:db8:fe::1", "2001:db8:fe::2")
 
 
 @dataclass(frozen=True)
@@ -96,21 +98,29 @@ def open_datapath(dp: Datapath, run: Run) -> Iterator[Endpoints]:
         from linklab.build import build
 
         with build(dp.scenario, run) as topo:
+            try:
+                addr6 = str(topo.addr("c1", 6)) if topo.node("c2").addr(6) else ""
+            except KeyError:     # a v4-only scenario (the seed recipes)
+                addr6 = ""
             yield Endpoints(topo.ns("c1"), topo.ns("c2"), str(topo.addr("c1", 4)),
-                            {"server": topo.ifname("c1"), "client": topo.ifname("c2")})
+                            {"server": topo.ifname("c1"), "client": topo.ifname("c2")},
+                            addr6)
         return
     with ExitStack() as stack:
         if dp is LOOPBACK or dp.name == LOOPBACK.name:
             ns = _namespace(stack, run, "bn-loop")
             ns.ipr.addr("add", index=1, address=LOOP_ADDR, prefixlen=32)
-            yield Endpoints(ns, ns, LOOP_ADDR, {"server": "lo", "client": "lo"})
+            ns.nl.addr_add(1, LOOP_ADDR6, 128, 6, nodad=True)
+            yield Endpoints(ns, ns, LOOP_ADDR, {"server": "lo", "client": "lo"}, LOOP_ADDR6)
             return
         srv = _namespace(stack, run, "bn-pair-s")
         cli = _namespace(stack, run, "bn-pair-c")
         srv.ipr.link("add", ifname="eth0", kind="veth", mtu=REF_MTU,
                      peer={"ifname": "eth0", "net_ns_fd": cli.fd, "mtu": REF_MTU})
-        for ns, addr in zip((srv, cli), PAIR_ADDRS):
+        for ns, addr, addr6 in zip((srv, cli), PAIR_ADDRS, PAIR_ADDRS6):
             index = ns.ipr.link_lookup(ifname="eth0")[0]
             ns.ipr.link("set", index=index, state="up")
             ns.ipr.addr("add", index=index, address=addr, prefixlen=24)
-        yield Endpoints(srv, cli, PAIR_ADDRS[0], {"server": "eth0", "client": "eth0"})
+            ns.nl.addr_add(index, addr6, 64, 6, nodad=True)
+        yield Endpoints(srv, cli, PAIR_ADDRS[0], {"server": "eth0", "client": "eth0"},
+                        PAIR_ADDRS6[0])

@@ -12,9 +12,15 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from linklab.bench.tools import IperfResult, ToolFailure, parse_iperf3, parse_sockperf
+from linklab.bench.tools import (
+    IperfResult,
+    ToolFailure,
+    parse_iperf3,
+    parse_ping,
+    parse_sockperf,
+)
 from linklab.cmd import CmdError, MissingTool, bkg, cmd
 from linklab.netns import NetNS
 
@@ -47,21 +53,24 @@ class Params:
 class Spec:
     """One kind of measurement of the matrix."""
 
-    name: str        # readable id: tcp-forward-x1, udp-forward-x1, pingpong-tcp
+    name: str        # readable id: tcp-forward-x1, udp-forward-x1, pingpong-tcp(-v6)
     tool: str        # iperf3 | sockperf
     proto: str       # tcp | udp
     direction: str   # forward (client c2 -> server c1) | reverse (-R) | pingpong
     streams: int = 1
+    family: str = "v4"   # v4 | v6: which address of the server is used
 
     @property
     def primary(self) -> str:
         """The metric an error row is filed under."""
         if self.tool == "sockperf":
             return f"{self.proto}_oneway_latency_p50_us"
+        if self.tool == "ping":
+            return "icmp_rtt_latency_p50_us"
         return "throughput_bps" if self.proto == "tcp" else "udp_loss_pct"
 
 
-MATRIX: tuple[Spec, ...] = (
+MATRIX_V4: tuple[Spec, ...] = (
     Spec("tcp-forward-x1", "iperf3", "tcp", "forward", 1),
     Spec("tcp-reverse-x1", "iperf3", "tcp", "reverse", 1),
     Spec("tcp-forward-x4", "iperf3", "tcp", "forward", 4),
@@ -69,7 +78,14 @@ MATRIX: tuple[Spec, ...] = (
     Spec("udp-forward-x1", "iperf3", "udp", "forward", 1),
     Spec("pingpong-tcp", "sockperf", "tcp", "pingpong", 1),
     Spec("pingpong-udp", "sockperf", "udp", "pingpong", 1),
+    Spec("pingpong-icmp", "ping", "icmp", "pingpong", 1),
 )
+# the same measurements over IPv6 (the matrix is dual-stack); names end in -v6. sockperf
+# 3.7 (Debian 12) rejects IPv6 addresses ("-i Invalid address"), so v6 latency is the ICMP
+# echo round trip, measured for v4 as well so the two families compare like with like.
+MATRIX_V6: tuple[Spec, ...] = tuple(replace(x, name=f"{x.name}-v6", family="v6")
+                                    for x in MATRIX_V4 if x.tool != "sockperf")
+MATRIX: tuple[Spec, ...] = MATRIX_V4 + MATRIX_V6
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,45 @@ class Endpoints:
     client: NetNS
     server_addr: str
     ifnames: dict[str, str] = field(default_factory=dict)   # role -> interface measured
+    server_addr6: str = ""                                  # "" when the datapath has no v6
+
+    def addr(self, family: str) -> str:
+        """The server's address of ``family`` (v4 | v6); ToolFailure when it has none."""
+        addr = self.server_addr6 if family == "v6" else self.server_addr
+        if not addr:
+            raise ToolFailure(f"the server has no {family} address on this datapath")
+        return addr
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the two ends run: server and client pinned to distinct CPUs (iperf3 -A,
+    taskset for sockperf), or unpinned (None) on a single-CPU machine."""
+
+    server_cpu: int | None
+    client_cpu: int | None
+
+    @classmethod
+    def choose(cls) -> Layout:
+        """The first two CPUs this process may run on; unpinned with fewer than two."""
+        cpus = sorted(os.sched_getaffinity(0))
+        return cls(cpus[0], cpus[1]) if len(cpus) >= 2 else cls(None, None)
+
+    def taskset(self, role: str, argv: list) -> list:
+        cpu = self.server_cpu if role == "server" else self.client_cpu
+        return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
+
+    def iperf3(self, role: str) -> list:
+        cpu = self.server_cpu if role == "server" else self.client_cpu
+        return [] if cpu is None else ["-A", str(cpu)]
+
+    def describe(self) -> dict[str, object]:
+        return {"server_cpu": self.server_cpu, "client_cpu": self.client_cpu,
+                "how": "iperf3 -A (each end), taskset -c for sockperf"
+                if self.server_cpu is not None else "unpinned: fewer than 2 CPUs"}
+
+
+UNPINNED = Layout(None, None)
 
 
 @dataclass(frozen=True)
@@ -98,6 +153,7 @@ class Outcome:
     raw_ext: str          # json | txt
     error: str | None = None
     seconds: float = 0.0  # wall time of the measurement
+    host: HostLoad | None = None   # what else the machine did meanwhile
 
 
 # ---- readiness -------------------------------------------------------------------------------
@@ -177,6 +233,39 @@ class CpuWindow:
         return (bb - ba) / os.sysconf("SC_CLK_TCK"), tb - ta
 
 
+# ---- disturbance -----------------------------------------------------------------------------
+
+STEAL_LIMIT_PCT = 5.0       # a hypervisor took this share of CPU time from us
+LOAD_PER_CPU_LIMIT = 1.5    # 1-min load average per CPU beyond which other work competes
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    """The machine during one measurement, from /proc/stat and /proc/loadavg."""
+
+    steal_pct: float        # steal / all CPU time over the measurement
+    load1: float            # 1-minute load average at its end
+    cpus: int
+
+    @property
+    def disturbed(self) -> bool:
+        """Visibly disturbed: a hypervisor stole time, or more runnable work than CPUs."""
+        return self.steal_pct >= STEAL_LIMIT_PCT or self.load1 > LOAD_PER_CPU_LIMIT * self.cpus
+
+
+def stat_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    fields = (fields + [0] * 8)[:8]
+    return fields[7], sum(fields)
+
+
+def load1() -> float:
+    with open("/proc/loadavg") as fh:
+        return float(fh.read().split()[0])
+
+
 # ---- tools -----------------------------------------------------------------------------------
 
 def _iperf_figures(spec: Spec, res: IperfResult, busy_s: float, wall_s: float) -> list[Figure]:
@@ -199,11 +288,15 @@ def pct_name(pct: float) -> str:
     return "p" + f"{pct:g}".replace(".", "")
 
 
-def run_iperf3(spec: Spec, ep: Endpoints, params: Params, owner: object, port: int) -> Outcome:
+def run_iperf3(spec: Spec, ep: Endpoints, params: Params, owner: object, port: int,
+               layout: Layout = UNPINNED) -> Outcome:
     interval = f"{params.interval_s:g}"
-    server = ["iperf3", "-s", "-1", "-J", "-i", interval, "-p", port, "-B", ep.server_addr]
-    client = ["iperf3", "-c", ep.server_addr, "-p", port, "-t", params.duration_s,
-              "-i", interval, "--get-server-output", "-J", "-P", spec.streams]
+    addr = ep.addr(spec.family)
+    server = ["iperf3", "-s", "-1", "-J", "-i", interval, "-p", port, "-B", addr,
+              *layout.iperf3("server")]
+    client = ["iperf3", "-c", addr, "-p", port, "-t", params.duration_s,
+              "-i", interval, "--get-server-output", "-J", "-P", spec.streams,
+              *layout.iperf3("client")]
     if spec.direction == "reverse":
         client.append("-R")
     if spec.proto == "udp":
@@ -228,11 +321,12 @@ def run_iperf3(spec: Spec, ep: Endpoints, params: Params, owner: object, port: i
 
 
 def run_sockperf(spec: Spec, ep: Endpoints, params: Params, owner: object,
-                 port: int) -> Outcome:
+                 port: int, layout: Layout = UNPINNED) -> Outcome:
     proto = ["--tcp"] if spec.proto == "tcp" else []
-    server = ["sockperf", "sr", "-i", ep.server_addr, "-p", port, *proto]
-    client = ["sockperf", "pp", "-i", ep.server_addr, "-p", port, "-t", params.latency_s,
-              *proto]
+    addr = ep.addr(spec.family)
+    server = layout.taskset("server", ["sockperf", "sr", "-i", addr, "-p", port, *proto])
+    client = layout.taskset("client", ["sockperf", "pp", "-i", addr, "-p", port,
+                                       "-t", params.latency_s, *proto])
     raw = ""
     with tempfile.TemporaryFile() as log, \
             bkg(server, ns=ep.server, owner=owner, stdout=log, stderr=log,
@@ -251,10 +345,47 @@ def run_sockperf(spec: Spec, ep: Endpoints, params: Params, owner: object,
             return Outcome(spec, [], raw or msg, "txt", error=msg)
 
 
-def measure(spec: Spec, ep: Endpoints, params: Params, owner: object, port: int) -> Outcome:
-    """Run one measurement; tool failures come back as ``Outcome.error``."""
+PING_INTERVAL_S = 0.001    # iputils ping -i below 0.2 s needs root, which the suite has
+
+
+def run_ping(spec: Spec, ep: Endpoints, params: Params, owner: object, port: int,
+             layout: Layout = UNPINNED) -> Outcome:
+    """ICMP echo round trips from the client to the server's address: answered by the
+    server namespace's kernel, so no server process and no port."""
+    count = max(10, int(params.latency_s / PING_INTERVAL_S))
+    argv = layout.taskset("client", ["ping", "-n", "-i",
+                                     f"{PING_INTERVAL_S:g}", "-c", count,
+                                     "-w", params.latency_s + 10,
+                                     "-6" if spec.family == "v6" else "-4",
+                                     ep.addr(spec.family)])
+    raw = ""
+    try:
+        res = cmd(argv, ns=ep.client, timeout=params.latency_s + 30, check=False)
+        raw = res.stdout + res.stderr
+        parsed = parse_ping(raw)
+    except (ToolFailure, CmdError, MissingTool) as exc:
+        return Outcome(spec, [], raw or str(exc), "txt", error=str(exc))
+    figures = [Figure(f"icmp_rtt_latency_{pct_name(p)}_us", parsed.percentile(p), "us")
+               for p in LATENCY_PCTS]
+    if parsed.sent:
+        figures.append(Figure("icmp_loss_pct", 100.0 * (parsed.sent - parsed.received)
+                              / parsed.sent, "%"))
+    return Outcome(spec, figures, raw, "txt")
+
+
+def measure(spec: Spec, ep: Endpoints, params: Params, owner: object, port: int,
+            layout: Layout = UNPINNED) -> Outcome:
+    """Run one measurement; tool failures come back as ``Outcome.error``. The machine's
+    steal time and load over the measurement come back in ``Outcome.host``."""
     t0 = time.monotonic()
-    run = run_iperf3 if spec.tool == "iperf3" else run_sockperf
-    out = run(spec, ep, params, owner, port)
+    steal0, total0 = stat_ticks()
+    run = {"iperf3": run_iperf3, "sockperf": run_sockperf, "ping": run_ping}[spec.tool]
+    try:
+        out = run(spec, ep, params, owner, port, layout)
+    except ToolFailure as exc:   # e.g. no address of this family
+        out = Outcome(spec, [], str(exc), "txt", error=str(exc))
+    steal1, total1 = stat_ticks()
     out.seconds = time.monotonic() - t0
+    out.host = HostLoad(100.0 * (steal1 - steal0) / max(1, total1 - total0), load1(),
+                        os.cpu_count() or 1)
     return out

@@ -2,14 +2,21 @@
 appended to the results store as soon as it exists, with a live progress line.
 
 Rows (table ``bench``): datapath, mode, flag, family, direction, streams, metric, value,
-unit, repetition, tool, error, kernel, virt. Raw tool output goes to
-``raw/<datapath>/<measurement>-r<rep>.<json|txt>``; warm-up repetitions are run and
+unit, repetition, tool, error, kernel, virt, and what the machine did meanwhile (steal_pct,
+load1, disturbed) and the datapath's position in its repetition's order. Raw tool output
+goes to ``raw/<datapath>/<measurement>-r<rep>.<json|txt>``; warm-up repetitions are run and
 printed but neither stored nor counted.
+
+Design (:meth:`Bench.run_blocks`): each repetition is a block in which every datapath is
+measured once, in an order shuffled per block (seeded, recorded in meta.json), so a slow
+drift of the machine spreads over all datapaths instead of landing on the ones measured
+last. The server and client run pinned to distinct CPUs (:class:`~linklab.bench.measure.Layout`).
 """
 
 from __future__ import annotations
 
 import math
+import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,11 +26,10 @@ from typing import Any
 
 from linklab import results as store
 from linklab.bench.datapaths import LOOPBACK, Datapath
-from linklab.bench.measure import MATRIX, Endpoints, Outcome, Params, Spec, measure
+from linklab.bench.measure import MATRIX, Endpoints, Layout, Outcome, Params, Spec, measure
 from linklab.cmd import cmd
 from linklab.compare import KEY, Delta, Threshold, compare, machine_mismatch, summaries
 
-FAMILY = "v4"
 BASE_PORT = 20000
 SYSCTLS = ("net/ipv4/tcp_congestion_control", "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem",
            "net/core/rmem_max", "net/core/wmem_max", "net/core/default_qdisc",
@@ -67,9 +73,9 @@ class Settings:
         """A rough wall-time estimate of the matrix (tool time plus start-up)."""
         def per(p: Params, specs: Iterable[Spec]) -> float:
             # measured start-up/tear-down: iperf3 ~0.1 s; sockperf 3.7 sleeps 2 s before a test
-            return sum(p.duration_s + 0.1 if s.tool == "iperf3" else p.latency_s + 2.3
-                       for s in specs)
-        return n_datapaths * (self.reps * per(self.params, self.specs) +
+            return sum(p.duration_s + 0.1 if s.tool == "iperf3" else
+                       p.latency_s + (2.3 if s.tool == "sockperf" else 0.2) for s in specs)
+        return n_datapaths * (self.reps * (per(self.params, self.specs) + 0.3) +
                               self.warmup * per(self.warmup_params, self.warmup_specs) + 0.5)
 
 
@@ -143,7 +149,8 @@ class Bench:
     """Runs the matrix on datapaths, writing rows, raw output and meta to ``results``."""
 
     def __init__(self, results: store.RunDir, run: object, settings: Settings,
-                 progress: Callable[[str], None] = print, part: str = "") -> None:
+                 progress: Callable[[str], None] = print, part: str = "",
+                 layout: Layout | None = None, seed: int | None = None) -> None:
         settings.check()
         self.results = results
         self.run = run
@@ -152,7 +159,11 @@ class Bench:
         self.part = part
         self.kernel = store.kernel_release()
         self.virt = store.virtualisation()
-        self.meta: dict[str, Any] = {"datapaths": {}}
+        self.layout = layout if layout is not None else Layout.choose()
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        self.meta: dict[str, Any] = {"datapaths": {}, "layout": self.layout.describe(),
+                                     "order_seed": self.seed, "blocks": []}
+        self.disturbed = 0
         self.started: float | None = None
         self.measurements = 0
         self.seconds = 0.0
@@ -167,52 +178,104 @@ class Bench:
         bench = {"reps": s.reps, "warmup_reps": s.warmup, "params": asdict(s.params),
                  "warmup_params": asdict(s.warmup_params),
                  "warmup_matrix": [x.name for x in s.warmup_specs],
-                 "matrix": [asdict(x) for x in s.specs], "family": FAMILY,
+                 "matrix": [asdict(x) for x in s.specs],
+                 "families": sorted({x.family for x in s.specs}),
+                 "disturbed_rule": "steal_pct >= 5 or load1 > 1.5 x CPUs",
                  "latency": LATENCY_DEFINITION, "cpu": CPU_DEFINITION,
                  "sockperf_message_bytes": 14, **self.meta}
         current = self.results.read_meta() if (self.results.path / "meta.json").exists() else {}
         tools = {**current.get("tools", {}), **tool_versions()}
         self.results.write_meta(store.machine_meta() | {"bench": bench, "tools": tools})
 
-    def run_datapath(self, dp: Datapath, ep: Endpoints) -> list[str]:
-        """Warm-up, then the repetitions of every measurement; returns the error texts."""
-        if self.started is None:
-            self.started = time.time()
+    def _describe(self, dp: Datapath, ep: Endpoints) -> None:
         self.meta["datapaths"][dp.name] = {
             "kind": dp.kind, "mode": dp.mode, "flag": dp.flag,
             "scenario": str(dp.scenario.path) if dp.scenario else None,
             "mtu": dp.scenario.mtu if dp.scenario else (65536 if dp is LOOPBACK else 1400),
-            "server_addr": ep.server_addr, "offloads": offloads(ep), "sysctls": sysctls(ep)}
+            "server_addr": ep.server_addr, "server_addr6": ep.server_addr6,
+            "offloads": offloads(ep), "sysctls": sysctls(ep)}
         self.write_meta()
-        errors: list[str] = []
+
+    def _measure(self, dp: Datapath, ep: Endpoints, rep: int, position: int,
+                 specs: Sequence[Spec], params: Params, total: int) -> list[str]:
+        """One datapath's measurements of one repetition (rep <= 0: warm-up, not stored)."""
+        errors = []
+        for spec in specs:
+            if spec.family == "v6" and not ep.server_addr6:
+                continue     # a v4-only scenario: no v6 row at all rather than an error
+            out = measure(spec, ep, params, self.run, self._next_port(), self.layout)
+            warm = rep <= 0
+            tag = "warm-up" if warm else f"rep {rep}/{total}"
+            flag = "  [disturbed]" if out.host is not None and out.host.disturbed else ""
+            self.progress(f"bench {dp.name:<21} {spec.name:<18} {tag:<9} {headline(out)}{flag}")
+            if warm:
+                continue
+            self.measurements += 1
+            self.seconds += out.seconds
+            self.disturbed += bool(flag)
+            self._store(dp, spec, rep, out, position)
+            if out.error:
+                errors.append(f"{dp.name} {spec.name} rep {rep}: {out.error}")
+        return errors
+
+    def run_datapath(self, dp: Datapath, ep: Endpoints) -> list[str]:
+        """Warm-up, then the repetitions of every measurement on one live datapath (no
+        interleaving: for a single datapath, e.g. bench/test_regression.py)."""
+        if self.started is None:
+            self.started = time.time()
+        self._describe(dp, ep)
         s = self.settings
-        total = s.reps
+        errors: list[str] = []
         for rep in range(1 - s.warmup, s.reps + 1):
             warm = rep <= 0
-            params = s.warmup_params if warm else s.params
-            for spec in s.warmup_specs if warm else s.specs:
-                out = measure(spec, ep, params, self.run, self._next_port())
-                tag = "warm-up" if warm else f"rep {rep}/{total}"
-                self.progress(f"bench {dp.name:<21} {spec.name:<15} {tag:<9} {headline(out)}")
-                if warm:
-                    continue
-                self.measurements += 1
-                self.seconds += out.seconds
-                self._store(dp, spec, rep, out)
-                if out.error:
-                    errors.append(f"{dp.name} {spec.name} rep {rep}: {out.error}")
+            errors += self._measure(dp, ep, rep, 0, s.warmup_specs if warm else s.specs,
+                                    s.warmup_params if warm else s.params, s.reps)
         self.meta["datapaths"][dp.name]["ended"] = time.time()
         self.meta["wall_s"] = time.time() - self.started
         self.write_meta()
         return errors
 
-    def _store(self, dp: Datapath, spec: Spec, rep: int, out: Outcome) -> None:
+    def run_blocks(self, dps: Sequence[Datapath],
+                   open_dp: Callable[[Datapath], Any]) -> dict[str, list[str]]:
+        """Every datapath's warm-up, then ``reps`` blocks; in each block every datapath is
+        built (``open_dp(dp)``: a context manager yielding its Endpoints), measured once and
+        torn down, in a shuffled order. Returns the error texts per datapath name."""
+        if self.started is None:
+            self.started = time.time()
+        s = self.settings
+        errors: dict[str, list[str]] = {dp.name: [] for dp in dps}
+        for dp in dps:
+            with open_dp(dp) as ep:
+                self._describe(dp, ep)
+                for rep in range(1 - s.warmup, 1):
+                    errors[dp.name] += self._measure(dp, ep, rep, 0, s.warmup_specs,
+                                                     s.warmup_params, s.reps)
+        rng = random.Random(self.seed)
+        for rep in range(1, s.reps + 1):
+            order = list(dps)
+            rng.shuffle(order)
+            self.meta["blocks"].append([dp.name for dp in order])
+            self.progress(f"bench block {rep}/{s.reps}: {', '.join(d.name for d in order)}")
+            for position, dp in enumerate(order):
+                with open_dp(dp) as ep:
+                    errors[dp.name] += self._measure(dp, ep, rep, position, s.specs,
+                                                     s.params, s.reps)
+                self.meta["datapaths"][dp.name]["ended"] = time.time()
+            self.meta["wall_s"] = time.time() - self.started
+            self.write_meta()
+        return errors
+
+    def _store(self, dp: Datapath, spec: Spec, rep: int, out: Outcome, position: int = 0) -> None:
         raw_dir = self.results.path / "raw" / dp.name
         raw_dir.mkdir(parents=True, exist_ok=True)
         store.atomic_write(raw_dir / f"{spec.name}-r{rep}.{out.raw_ext}", out.raw)
-        base = {"datapath": dp.kind, "mode": dp.mode, "flag": dp.flag, "family": FAMILY,
+        base = {"datapath": dp.kind, "mode": dp.mode, "flag": dp.flag, "family": spec.family,
                 "direction": spec.direction, "streams": spec.streams, "repetition": rep,
-                "tool": spec.tool, "kernel": self.kernel, "virt": self.virt}
+                "tool": spec.tool, "kernel": self.kernel, "virt": self.virt,
+                "position": position}
+        if out.host is not None:
+            base |= {"steal_pct": round(out.host.steal_pct, 3), "load1": out.host.load1,
+                     "disturbed": out.host.disturbed}
         if out.error:
             self.results.append("bench", base | {"metric": spec.primary, "value": None,
                                                  "unit": "", "error": out.error},
@@ -258,10 +321,10 @@ def _fmt(metric: str, value: float) -> str:
 
 
 def format_deltas(deltas: Sequence[Delta]) -> list[str]:
-    """One line per figure: baseline -> current median, change, CI overlap, verdict."""
+    """One line per figure: baseline -> current median, change, verdict."""
     lines = []
     for d in deltas:
-        verdict = "REGRESSION" if d.failed else ("noise" if d.noise else "changed")
+        verdict = ("REGRESSION: " if d.failed else "") + d.verdict.text()
         lines.append(f"{d.label():<62} {_fmt(d.metric, d.baseline.median):>16} -> "
                      f"{_fmt(d.metric, d.current.median):>16} {d.change_pct:+7.1f} %  {verdict}")
     return lines
@@ -286,18 +349,19 @@ def summary_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
             ("cpu fwd x1", "forward", 1, "cpu_s_per_gbit"))
     by_dp: dict[tuple, dict[str, Any]] = {}
     for key, s in summ.items():
-        dp = (key[idx["virt"]], key[idx["datapath"]], key[idx["mode"]], key[idx["flag"]])
+        dp = (key[idx["virt"]], key[idx["datapath"]], key[idx["mode"]], key[idx["flag"]],
+              key[idx["family"]])
         for label, direction, streams, metric in cols:
             if key[idx["direction"]] == direction and int(key[idx["streams"]]) == streams and \
                     key[idx["metric"]] == metric:
                 by_dp.setdefault(dp, {})[label] = s
-    ceiling = {c: v for (virt, name, _m, _f), vals in by_dp.items() if name == "loopback"
-               for c, v in vals.items()}
+    ceiling = {(fam, c): v for (virt, name, _m, _f, fam), vals in by_dp.items()
+               if name == "loopback" for c, v in vals.items()}
     lines = ["datapath                 " + "".join(f"{c[0]:>21}" for c in cols) +
              "   eff fwd x1",
              "(median ±CI95 CV%; Gbit/s, %, one-way us, s/Gbit)"]
-    for (virt, name, mode, flag), vals in by_dp.items():
-        label = " ".join(p for p in (name, mode, flag) if p)
+    for (virt, name, mode, flag, fam), vals in by_dp.items():
+        label = " ".join(p for p in (name, mode, flag, fam) if p)
         cells = []
         for c, _d, _s, metric in cols:
             s = vals.get(c)
@@ -308,8 +372,9 @@ def summary_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
             cv = f"{100 * s.cv:.0f}" if math.isfinite(s.cv) else "-"
             cells.append(f"{s.median / scale:>9.3g} ±{s.ci_half / scale:<5.2g}{cv:>4}%")
         eff = ""
-        if "tcp fwd x1" in vals and "tcp fwd x1" in ceiling and ceiling["tcp fwd x1"].median:
-            eff = f"{vals['tcp fwd x1'].median / ceiling['tcp fwd x1'].median:.2f}"
+        top = ceiling.get((fam, "tcp fwd x1"))
+        if "tcp fwd x1" in vals and top is not None and top.median:
+            eff = f"{vals['tcp fwd x1'].median / top.median:.2f}"
         lines.append(f"{label:<25}" + "".join(cells) + f"   {eff:>6}")
     return lines
 

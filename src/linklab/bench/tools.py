@@ -7,6 +7,7 @@ raises :class:`ToolFailure` with the tool's own words.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,3 +148,36 @@ def parse_sockperf(text: str) -> SockperfResult:
         observations=int(obs.group(1)) if obs else 0,
         valid_s=float(valid.group(1)) if valid else 0.0,
         dropped=int(dropped.group(1)) if dropped else 0)
+
+
+# ---- ping (iputils) --------------------------------------------------------------------------
+
+_PING_TIME = re.compile(r"icmp_seq=\d+ .*?time=([0-9.]+) ms")
+_PING_SENT = re.compile(r"(\d+) packets transmitted, (\d+) received")
+
+
+@dataclass(frozen=True)
+class PingResult:
+    """Round-trip times of ICMP echo requests answered by the peer's kernel (no userspace
+    server involved), in microseconds, in the order received."""
+
+    rtts_us: tuple[float, ...]
+    sent: int
+    received: int
+
+    def percentile(self, pct: float) -> float:
+        """Nearest-rank percentile of the round-trip times."""
+        ordered = sorted(self.rtts_us)
+        rank = max(1, math.ceil(pct / 100 * len(ordered)))
+        return ordered[rank - 1]
+
+
+def parse_ping(text: str) -> PingResult:
+    """Parse iputils ``ping -n`` output (one line per reply); ToolFailure without replies."""
+    rtts = tuple(float(m) * 1000 for m in _PING_TIME.findall(text))
+    sent = _PING_SENT.search(text)
+    if not rtts:
+        tail = " ".join(text.strip().splitlines()[-2:])[:300]
+        raise ToolFailure(f"ping: no echo reply: {tail}")
+    return PingResult(rtts, int(sent.group(1)) if sent else len(rtts),
+                      int(sent.group(2)) if sent else len(rtts))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from linklab import results as store
-from linklab.bench.measure import Params
+from linklab.bench.measure import MATRIX, Params
 from linklab.bench.runner import Bench, Settings, load_rows, summary_lines
 from linklab.compare import FailOnError, Threshold, parse_fail_on
 
@@ -41,6 +41,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="sockperf ping-pong run length in seconds (default 1)")
     g.addoption("--bench-udp-rate", default="1G",
                 help="iperf3 UDP offered rate, iperf3 -b syntax (default 1G)")
+    g.addoption("--bench-families", default="v4,v6",
+                help="address families to measure, v4, v6 or v4,v6 (default v4,v6)")
+    g.addoption("--bench-seed", type=int, default=None,
+                help="seed of the shuffled datapath order of each repetition (default: "
+                     "random; recorded in meta.json either way)")
     g.addoption("--bench-datapaths", default="",
                 help="comma-separated datapath names to measure (default: all this kernel "
                      "supports), e.g. loopback,veth-pair,bridge")
@@ -58,16 +63,26 @@ SETTINGS_KEY = pytest.StashKey[Settings]()
 THRESHOLDS_KEY = pytest.StashKey[list[Threshold]]()
 
 
+def families_from(config: pytest.Config) -> tuple[str, ...]:
+    fams = tuple(f.strip() for f in config.getoption("--bench-families").split(",") if f.strip())
+    bad = [f for f in fams if f not in ("v4", "v6")]
+    if bad or not fams:
+        raise pytest.UsageError(f"--bench-families: {', '.join(bad) or 'nothing'} given; "
+                                "use v4, v6 or v4,v6")
+    return fams
+
+
 def settings_from(config: pytest.Config) -> Settings:
     opt = config.getoption
+    specs = tuple(x for x in MATRIX if x.family in families_from(config))
     if opt("--bench-smoke"):
         s = Settings(Params(duration_s=1, omit_s=0.25, latency_s=1,
-                            udp_rate=opt("--bench-udp-rate")), reps=1, warmup=0)
+                            udp_rate=opt("--bench-udp-rate")), reps=1, warmup=0, specs=specs)
     else:
         s = Settings(Params(duration_s=opt("--bench-duration"), omit_s=opt("--bench-omit"),
                             latency_s=opt("--bench-latency-duration"),
                             udp_rate=opt("--bench-udp-rate")),
-                     reps=opt("--bench-reps"), warmup=opt("--bench-warmup"))
+                     reps=opt("--bench-reps"), warmup=opt("--bench-warmup"), specs=specs)
     try:
         s.check()
     except ValueError as exc:
@@ -158,14 +173,18 @@ def bench(pytestconfig: pytest.Config, results: store.RunDir, run: object,
     (depends on the linklab plugin's ``results`` and ``run``)."""
     from linklab.pytest.plugin import results_part
 
-    b = Bench(results, run, bench_settings, bench_progress, part=results_part(pytestconfig))
+    b = Bench(results, run, bench_settings, bench_progress, part=results_part(pytestconfig),
+              seed=pytestconfig.getoption("--bench-seed"))
     pytestconfig.stash[BENCH_KEY] = b
     from linklab.bench.datapaths import missing
 
     n = len([d for d in pytestconfig.stash.get(DATAPATHS_KEY, ()) if missing(d) is None]) or 1
     bench_progress(f"bench: {n} datapath(s) x {len(bench_settings.specs)} measurements x "
                    f"({bench_settings.warmup} warm-up + {bench_settings.reps}) repetitions, "
-                   f"about {bench_settings.estimate_s(n) / 60:.1f} min; results in {results.path}")
+                   f"about {bench_settings.estimate_s(n) / 60:.1f} min; each repetition a "
+                   f"block of every datapath in a shuffled order (seed {b.seed}); server on "
+                   f"CPU {b.layout.server_cpu}, client on CPU {b.layout.client_cpu}; results "
+                   f"in {results.path}")
     return b
 
 
@@ -193,3 +212,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr.write_line(f"bench: {bench.measurements} measurements ({bench.seconds:.0f} s in the "
                   f"tools) on {len(bench.meta['datapaths'])} datapath(s); matrix wall time "
                   f"{total:.0f} s ({total / 60:.1f} min); results: {bench.results.path}")
+    if bench.disturbed:
+        tr.write_line(f"bench: {bench.disturbed} of {bench.measurements} measurements were "
+                      "taken while the machine was disturbed (steal >= 5 % or load average > "
+                      "1.5 x CPUs); the report flags them")

@@ -1,7 +1,9 @@
 """``linklab report``: one self-contained HTML page from a saved results directory.
 
-aggregate (pandas) -> charts (matplotlib, inline SVG) -> render (Jinja2). Reports are rebuilt
-from ``results/<run-id>/`` only, never from a live run.
+aggregate (read and summarise, pandas) -> view (one view model: every table, chart spec and
+verdict) -> render (Jinja2) and charts (matplotlib, inline SVG), which only format it; history
+(``--history DIR``) does the same across runs. Reports are rebuilt from ``results/`` only,
+never from a live run.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from linklab.report.aggregate import ReportError, load_results
 
 
 def cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results_dir", metavar="RESULTS_DIR", type=Path,
+    parser.add_argument("results_dir", metavar="RESULTS_DIR", type=Path, nargs="?",
                         help="a results/<run-id> directory written by the test suite")
+    parser.add_argument("--history", metavar="DIR", type=Path,
+                        help="instead of one run: every run under DIR (e.g. results/) as time "
+                             "series of the key figures, kernel and machine changes marked "
+                             "(default output reports/history/index.html)")
     parser.add_argument("--baseline", metavar="RESULTS_DIR", type=Path,
                         help="an earlier results directory to compare every figure with")
     parser.add_argument("-o", "--output", type=Path,
@@ -34,6 +40,12 @@ def cli_main(args: argparse.Namespace) -> int:
     from linklab.report.aggregate import Rules
     from linklab.report.render import link_latest, render
 
+    if args.history is not None:
+        return history_main(args)
+    if args.results_dir is None:
+        print("linklab report: give a RESULTS_DIR (results/<run-id>) or --history DIR",
+              file=sys.stderr)
+        return 2
     try:
         if args.threshold < 0:
             raise ReportError(f"--threshold {args.threshold}: must be a percentage >= 0")
@@ -61,5 +73,28 @@ def cli_main(args: argparse.Namespace) -> int:
     print(f"rendered {len(done.sections)} sections, {done.charts} charts in {done.seconds:.2f} s")
     if latest is not None:
         print(f"{latest} -> {output.parent.name}")
+    print(output)
+    return 0
+
+
+def history_main(args: argparse.Namespace) -> int:
+    from linklab.report import history
+
+    output = args.output or Path("reports") / "history" / "index.html"
+    try:
+        view = history.build(args.history)
+        charts = history.render(view, output)
+    except ReportError as exc:
+        print(f"linklab report: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"linklab report: cannot write {exc.filename or output}: {exc.strerror}",
+              file=sys.stderr)
+        return 2
+    for note in view.skipped:
+        print(f"note: not in the history: {note}", file=sys.stderr)
+    marks = len(view.changes)
+    print(f"history: {len(view.runs)} runs, {charts} charts, {marks} kernel/machine change(s) "
+          "marked")
     print(output)
     return 0

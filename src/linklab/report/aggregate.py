@@ -103,7 +103,8 @@ def _normalise(frame: pd.DataFrame, table: str) -> pd.DataFrame:
             frame[col] = None
     frame = frame[list(TABLES[table])].copy()
     for col in frame.columns:
-        if col in ("value", "repetition") or col.endswith(_UNIT_SUFFIXES):
+        if col in ("value", "repetition", "load1", "position", "disturbed") or \
+                col.endswith(_UNIT_SUFFIXES):
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
         else:
             frame[col] = frame[col].map(_as_text)
@@ -267,13 +268,14 @@ def metric_family(metric: str) -> str:
 
 
 def latency_parts(metric: str, direction: str) -> tuple[str, str]:
-    """('tcp'|'udp'|'', 'p99.9'): the protocol may sit in the direction column or the name."""
+    """('tcp'|'udp'|'icmp'|'', 'p99.9'): the protocol may sit in the direction column or
+    the name."""
     match = _LATENCY.search(metric)
     pct = match.group(1) if match else "?"
     pct = pct if len(pct) <= 2 else f"{pct[:2]}.{pct[2:]}"
     proto = ""
     for source in (direction, metric):
-        for name in ("tcp", "udp"):
+        for name in ("tcp", "udp", "icmp"):
             if name in source.lower().split("_") or source.lower() == name:
                 proto = name
     return proto, f"p{pct}"
@@ -286,7 +288,8 @@ def bench_errors(bench: pd.DataFrame) -> pd.DataFrame:
 def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
     """One row per measured figure: median, 95 % CI, n, CV, plus a readable datapath label."""
     ok = bench[(bench["error"] == "") & bench["value"].notna()]
-    cols = list(BENCH_KEYS) + ["median", "ci_low", "ci_high", "n", "cv", "label", "section"]
+    cols = list(BENCH_KEYS) + ["median", "ci_low", "ci_high", "n", "cv", "label", "section",
+                               "disturbed"]
     if ok.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -298,7 +301,8 @@ def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
         row.update(median=st.median, ci_low=low, ci_high=st.ci_high, n=st.n, cv=st.cv,
                    label=row.get("scenario") or datapath_label(row["datapath"], row["mode"],
                                                                row["flag"]),
-                   section=metric_family(row["metric"]))
+                   section=metric_family(row["metric"]),
+                   disturbed=int((group["disturbed"] == 1).sum()))
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
@@ -340,24 +344,29 @@ class Rules:
         return cmp.Threshold(metric, self.default_pct)
 
     def verdict(self, delta: cmp.Delta) -> str:
-        """'regressed' / 'improved' beyond threshold and noise, else 'same'."""
+        """'regressed' / 'improved' (the rank test, Holm-corrected over the figures compared,
+        AND beyond the threshold), 'cannot' (too few repetitions on a side), else 'same'."""
         t = self.threshold(delta.metric)
-        if t.fails(delta.current, delta.baseline, delta.metric):
+        v = delta.verdict
+        if v.kind == "cannot":
+            return "cannot"
+        if t.fails(v):
             return "regressed"
-        if -t.worse_pct(delta.current, delta.baseline, delta.metric) > t.pct and not delta.noise:
+        if v.kind == "better" and v.better_pct > t.pct:
             return "improved"
         return "same"
 
 
 COMPARE_COLUMNS = (*cmp.KEY, "role", "label", "section", "threshold_pct", "median", "ci_low",
-                   "ci_high", "base_median", "base_ci_low", "base_ci_high", "delta", "verdict")
+                   "ci_high", "base_median", "base_ci_low", "base_ci_high", "delta", "verdict",
+                   "verdict_text", "n", "base_n")
 
 
 def compare(current: Results, baseline: Results, rules: Rules) -> pd.DataFrame:
     """Per-figure deltas against the baseline (matched on datapath, mode, flag, family,
     direction, streams, metric, unit and virtualisation: a VM leg never meets the host)."""
     deltas = cmp.compare(current.tables["bench"].to_dict("records"),
-                         baseline.tables["bench"].to_dict("records"))
+                         baseline.tables["bench"].to_dict("records"), rules.fail_on)
     host_virt = str(current.meta.get("virt", ""))
     rows = []
     for d in deltas:
@@ -370,5 +379,6 @@ def compare(current: Results, baseline: Results, rules: Rules) -> pd.DataFrame:
             "median": d.current.median, "ci_low": d.current.ci_low, "ci_high": d.current.ci_high,
             "base_median": d.baseline.median, "base_ci_low": d.baseline.ci_low,
             "base_ci_high": d.baseline.ci_high, "delta": d.change_pct / 100,
-            "verdict": rules.verdict(d)})
+            "verdict": rules.verdict(d), "verdict_text": d.verdict.text(),
+            "n": d.current.n, "base_n": d.baseline.n})
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
