@@ -125,6 +125,7 @@ class Scenario:
     hairpin: bool = False
     dhcp: Dhcp | None = None
     expect: Mapping[str, Expectation] = field(default_factory=dict)
+    cni: Mapping[str, Any] | None = None  # kind cni: [cni] (netconf, ...), see kinds/cni.py
 
     @property
     def label(self) -> str:
@@ -322,7 +323,7 @@ def load_scenario(path: Path | str) -> Scenario:
         raise ScenarioError(path, "", f"cannot read: {exc}") from None
 
     ctx.table(data, "", {"name", "kind", "upstream", "remote", "container", "expect"},
-              {"mode", "flag", "mtu", "description", "dhcp", "host", "hosts"})
+              {"mode", "flag", "mtu", "description", "dhcp", "host", "hosts", "cni"})
     name = data["name"]
     if not isinstance(name, str) or not SCENARIO_NAME_RE.match(name):
         raise ctx.fail("name", f"{name!r} is not a valid scenario name (lower-case letters, "
@@ -331,6 +332,8 @@ def load_scenario(path: Path | str) -> Scenario:
     mode = ctx.typed(data, "mode", "", str)
     flag = ctx.typed(data, "flag", "", str)
     _kind_module(ctx, kind, "kind").validate_mode(ctx, mode, flag)
+    if "cni" in data and kind != "cni":
+        raise ctx.fail("cni", f"only kind 'cni' takes a [cni] table (kind is {kind!r})")
     mtu = ctx.typed(data, "mtu", "", int, 1500)
     if not 1280 <= mtu <= 65535:
         raise ctx.fail("mtu", f"{mtu} is out of range 1280..65535 (IPv6 needs at least 1280)")
@@ -428,7 +431,8 @@ def load_scenario(path: Path | str) -> Scenario:
     sc = Scenario(name=name, path=path, kind=kind, mode=mode, flag=flag, mtu=mtu,
                   description=ctx.typed(data, "description", "", str, ""), hosts=tuple(hosts),
                   upstream=upstream, remote=remote, remote_gateway=remote_gw,
-                  containers=tuple(containers), hairpin=hairpin, dhcp=dhcp)
+                  containers=tuple(containers), hairpin=hairpin, dhcp=dhcp,
+                  cni=data.get("cni"))
     for where, h in zip(host_where, hosts):
         _kind_module(ctx, h.kind, f"{where}.kind").validate(ctx, sc, h, where)
     expect = _expectations(ctx, data["expect"], sc)
