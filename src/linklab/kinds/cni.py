@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping
+from contextlib import ExitStack
 from typing import Any
 
 from linklab import cni
@@ -170,14 +171,15 @@ def attachment(topo, c) -> cni.Attachment:  # noqa: ANN001
                           cni.netns_path(topo.ns(c.name)), c.ifname, topo.ns(c.host))
 
 
-def plug(topo, c, host, extra_ipam: Mapping[str, Any] | None = None) -> dict[str, Any]:  # noqa: ANN001
-    """ADD and CHECK ``c``'s interface now (DEL deferred to the topology's teardown); verify
-    the addresses; register the interface. Returns the plugin's result."""
+def plug(topo, c, host, extra_ipam: Mapping[str, Any] | None = None,  # noqa: ANN001
+         stack: ExitStack | None = None, timeout_s: float = cni.TIMEOUT_S) -> dict[str, Any]:
+    """ADD and CHECK ``c``'s interface now (DEL deferred to ``stack``, by default the
+    topology's teardown); verify the addresses; register the interface. Returns the result."""
     nc = netconf(topo, c, host)
     if extra_ipam:
         nc["ipam"] = {**nc["ipam"], **extra_ipam}
     at = attachment(topo, c)
-    result = topo.stack.enter_context(cni.attached(nc, at))
+    result = (stack or topo.stack).enter_context(cni.attached(nc, at, timeout_s=timeout_s))
     got = sorted(cni.result_addresses(result, c.ifname))
     want = sorted(str(a) for a in c.addrs)
     if want and got != want:
