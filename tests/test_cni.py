@@ -35,7 +35,7 @@ def test_every_plugin_scenario_is_shipped() -> None:
 
 
 @pytest.mark.parametrize("sc", [s for s in CNI if s.cni.get("native")], ids=lambda s: s.name)
-def test_native_and_cni_expectations_agree(sc) -> None:  # noqa: ANN001
+def test_native_and_cni_expectations_agree(sc) -> None:
     """Where a CNI scenario matches a native one, every shared check expects the same result,
     except the checks it lists in ``differs`` (the plugin does something else: the reason is
     in its expectation), and those must really differ."""
@@ -84,8 +84,8 @@ def _variant(tmp_path: Path, old: str, new: str, count: int = 1) -> Path:
     ('native = "macvlan-bridge"', 'native = "macvlan-bridge"\nplugin = "x"', "cni.plugin",
      "unknown field"),
     ('addrs = ["198.18.0.12/24", "2001:db8:0:1::12/64"]',
-     'addrs = ["198.18.0.12/24", "2001:db8:0:1::12/64"]\nroutes = [{ to = "default", via = '
-     '"198.18.0.1" }]', "container[1].routes", "IPAM"),
+     ('addrs = ["198.18.0.12/24", "2001:db8:0:1::12/64"]\nroutes = [{ to = "default", via = '
+      '"198.18.0.1" }]'), "container[1].routes", "IPAM"),
     ('kind = "cni"\nmode = "macvlan-bridge"', 'kind = "macvlan"\nmode = "bridge"', "cni",
      "only kind 'cni'"),
     ('mode = "macvlan-bridge"', 'mode = "macvlan-bridged"', "mode", "macvlan-bridge"),
@@ -100,7 +100,7 @@ def test_bad_netconf_named(tmp_path: Path, old: str, new: str, where: str, words
 
 def test_missing_cni_table(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text(re.sub(r"\n\[cni\].*?(?=\n\[expect\])", "\n", BASE, flags=re.S))
+    path.write_text(re.sub(r"\n\[cni\].*?(?=\n\[expect\])", "\n", BASE, flags=re.DOTALL))
     with pytest.raises(ScenarioError, match=r"bad.toml: cni: missing: kind 'cni' needs a \[cni\]"):
         load_scenario(path)
 
@@ -137,7 +137,7 @@ def _skip_unless_macvlan() -> None:
         pytest.skip(why)
 
 
-def _left(run, scenario) -> list[str]:  # noqa: ANN001
+def _left(run, scenario) -> list[str]:
     """What the run's record still holds for ``scenario``'s containers, and any of their
     namespaces still mounted."""
     names = {run.ns_name(c.name) for c in scenario.containers}
@@ -148,7 +148,7 @@ def _left(run, scenario) -> list[str]:  # noqa: ANN001
     return out
 
 
-def _failing(tmp_path: Path, old: str, new: str):  # noqa: ANN202
+def _failing(tmp_path: Path, old: str, new: str):
     """cni-macvlan-bridge with its own container names (cf1, cf2) and one change."""
     text = BASE.replace('name = "c1"', 'name = "cf1"').replace('name = "c2"', 'name = "cf2"')
     assert old in text, old
@@ -159,14 +159,13 @@ def _failing(tmp_path: Path, old: str, new: str):  # noqa: ANN202
 
 
 @pytest.mark.connectivity
-def test_plugin_refuses_netconf(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_plugin_refuses_netconf(tmp_path: Path, run) -> None:
     """The plugin's own JSON error (an MTU above the parent's) names plugin, scenario,
     command and message; the build is rolled back (namespaces, IPAM dir)."""
     _skip_unless_macvlan()
     sc = _failing(tmp_path, 'mode = "bridge"\n', 'mode = "bridge"\nmtu = 9000\n')
-    with pytest.raises(cni.CniError) as err:
-        with build(sc, run):
-            pass
+    with pytest.raises(cni.CniError) as err, build(sc, run):
+        pass
     e = err.value
     assert (e.plugin, e.scenario, e.command) == ("macvlan", "cni-failing", "ADD"), str(e)
     assert e.code is not None and "MTU" in e.msg and "9000" in e.msg, str(e)
@@ -175,7 +174,7 @@ def test_plugin_refuses_netconf(tmp_path: Path, run) -> None:  # noqa: ANN001
 
 
 @pytest.mark.connectivity
-def test_missing_plugin_binary(tmp_path: Path, run, monkeypatch) -> None:  # noqa: ANN001
+def test_missing_plugin_binary(tmp_path: Path, run, monkeypatch) -> None:
     """The IPAM plugin missing from CNI_PATH: macvlan's own error says so, through linklab's;
     the main plugin missing: linklab's error names CNI_PATH. Nothing is left either way."""
     _skip_unless_macvlan()
@@ -184,36 +183,33 @@ def test_missing_plugin_binary(tmp_path: Path, run, monkeypatch) -> None:  # noq
     only.mkdir()
     (only / "macvlan").symlink_to(cni.plugin_path("macvlan"))
     monkeypatch.setattr(cni, "CNI_PATH", str(only))
-    with pytest.raises(cni.CniError) as err:
-        with build(sc, run):
-            pass
+    with pytest.raises(cni.CniError) as err, build(sc, run):
+        pass
     assert err.value.plugin == "macvlan" and "host-local" in err.value.msg, str(err.value)
     assert _left(run, sc) == []
     monkeypatch.setattr(cni, "CNI_PATH", str(tmp_path / "empty"))
     with pytest.raises(cni.CniError, match=r"cni-failing: CNI plugin 'macvlan' ADD: no "
-                                           r"executable 'macvlan' in CNI_PATH"):
-        with build(sc, run):
-            pass
+                                           r"executable 'macvlan' in CNI_PATH"), build(sc, run):
+        pass
     assert _left(run, sc) == []
 
 
 @pytest.mark.connectivity
-def test_failing_del_still_cleans(tmp_path: Path, run, monkeypatch) -> None:  # noqa: ANN001
+def test_failing_del_still_cleans(tmp_path: Path, run, monkeypatch) -> None:
     """DEL failing at teardown fails the test with the plugin's error, and the namespaces
     (holding the links) and the IPAM directory go all the same."""
     _skip_unless_macvlan()
     sc = _failing(tmp_path, "x", "x")
-    with pytest.raises(cni.CniError) as err:
-        with build(sc, run) as topo:
-            assert sorted(topo.ns("cf1").ipr.link_lookup(ifname="eth0")) != []
-            assert any("-cni-ipam-" in p for p in read_record(run.record).paths)
-            monkeypatch.setattr(cni, "CNI_PATH", str(tmp_path / "gone"))
+    with pytest.raises(cni.CniError) as err, build(sc, run) as topo:
+        assert sorted(topo.ns("cf1").ipr.link_lookup(ifname="eth0")) != []
+        assert any("-cni-ipam-" in p for p in read_record(run.record).paths)
+        monkeypatch.setattr(cni, "CNI_PATH", str(tmp_path / "gone"))
     assert err.value.command == "DEL", str(err.value)
     assert _left(run, sc) == []
 
 
 @pytest.mark.connectivity
-def test_host_local_state_in_run_dir(tmp_path: Path, run) -> None:  # noqa: ANN001
+def test_host_local_state_in_run_dir(tmp_path: Path, run) -> None:
     """host-local records its allocations in the run's directory (never /var/lib/cni), the
     static-free scenario gets the declared addresses in order, and CHECK passed."""
     _skip_unless_macvlan()
@@ -230,3 +226,30 @@ def test_host_local_state_in_run_dir(tmp_path: Path, run) -> None:  # noqa: ANN0
     after = set(os.listdir("/var/lib/cni/networks")) if os.path.isdir(
         "/var/lib/cni/networks") else set()
     assert after == before
+
+
+@pytest.mark.connectivity
+def test_passthru_second_container_refused(run) -> None:  # noqa: ANN001
+    """macvlan passthru through the plugin: a second container's ADD fails with the kernel's
+    EINVAL passed on in the plugin's message (natively: second-child = EINVAL)."""
+    from linklab.kinds import cni as cni_kind
+    from linklab.netns import NetNS
+
+    if why := missing_link("cni", "macvlan-passthru", None):
+        pytest.skip(why)
+    sc = ALL["cni-macvlan-passthru"]
+    with build(sc, run) as topo:
+        name = run.ns_name("cx")
+        run.own_namespace(name)
+        extra = NetNS(name)
+        try:
+            at = cni.Attachment(sc.name, "linklab-second", extra.path, "eth0", topo.ns("host"))
+            with pytest.raises(cni.CniError) as err:
+                with cni.attached(cni_kind.netconf(topo, sc.containers[0], sc.hosts[0]), at):
+                    pass
+            assert extra.ipr.link_lookup(ifname="eth0") == []
+        finally:
+            extra.close()
+            run.disown_namespace(name)
+    e = err.value
+    assert (e.plugin, e.command) == ("macvlan", "ADD") and "invalid argument" in e.msg, str(e)

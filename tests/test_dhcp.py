@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from linklab import cni as cni_mod
 from linklab import results as store
 from linklab.build import build
 from linklab.capabilities import missing_link, missing_tool
 from linklab.dhcp.cell import SCALE, TIMEOUT_ATTEMPTS, run_cell
+from linklab.dhcp.cni import CNI_MATRIX_FILE, CniDhcpCell, load_cni_matrix, run_cni_cell
 from linklab.dhcp.matrix import DhcpCell, load_matrix
 from linklab.model import load_scenario
 from linklab.pytest.plugin import results_part
@@ -176,9 +178,6 @@ def test_dhcp_server_bad_interface(option: str, server_ns, run) -> None:
 
 
 # ---- the CNI dhcp IPAM plugin as the client (issue 15) -------------------------------------
-
-from linklab import cni as cni_mod  # noqa: E402
-from linklab.dhcp.cni import CNI_MATRIX_FILE, CniDhcpCell, load_cni_matrix, run_cni_cell  # noqa: E402
 
 CNI_CELLS = load_cni_matrix(CNI_MATRIX_FILE, SCENARIOS)
 # an ADD expected to fail must fail within the daemon's retry budget plus process overhead

@@ -42,7 +42,7 @@ IPAM_TYPES = ("host-local", "static", "dhcp")
 CNI_FIELDS = {"netconf", "native", "differs"}
 
 
-def validate_mode(ctx, mode, flag, prefix: str = "") -> None:  # noqa: ANN001
+def validate_mode(ctx, mode, flag, prefix: str = "") -> None:
     from linklab.kinds import check_choice
 
     check_choice(ctx, "mode", mode, MODES, "cni", prefix)
@@ -63,11 +63,11 @@ def missing_plugin(mode: str) -> str | None:
     return None
 
 
-def ipam(sc) -> Mapping[str, Any]:  # noqa: ANN001
+def ipam(sc) -> Mapping[str, Any]:
     return sc.cni["netconf"].get("ipam") or {}
 
 
-def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
+def validate(ctx, sc, host, where: str) -> None:
     raw = sc.cni
     if raw is None:
         raise ctx.fail("cni", "missing: kind 'cni' needs a [cni] table with the plugin's "
@@ -131,7 +131,7 @@ def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
     container_count(ctx, sc, host, where, single=host.mode == "macvlan-passthru")
 
 
-def prepare(topo, host) -> None:  # noqa: ANN001
+def prepare(topo, host) -> None:
     """A run-owned directory for host-local's allocations, removed with the topology."""
     if ipam(topo.scenario).get("type") != "host-local":
         return
@@ -145,7 +145,7 @@ def prepare(topo, host) -> None:  # noqa: ANN001
     topo.kind_state[("cni-ipam", host.name)] = path
 
 
-def netconf(topo, c, host) -> dict[str, Any]:  # noqa: ANN001
+def netconf(topo, c, host) -> dict[str, Any]:
     """The netconf handed to the plugin for container ``c``: the scenario's, with cniVersion
     defaulted, host-local's dataDir in the run's directory and static IPAM's ``args.cni.ips``
     from the container's addresses."""
@@ -162,16 +162,16 @@ def netconf(topo, c, host) -> dict[str, Any]:  # noqa: ANN001
     return nc
 
 
-def container_id(topo, c) -> str:  # noqa: ANN001
+def container_id(topo, c) -> str:
     return f"linklab-{topo.run.marker}-{topo.scenario.name}-{c.name}"
 
 
-def attachment(topo, c) -> cni.Attachment:  # noqa: ANN001
+def attachment(topo, c) -> cni.Attachment:
     return cni.Attachment(topo.scenario.name, container_id(topo, c),
                           cni.netns_path(topo.ns(c.name)), c.ifname, topo.ns(c.host))
 
 
-def plug(topo, c, host, extra_ipam: Mapping[str, Any] | None = None,  # noqa: ANN001
+def plug(topo, c, host, extra_ipam: Mapping[str, Any] | None = None,
          stack: ExitStack | None = None, timeout_s: float = cni.TIMEOUT_S) -> dict[str, Any]:
     """ADD and CHECK ``c``'s interface now (DEL deferred to ``stack``, by default the
     topology's teardown); verify the addresses; register the interface. Returns the result."""
@@ -194,13 +194,13 @@ def plug(topo, c, host, extra_ipam: Mapping[str, Any] | None = None,  # noqa: AN
     return result
 
 
-def attach(topo, c, host) -> None:  # noqa: ANN001
+def attach(topo, c, host) -> None:
     """Plug the container (build adds no address: the IPAM did). dhcp IPAM: later."""
     if ipam(topo.scenario).get("type") != "dhcp":
         plug(topo, c, host)
 
 
-def probe(nl, parent: int, mode, flag) -> None:  # noqa: ANN001
+def probe(nl, parent: int, mode, flag) -> None:
     from linklab import kinds
 
     kind, native_mode, native_flag = NATIVE[mode]
