@@ -229,7 +229,7 @@ def test_host_local_state_in_run_dir(tmp_path: Path, run) -> None:
 
 
 @pytest.mark.connectivity
-def test_passthru_second_container_refused(run) -> None:  # noqa: ANN001
+def test_passthru_second_container_refused(run) -> None:
     """macvlan passthru through the plugin: a second container's ADD fails with the kernel's
     EINVAL passed on in the plugin's message (natively: second-child = EINVAL)."""
     from linklab.kinds import cni as cni_kind
@@ -244,9 +244,9 @@ def test_passthru_second_container_refused(run) -> None:  # noqa: ANN001
         extra = NetNS(name)
         try:
             at = cni.Attachment(sc.name, "linklab-second", extra.path, "eth0", topo.ns("host"))
-            with pytest.raises(cni.CniError) as err:
-                with cni.attached(cni_kind.netconf(topo, sc.containers[0], sc.hosts[0]), at):
-                    pass
+            netconf = cni_kind.netconf(topo, sc.containers[0], sc.hosts[0])
+            with pytest.raises(cni.CniError) as err, cni.attached(netconf, at):
+                pass
             assert extra.ipr.link_lookup(ifname="eth0") == []
         finally:
             extra.close()
