@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -132,12 +132,15 @@ def _plugin_error(plugin: str, scenario: str, command: str, status: int, stdout:
 
 
 @contextmanager
-def attached(netconf: Mapping[str, Any], at: Attachment, *,
-             timeout_s: float = TIMEOUT_S) -> Iterator[dict[str, Any]]:
-    """ADD, CHECK (with the ADD result as prevResult), yield the result, DEL on exit."""
+def attached(netconf: Mapping[str, Any], at: Attachment, *, timeout_s: float = TIMEOUT_S,
+             failed_add: Callable[[], None] | None = None) -> Iterator[dict[str, Any]]:
+    """ADD, CHECK (with the ADD result as prevResult), yield the result, DEL on exit.
+    ``failed_add`` is called after a failed ADD, before its DEL (to see what it left)."""
     try:
         result = invoke("ADD", netconf, at, timeout_s=timeout_s)
     except CniError:
+        if failed_add is not None:
+            failed_add()
         try:                       # the spec: a runtime calls DEL after a failed ADD
             invoke("DEL", netconf, at, timeout_s=timeout_s)
         except CniError:

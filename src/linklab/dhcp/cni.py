@@ -312,6 +312,7 @@ def run_cni_cell(cell: CniDhcpCell, topo: Topology, run: Run) -> CniObservation:
            for c in sc.containers}
     capture = Capture(topo.ns(sc.dhcp.server), sc.node(sc.dhcp.server).ifname)
     plugged: list[Plugged] = []
+    macs: dict[str, str] = {}         # the MAC of each interface a successful ADD made
     try:
         with dhcp_server(cell.server, topo.ns(sc.dhcp.server), sc.node(sc.dhcp.server).ifname,
                          pool, run) as server, \
@@ -319,15 +320,21 @@ def run_cni_cell(cell: CniDhcpCell, topo: Topology, run: Run) -> CniObservation:
                             scaled=cell.expected.lease != "none") as daemon, ExitStack() as plugs:
             for c in sc.containers:
                 t0 = time.monotonic()
+                left: list[bool] = []
+
+                def look(c=c, left=left) -> None:
+                    left.append(bool(topo.ns(c.name).ipr.link_lookup(ifname=c.ifname)))
                 try:
                     result = cni_kind.plug(topo, c, host, stack=plugs, timeout_s=ADD_TIMEOUT_S,
-                                           extra_ipam={"daemonSocketPath": daemon.socket_path})
+                                           extra_ipam={"daemonSocketPath": daemon.socket_path},
+                                           failed_add=look)
                     addrs = cni.result_addresses(result, c.ifname)
+                    macs[c.name] = link_mac(topo, c.name)
                     plugged.append(Plugged(c.name, addrs[0] if addrs else None, None,
                                            time.monotonic() - t0, False))
                 except cni.CniError as exc:
-                    left = bool(topo.ns(c.name).ipr.link_lookup(ifname=c.ifname))
-                    plugged.append(Plugged(c.name, None, exc.msg, time.monotonic() - t0, left))
+                    plugged.append(Plugged(c.name, None, exc.msg, time.monotonic() - t0,
+                                           any(left)))
             wanted = {p.address.split("/")[0] for p in plugged if p.address}
             deadline = time.monotonic() + LEASE_WAIT_S
             while True:
@@ -337,8 +344,6 @@ def run_cni_cell(cell: CniDhcpCell, topo: Topology, run: Run) -> CniObservation:
                 time.sleep(0.01)
             requests = tuple(capture.drain())
             server_start_s = server.started_s
-            macs = {c.name: link_mac(topo, c.name) for c in sc.containers
-                    if topo.ns(c.name).ipr.link_lookup(ifname=c.ifname)}
             log = f"server: {server.log_tail(4)[-400:]} | daemon: {daemon.log_tail(400)}"
     finally:
         capture.close()
@@ -350,7 +355,8 @@ def run_cni_cell(cell: CniDhcpCell, topo: Topology, run: Run) -> CniObservation:
     detail = "; ".join(f"{p.name}({macs.get(p.name, '-')}): "
                        + (f"ADD {p.address} in {p.seconds:.2f}s" if p.address else
                           f"ADD failed in {p.seconds:.2f}s: {p.error}"
-                          + (" [link left behind]" if p.link_left else ""))
+                          + (" [ADD left its link behind; the DEL after it removed it]"
+                             if p.link_left else ""))
                        for p in plugged)
     detail += " | leases: " + (", ".join(f"{le.address} hw={le.hwaddr} id={le.client_id or '-'}"
                                          for le in leases) or "none")

@@ -15,7 +15,7 @@ plugged by the DHCP cell once its server and the CNI dhcp daemon run.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from typing import Any
 
@@ -172,14 +172,16 @@ def attachment(topo, c) -> cni.Attachment:
 
 
 def plug(topo, c, host, extra_ipam: Mapping[str, Any] | None = None,
-         stack: ExitStack | None = None, timeout_s: float = cni.TIMEOUT_S) -> dict[str, Any]:
+         stack: ExitStack | None = None, timeout_s: float = cni.TIMEOUT_S,
+         failed_add: Callable[[], None] | None = None) -> dict[str, Any]:
     """ADD and CHECK ``c``'s interface now (DEL deferred to ``stack``, by default the
     topology's teardown); verify the addresses; register the interface. Returns the result."""
     nc = netconf(topo, c, host)
     if extra_ipam:
         nc["ipam"] = {**nc["ipam"], **extra_ipam}
     at = attachment(topo, c)
-    result = (stack or topo.stack).enter_context(cni.attached(nc, at, timeout_s=timeout_s))
+    result = (stack or topo.stack).enter_context(cni.attached(nc, at, timeout_s=timeout_s,
+                                                                 failed_add=failed_add))
     got = sorted(cni.result_addresses(result, c.ifname))
     want = sorted(str(a) for a in c.addrs)
     if want and got != want:
