@@ -29,7 +29,7 @@ from linklab.build import Topology
 from linklab.cmd import bkg
 from linklab.dhcp.cell import LEASE_WAIT_S, classify_id, link_mac
 from linklab.dhcp.leases import Lease
-from linklab.dhcp.matrix import ANY_SERVER, Expected, _expected, _fail, _table
+from linklab.dhcp.matrix import ANY_SERVER, LEASE_OUTCOMES, Expected, _expected, _fail, _table
 from linklab.dhcp.servers import OPTIONS, Pool, dhcp_server
 from linklab.model import SHIPPED, Scenario
 from linklab.ownership import Run
@@ -43,7 +43,10 @@ ADD_TIMEOUT_S = 60.0 * SCALE              # linklab's bound on one ADD (the plug
 READY_TIMEOUT_S = 5.0 * SCALE
 ETH_P_IP = 0x0800
 BOOTP_FLAG_BROADCAST = 0x8000
-ID_KINDS = ("c1", "c2")
+# one more outcome than the other clients know: one lease for both containers, the second
+# ADD fails on the duplicate address and its DEL releases the lease the first one still uses
+RELEASED = "released"
+DISCOVER, REQUEST = 1, 3
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class CniSetup:
     description: str
     scenario: str
     daemons: tuple[str, ...]
+    requests_reach_server: bool = True
+    why_no_request: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,12 @@ def load_cni_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list
     cells = []
     for name, raw in data["setup"].items():
         w = f"setup.{name}"
-        _table(path, raw, w, {"description", "scenario", "daemons"}, set())
+        _table(path, raw, w, {"description", "scenario", "daemons"},
+               {"requests_reach_server", "why_no_request"})
+        reach = raw.get("requests_reach_server", True)
+        if not isinstance(reach, bool) or (not reach and not raw.get("why_no_request")):
+            raise _fail(path, f"{w}.requests_reach_server", "true or false; false needs "
+                                                            "why_no_request")
         sname = raw["scenario"]
         sc = scenarios.get(sname)
         if sc is None:
@@ -100,7 +110,8 @@ def load_cni_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list
                 not all(d in DAEMONS for d in daemons):
             raise _fail(path, f"{w}.daemons", f"{daemons!r}: a non-empty list of "
                                               f"{' | '.join(DAEMONS)}")
-        setup = CniSetup(name, str(raw["description"]), sname, tuple(daemons))
+        setup = CniSetup(name, str(raw["description"]), sname, tuple(daemons), reach,
+                         str(raw.get("why_no_request", "")))
         expect = data["expect"].get(name)
         if not isinstance(expect, Mapping):
             raise _fail(path, f"expect.{name}", "missing: every setup needs expected outcomes")
@@ -116,7 +127,12 @@ def load_cni_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list
                 raw_exp = per_server.get(server, per_server.get(ANY_SERVER))
                 if raw_exp is None:
                     raise _fail(path, f"{wd}.{server}", "missing: give it or 'any-server'")
+                released = isinstance(raw_exp, Mapping) and raw_exp.get("lease") == RELEASED
+                if released:      # validated as "same", the outcome it refines
+                    raw_exp = {**raw_exp, "lease": LEASE_OUTCOMES[0]}
                 exp = _expected(path, raw_exp, f"{wd}.{server}", fake)  # type: ignore[arg-type]
+                if released:
+                    exp = Expected(RELEASED, exp.stored, exp.why)
                 cells.append(CniDhcpCell(setup, sc, daemon, server, exp))
     return cells
 
@@ -283,6 +299,10 @@ class CniObservation:
 def _classify(plugged: list[Plugged], leases: list[Lease]) -> str:
     granted = [p.address.split("/")[0] for p in plugged if p.address]
     held = {str(le.address) for le in leases}
+    duplicate = [p for p in plugged if p.error and "address already in use" in p.error
+                 and any(a in p.error for a in granted)]
+    if len(granted) == 1 and duplicate and granted[0] not in held:
+        return RELEASED
     if not granted:
         return "none" if not leases else f"inconsistent: no ADD succeeded, server holds " \
                                              f"{', '.join(sorted(held))}"
