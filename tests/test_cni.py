@@ -253,3 +253,37 @@ def test_passthru_second_container_refused(run) -> None:
             run.disown_namespace(name)
     e = err.value
     assert (e.plugin, e.command) == ("macvlan", "ADD") and "invalid argument" in e.msg, str(e)
+
+
+@pytest.mark.connectivity
+def test_ipvlan_ipam_failure_leaves_nothing(tmp_path: Path, run, monkeypatch) -> None:
+    """ipvlan's ADD with an IPAM plugin that cannot run: the plugin's error names the IPAM
+    plugin; ipvlan 1.1.1 leaves its link in the container after the failed ADD (the known
+    upstream leak) and its DEL fails too (it needs the IPAM plugin), yet the build's rollback
+    removes everything: the namespace owns the link."""
+    if why := missing_link("cni", "ipvlan-l2", None):
+        pytest.skip(why)
+    text = (ROOT / "scenarios" / "cni-ipvlan-l2.toml").read_text()
+    text = text.replace('name = "c1"', 'name = "cf1"').replace('name = "c2"', 'name = "cf2"')
+    path = tmp_path / "cni-ipvlan-failing.toml"
+    path.write_text(text.replace('name = "cni-ipvlan-l2"', 'name = "cni-ipvlan-failing"'))
+    sc = load_scenario(path)
+    only = tmp_path / "cni-bin"
+    only.mkdir()
+    (only / "ipvlan").symlink_to(cni.plugin_path("ipvlan"))
+    monkeypatch.setattr(cni, "CNI_PATH", str(only))
+    from linklab.kinds import cni as cni_kind
+
+    seen: list[bool] = []
+    real_plug = cni_kind.plug
+
+    def plug(topo, c, host, **kw):
+        def look() -> None:
+            seen.append(bool(topo.ns(c.name).ipr.link_lookup(ifname=c.ifname)))
+        return real_plug(topo, c, host, failed_add=look, **kw)
+    monkeypatch.setattr(cni_kind, "plug", plug)
+    with pytest.raises(cni.CniError) as err, build(sc, run):
+        pass
+    assert err.value.plugin == "ipvlan" and "host-local" in err.value.msg, str(err.value)
+    assert seen == [True], f"after the failed ADD the ipvlan link was there: {seen}"
+    assert _left(run, sc) == []
