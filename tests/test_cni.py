@@ -89,6 +89,8 @@ def _variant(tmp_path: Path, old: str, new: str, count: int = 1) -> Path:
     ('kind = "cni"\nmode = "macvlan-bridge"', 'kind = "macvlan"\nmode = "bridge"', "cni",
      "only kind 'cni'"),
     ('mode = "macvlan-bridge"', 'mode = "macvlan-bridged"', "mode", "macvlan-bridge"),
+    ('rangeEnd = "198.18.0.19"', 'rangeEnd = "10.0.0.19"', "cni.netconf.ipam.ranges[0][0].rangeEnd",
+     "outside the suite's ranges"),
 ])
 def test_bad_netconf_named(tmp_path: Path, old: str, new: str, where: str, words: str) -> None:
     path = _variant(tmp_path, old, new)

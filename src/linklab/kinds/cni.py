@@ -14,6 +14,7 @@ plugged by the DHCP cell once its server and the CNI dhcp daemon run.
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
@@ -110,6 +111,7 @@ def validate(ctx, sc, host, where: str) -> None:
     if "daemonSocketPath" in ip:
         raise ctx.fail("cni.netconf.ipam.daemonSocketPath", "linklab runs the dhcp daemon per "
                                                             "test on its own socket")
+    _addresses_allowed(ctx, nc, "cni.netconf")
     dhcp = ip["type"] == "dhcp"
     if dhcp and sc.dhcp is None:
         raise ctx.fail("dhcp", "missing: dhcp IPAM needs a [dhcp] table (who serves which pool)")
@@ -129,6 +131,25 @@ def validate(ctx, sc, host, where: str) -> None:
             raise ctx.fail(f"container[{i}].addrs", "missing: the addresses the IPAM must hand "
                                                     "out (checked against the plugin's result)")
     container_count(ctx, sc, host, where, single=host.mode == "macvlan-passthru")
+
+
+def _addresses_allowed(ctx, value: Any, where: str) -> None:
+    """Every address or prefix in the netconf (ranges, gateways, routes) lies in the suite's
+    ranges; default routes (prefix length 0) are fine."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _addresses_allowed(ctx, v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _addresses_allowed(ctx, v, f"{where}[{i}]")
+    elif isinstance(value, str) and any(ch in value for ch in ".:") and \
+            all(ch in "0123456789abcdefABCDEF.:/" for ch in value):
+        try:
+            net = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return                  # not an address (e.g. a version string)
+        if net.prefixlen:
+            ctx.allowed(net, where, value)
 
 
 def prepare(topo, host) -> None:
