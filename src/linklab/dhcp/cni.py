@@ -375,7 +375,7 @@ def run_cni_cell(cell: CniDhcpCell, topo: Topology, run: Run) -> CniObservation:
     detail = "; ".join(f"{p.name}({macs.get(p.name, '-')}): "
                        + (f"ADD {p.address} in {p.seconds:.2f}s" if p.address else
                           f"ADD failed in {p.seconds:.2f}s: {p.error}"
-                          + (" [ADD left its link behind; the DEL after it removed it]"
+                          + (" [the failed ADD left its link behind]"
                              if p.link_left else ""))
                        for p in plugged)
     detail += " | leases: " + (", ".join(f"{le.address} hw={le.hwaddr} id={le.client_id or '-'}"
