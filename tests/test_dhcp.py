@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import pytest
 
+from linklab import cni as cni_mod
 from linklab import results as store
 from linklab.build import build
 from linklab.capabilities import missing_link, missing_tool
 from linklab.dhcp.cell import SCALE, TIMEOUT_ATTEMPTS, run_cell
+from linklab.dhcp.cni import (
+    CNI_MATRIX_FILE,
+    DISCOVER,
+    REQUEST,
+    CniDhcpCell,
+    load_cni_matrix,
+    run_cni_cell,
+)
 from linklab.dhcp.matrix import DhcpCell, load_matrix
 from linklab.model import ScenarioError
 from linklab.pytest.plugin import dhcp_matrix_files, matrix_scenarios, results_part
@@ -186,3 +195,94 @@ def test_dhcp_server_bad_interface(option: str, server_ns, run) -> None:
     with pytest.raises(ServerError, match="no address in the served subnet 198.18.20.0/24"), \
             dhcp_server(option, server_ns, "srv1", _pool(), run, ready_timeout_s=1.0):
         pass
+
+
+# ---- the CNI dhcp IPAM plugin as the client (issue 15) -------------------------------------
+
+CNI_CELLS = load_cni_matrix(CNI_MATRIX_FILE, SCENARIOS)
+# an ADD expected to fail must fail within the daemon's retry budget plus process overhead
+CNI_TIMEOUT_BOUND_S = 30 * SCALE
+
+
+def _cni_row(cell: CniDhcpCell, outcome: str, observed: str = "", leases: str = "",
+             detail: str = "", lease_s: float | None = None,
+             server_start_s: float | None = None) -> dict:
+    exp = cell.expected
+    return {"scenario": cell.scenario.name, "setup": cell.setup.name,
+            "server": cell.server.split("-", 1)[0], "server_option": cell.server,
+            "client": cell.client, "client_id": "c1=cni,c2=cni",
+            "expected": f"{exp.lease} [{' '.join(exp.stored)}]", "observed": observed,
+            "outcome": outcome, "leases": leases, "detail": detail,
+            "kernel": store.kernel_release(), "virt": store.virtualisation(),
+            "lease_s": lease_s, "server_start_s": server_start_s}
+
+
+@pytest.mark.parametrize("cni_cell", CNI_CELLS, ids=[c.id for c in CNI_CELLS])
+def test_cni_dhcp(cni_cell: CniDhcpCell, run, results, request) -> None:
+    """The reference dhcp IPAM plugin behind macvlan/ipvlan: leases, stored ids, and on the
+    wire the documented client-id, the interface MAC as chaddr and the broadcast flag only
+    with ``-broadcast``."""
+    cell = cni_cell
+    part = results_part(request.config)
+    sc = cell.scenario
+    why = (missing_tool(SERVER_TOOL[cell.server.split("-", 1)[0]])
+           or missing_link(sc.kind, sc.mode, sc.flag))
+    if not why:
+        try:
+            cni_mod.plugin_path("dhcp")
+        except cni_mod.CniError as exc:
+            why = exc.msg
+    if why:
+        results.append("dhcp", _cni_row(cell, "skipped", detail=why), part=part)
+        pytest.skip(why)
+    with build(sc, run) as topo:
+        seen = run_cni_cell(cell, topo, run)
+    observed = f"{seen.lease} [{' '.join(seen.stored)}]"
+    leases = "; ".join(f"{le.address} {le.hwaddr} {le.client_id or '-'}" for le in seen.leases)
+    expected_configured = () if cell.expected.lease == "none" else \
+        ("c1",) if cell.expected.lease in ("same", "released") and sc.mode.startswith("ipvlan") \
+        else tuple(c.name for c in sc.containers)
+    asks = [r for r in seen.requests if r.msg_type in (DISCOVER, REQUEST)]
+    wire_ids = {r.client_id for r in seen.requests}
+    # chaddr: the interface's MAC; on ipvlan (whose failed ADD leaves no link to read) the
+    # parent's, which every slave shares
+    macs = {seen.parent_mac} if sc.mode.startswith("ipvlan") else set(seen.macs.values())
+    reach = cell.setup.requests_reach_server
+    wire_ok = (bool(asks) and wire_ids <= set(seen.expected_ids.values()) and
+               all(r.broadcast == (cell.daemon == "broadcast") for r in asks) and
+               {r.chaddr for r in seen.requests} <= macs) if reach else not seen.requests
+    ok = (seen.lease, seen.stored, seen.configured) == \
+        (cell.expected.lease, cell.expected.stored, expected_configured) and wire_ok
+    if cell.expected.lease == "none":
+        ok = ok and all(p.error and p.seconds <= CNI_TIMEOUT_BOUND_S for p in seen.plugged)
+    bound = [p.seconds for p in seen.plugged if p.address]
+    results.append("dhcp", _cni_row(cell, "passed" if ok else "failed", observed, leases,
+                                    seen.detail, round(max(bound), 4) if bound else 0.0,
+                                    round(seen.server_start_s, 4)), part=part)
+    if not reach:
+        assert not seen.requests, (f"{cell.id}: expected no request on the wire "
+                                   f"({cell.setup.why_no_request}): {seen.detail}")
+    assert not reach or asks, f"{cell.id}: no DHCP request reached the server: {seen.detail}"
+    assert wire_ids <= set(seen.expected_ids.values()), (
+        f"{cell.id}: client-ids on the wire {sorted(map(str, wire_ids))}, documented "
+        f"{sorted(seen.expected_ids.values())}")
+    assert {r.chaddr for r in seen.requests} <= macs, (
+        f"{cell.id}: chaddr {sorted({r.chaddr for r in seen.requests})} is not the interface "
+        f"MAC {sorted(macs)}: {seen.detail}")
+    assert not reach or {r.broadcast for r in asks} == {cell.daemon == "broadcast"}, (
+        f"{cell.id}: broadcast flag in DISCOVER/REQUEST {sorted({r.broadcast for r in asks})} "
+        f"with the {cell.daemon} daemon")
+    assert seen.lease == cell.expected.lease, (
+        f"{cell.id}: expected {cell.expected.lease} lease ({cell.expected.why}); observed "
+        f"{seen.lease}: {seen.detail}")
+    assert seen.stored == cell.expected.stored, (
+        f"{cell.id}: expected stored identifiers {list(cell.expected.stored)}, the server "
+        f"stored {list(seen.stored)}: {seen.detail}")
+    assert seen.configured == expected_configured, (
+        f"{cell.id}: expected {list(expected_configured)} to be plugged with an address, "
+        f"observed {list(seen.configured)}: {seen.detail}")
+    if cell.expected.lease == "none":
+        for p in seen.plugged:
+            assert p.error and p.seconds <= CNI_TIMEOUT_BOUND_S, (
+                f"{cell.id}: {p.name}'s ADD took {p.seconds:.1f}s to fail (bound "
+                f"{CNI_TIMEOUT_BOUND_S}s): {p.error}")

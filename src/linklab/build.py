@@ -49,6 +49,8 @@ class Topology:
         self.namespaces: dict[str, NetNS] = {}
         self._index: dict[tuple[str, str], int] = {}
         self._next = FIRST_INDEX
+        self.stack = ExitStack()      # build()'s: kinds defer their own teardown on it (LIFO)
+        self.kind_state: dict[Any, Any] = {}  # per-kind data of this topology (e.g. cni dirs)
 
     # -- lookups -------------------------------------------------------------------------
     def ns(self, name: str) -> NetNS:
@@ -186,6 +188,7 @@ def start(scenario: Scenario, run: Run) -> tuple[Topology, ExitStack]:
     sc = scenario
     with ExitStack() as stack:
         topo = Topology(sc, run)
+        topo.stack = stack
         _open_namespace(stack, topo, "upstream", forwarding=True)
         _open_namespace(stack, topo, "remote", forwarding=False)
         for h in sc.hosts:
@@ -217,7 +220,8 @@ def start(scenario: Scenario, run: Run) -> tuple[Topology, ExitStack]:
         for c in sc.containers:
             host = sc.host_of(c.host)
             index = kinds.REGISTRY[host.kind].attach(topo, c, host)
-            topo.add_addrs(c.name, index, c.addrs)
+            if index is not None:       # None: the kind configured the addresses (cni IPAM)
+                topo.add_addrs(c.name, index, c.addrs)
         for node in (sc.upstream, sc.remote, *(h.node for h in sc.hosts), *sc.containers):
             topo.add_routes(node)
         return topo, stack.pop_all()

@@ -52,6 +52,8 @@ def link_support() -> dict[tuple[str, str | None, str | None], str | None]:
             parent = 1000
             ns.nl.link_add("llparent", parent, "veth", peer={"ifname": "llparent1"})
             for kind, mod in kinds.REGISTRY.items():
+                if hasattr(mod, "native"):      # made by a plugin: its native link's support
+                    continue
                 for mode, flag in variants(kind):
                     try:
                         mod.probe(ns.nl, parent, mode, flag)
@@ -76,6 +78,8 @@ def link_support() -> dict[tuple[str, str | None, str | None], str | None]:
 def missing_link(kind: str, mode: str | None, flag: str | None) -> str | None:
     """Why this kernel cannot build (kind, mode, flag), or None."""
     mod = kinds.REGISTRY[kind]
+    if hasattr(mod, "native"):                  # cni: the native link, then the plugin
+        return missing_link(*mod.native(mode, flag)) or mod.missing_plugin(mode)
     if mod.FLAGS and flag is None:
         flag = mod.FLAGS[0]
     return link_support().get((kind, mode, flag), f"unknown link {kind}")

@@ -63,6 +63,7 @@ FORMAT: dict[str, dict[str, Field]] = {
         "remote": Field("table:remote", True, "a host behind the router"),
         "container": Field("tables:container", True),
         "dhcp": Field("table:dhcp"),
+        "cni": Field("table:cni", doc="kind cni: the plugin's netconf as data (src/linklab/kinds/cni.py)"),
         "expect": Field("expect", True, "check = { result = ..., why = ... } for every cell"),
     },
     "host": {**NODE, "bridge": Field("table:bridge", doc="bridge kind: the host's bridge")},
@@ -79,6 +80,9 @@ FORMAT: dict[str, dict[str, Field]] = {
     "peer": {"ifname": NODE["ifname"], "addrs": NODE["addrs"]},
     "route": {"to": Field("route-to", True, "'default' or a prefix"), "via": Field("ip"),
               "dev": Field("ifname")},
+    "cni": {"netconf": Field("any-table", True, "the network configuration given to the plugin"),
+            "native": Field("string", doc="the native scenario this one matches"),
+            "differs": Field("strings", doc="checks where the plugin deliberately differs")},
     "dhcp": {"server": Field("string", True, "'upstream' or a host's name"),
              "pool": Field("pool", True, "[first, last] IPv4 addresses")},
     "expectation": {"why": Field("string", True, "a one-line reason (a kernel doc sentence)"),
@@ -188,6 +192,7 @@ class Scenario:
     hairpin: bool = False
     dhcp: Dhcp | None = None
     expect: Mapping[str, Expectation] = field(default_factory=dict)
+    cni: Mapping[str, Any] | None = None  # kind cni: [cni] (netconf, ...), see kinds/cni.py
 
     @property
     def label(self) -> str:
@@ -411,6 +416,8 @@ def load_data(data: Mapping[str, Any], path: Path | str = "<inline>", *,
     mode = ctx.typed(data, "mode", "", str)
     flag = ctx.typed(data, "flag", "", str)
     _kind_module(ctx, kind, "kind").validate_mode(ctx, mode, flag)
+    if "cni" in data and kind != "cni":
+        raise ctx.fail("cni", f"only kind 'cni' takes a [cni] table (kind is {kind!r})")
     mtu = ctx.typed(data, "mtu", "", int, 1500)
     if not MTU_RANGE[0] <= mtu <= MTU_RANGE[1]:
         raise ctx.fail("mtu", f"{mtu} is out of range {MTU_RANGE[0]}..{MTU_RANGE[1]} (IPv6 "
@@ -508,7 +515,8 @@ def load_data(data: Mapping[str, Any], path: Path | str = "<inline>", *,
     sc = Scenario(name=name, path=path, kind=kind, mode=mode, flag=flag, mtu=mtu,
                   description=ctx.typed(data, "description", "", str, ""), hosts=tuple(hosts),
                   upstream=upstream, remote=remote, remote_gateway=remote_gw,
-                  containers=tuple(containers), hairpin=hairpin, dhcp=dhcp)
+                  containers=tuple(containers), hairpin=hairpin, dhcp=dhcp,
+                  cni=data.get("cni"))
     for where, h in zip(host_where, hosts):
         _kind_module(ctx, h.kind, f"{where}.kind").validate(ctx, sc, h, where)
     expect = _expectations(ctx, data.get("expect", {}), sc, require_expect)

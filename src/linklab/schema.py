@@ -38,6 +38,8 @@ def field_schema(f: Field) -> dict[str, Any]:
         out = {
             "string": {"type": "string"},
             "integer": {"type": "integer"},
+            "any-table": {"type": "object"},
+            "strings": {"type": "array", "items": {"type": "string"}},
             "boolean": {"type": "boolean"},
             "ip": {"type": "string"},
             "route-to": {"type": "string"},

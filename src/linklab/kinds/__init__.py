@@ -56,10 +56,12 @@ def no_bridge(ctx, host, where: str) -> None:  # noqa: ANN001
 
 # the registry last: the kind modules use the helpers above
 from linklab.kinds import bridge, ipvlan, macvlan, veth  # noqa: E402
+from linklab.kinds import cni  # noqa: E402
 
 REGISTRY: dict[str, ModuleType] = {
     "veth": veth,
     "bridge": bridge,
     "macvlan": macvlan,
     "ipvlan": ipvlan,
+    "cni": cni,
 }
