@@ -212,6 +212,9 @@ def build(scenario: Scenario, run: Run) -> Iterator[Topology]:
             topo.add_addrs(c.name, index, c.addrs)
         for node in (sc.upstream, sc.remote, *(h.node for h in sc.hosts), *sc.containers):
             topo.add_routes(node)
+        for h in sc.hosts:   # e.g. BPF programs, once every link and address exists
+            if finish := getattr(kinds.REGISTRY[h.kind], "finish", None):
+                finish(topo, h, stack)
         resources = stack.pop_all()
     with resources:
         yield topo
