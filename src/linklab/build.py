@@ -49,6 +49,7 @@ class Topology:
         self.namespaces: dict[str, NetNS] = {}
         self._index: dict[tuple[str, str], int] = {}
         self._next = FIRST_INDEX
+        self.programs: dict[str, list[int]] = {}   # host -> ids of its BPF programs
 
     # -- lookups -------------------------------------------------------------------------
     def ns(self, name: str) -> NetNS:

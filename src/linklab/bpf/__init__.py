@@ -151,11 +151,22 @@ def netkit_attach(ns: NamespaceLike, primary_index: int, objs: Objects, section:
         yield int(json.loads(line)["prog_id"])
 
 
+def link_detach(prog_ids: Iterable[int]) -> int:
+    """BPF_LINK_DETACH every link running one of ``prog_ids``; return how many."""
+    bpftool = require("bpftool", "bpftool")
+    wanted = set(prog_ids)
+    links = [lk["id"] for lk in json.loads(cmd([bpftool, "-j", "link", "show"], timeout=30).stdout
+                                           or "[]") if lk.get("prog_id") in wanted]
+    for link in links:
+        cmd([bpftool, "link", "detach", "id", link], timeout=10)
+    return len(links)
+
+
 # ---- maps -----------------------------------------------------------------------------------
 
-def prog_exists(prog_id: int) -> bool:
-    """Is BPF program ``prog_id`` still loaded anywhere?"""
-    res = cmd([require("bpftool", "bpftool"), "prog", "show", "id", prog_id], check=False,
+def loaded(what: str, ident: int) -> bool:
+    """Is BPF ``what`` (prog, map) ``ident`` still in the kernel?"""
+    res = cmd([require("bpftool", "bpftool"), what, "show", "id", ident], check=False,
               timeout=10)
     return res.returncode == 0
 

@@ -68,10 +68,17 @@ def finish(topo, host, stack: ExitStack) -> None:  # noqa: ANN001
              for c in topo.scenario.containers_of(host.name)]
     progs.append(bpf.tc_attach(ns, host.node.ifname, objs.redirect, veth_bpf.FROM_PARENT))
     bpf.fill(progs, veth_bpf.destinations(topo, host), topo.index(host.name, host.node.ifname))
+    topo.programs[host.name] = progs
     with ns.enter():
         for key in ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"):
             with open(f"/proc/sys/{key}", "w") as fh:
                 fh.write("0")
+
+
+def detach(topo, host) -> None:  # noqa: ANN001
+    """Detach every program of ``host`` (its netkit links, then the parent's tc program)."""
+    bpf.link_detach(topo.programs.get(host.name, []))
+    bpf.tc_detach(topo.ns(host.name), host.node.ifname)
 
 
 def probe(nl, parent: int, mode, flag) -> None:  # noqa: ANN001

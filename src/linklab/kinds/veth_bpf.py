@@ -55,6 +55,7 @@ def finish(topo, host, stack: ExitStack) -> None:  # noqa: ANN001
              for c in topo.scenario.containers_of(host.name)]
     progs.append(bpf.tc_attach(ns, host.node.ifname, objs.redirect, FROM_PARENT))
     bpf.fill(progs, destinations(topo, host), topo.index(host.name, host.node.ifname))
+    topo.programs[host.name] = progs
 
 
 def detach(topo, host) -> None:  # noqa: ANN001
