@@ -20,7 +20,7 @@ test: export LINKLAB_RUN_ID = $(TEST_RUN_ID)
 test: setup
 	$(PYTEST) -p xdist -n 2 -q -m "not bench" --junitxml=results/$(TEST_RUN_ID)/junit-host.xml
 	$(PYTEST) -q -m bench --bench-smoke
-	$(PYTEST) -v -rfEs --vm -m connectivity -k ipvlan
+	$(PYTEST) -v -rfEs --vm -m connectivity -k "ipvlan or netkit"
 
 connectivity: setup
 	$(PYTEST) -m connectivity -q
@@ -52,7 +52,7 @@ report: setup
 	$(PYTEST) -q -rfEs -m "connectivity or bench" $(REPORT_BENCH) --junitxml=$$dir/junit-host.xml \
 	  tests bench/test_bench.py || rc=1; \
 	if [ "$(REPORT_VM)" != 0 ]; then \
-	  $(PYTEST) -q -rfEs --vm -m connectivity -k ipvlan || rc=1; fi; \
+	  $(PYTEST) -q -rfEs --vm -m connectivity -k "ipvlan or netkit" || rc=1; fi; \
 	.venv/bin/linklab report $$dir || exit 2; \
 	scratch=$$(mktemp -d); \
 	env -u LINKLAB_RUN_ID LINKLAB_REPORT_HTML=reports/$$run/index.html \

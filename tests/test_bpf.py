@@ -95,7 +95,7 @@ LOCAL = {"child-to-host", "host-to-child"}
 
 @pytest.mark.connectivity
 @pytest.mark.parametrize("name", BPF_SCENARIOS)
-def test_detaching_the_programs_changes_the_forwarded_cells(name: str, run) -> None:  # noqa: ANN001
+def test_detaching_the_programs_changes_the_forwarded_cells(name: str, run) -> None:
     sc = scenario(name)
     skip_unless_buildable(sc)
     if why := missing_tool("nft"):
@@ -117,11 +117,9 @@ NETFILTER_C2C = {
     "veth": ("blocked", "routed by the host: the packet passes its prerouting hook"),
     "veth-bpf": ("pass", "tc ingress peer-redirects into c2 before netfilter sees it"),
     "netkit-l3-forward": ("blocked", "policy forward hands the packet to the host stack"),
-    "netkit-l3-bpf": ("pass", "the peer program redirects in netkit's transmit, before the host "
-                              "namespace's stack"),
+    "netkit-l3-bpf": ("pass", "the peer program redirects in netkit's transmit, before netfilter"),
     "netkit-l2-forward": ("blocked", "policy forward hands the packet to the host stack"),
-    "netkit-l2-bpf": ("pass", "the peer program redirects in netkit's transmit, before the host "
-                              "namespace's stack"),
+    "netkit-l2-bpf": ("pass", "the peer program redirects in netkit's transmit, before netfilter"),
 }
 
 
@@ -144,7 +142,7 @@ def drop_echo_to(topo: Topology, node: str) -> Iterator[None]:
 
 @pytest.mark.connectivity
 @pytest.mark.parametrize("name", NETFILTER_C2C)
-def test_host_netfilter_and_container_to_container(name: str, run) -> None:  # noqa: ANN001
+def test_host_netfilter_and_container_to_container(name: str, run) -> None:
     expected, why = NETFILTER_C2C[name]
     sc = scenario(name)
     skip_unless_buildable(sc)
@@ -173,7 +171,7 @@ with build(load_scenario(sys.argv[1]), run) as topo:
 """
 
 
-def wait_for(cond, timeout_s: float = 10.0) -> bool:  # noqa: ANN001
+def wait_for(cond, timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if cond():
@@ -184,7 +182,7 @@ def wait_for(cond, timeout_s: float = 10.0) -> bool:  # noqa: ANN001
 
 @pytest.mark.connectivity
 @pytest.mark.parametrize("name", BPF_SCENARIOS)
-def test_nothing_survives_a_kill_9(name: str, run) -> None:  # noqa: ANN001
+def test_nothing_survives_a_kill_9(name: str, run) -> None:
     sc = scenario(name)
     skip_unless_buildable(sc)
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(sc.path)], text=True,

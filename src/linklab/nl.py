@@ -40,7 +40,7 @@ class netkit_data(nla):
                ("IFLA_NETKIT_PEER_POLICY", "uint32"), ("IFLA_NETKIT_MODE", "uint32"))
 
     @staticmethod
-    def info_peer(self, *argv, **kwarg):  # noqa: ANN001, ANN205
+    def info_peer(self, *argv, **kwarg):
         return ifinfveth
 
 

@@ -61,6 +61,7 @@ def no_bridge(ctx, host, where: str) -> None:  # noqa: ANN001
 # the registry last: the kind modules use the helpers above
 from linklab.kinds import bridge, ipvlan, macvlan, veth  # noqa: E402
 from linklab.kinds import netkit, veth_bpf  # noqa: E402
+from linklab.kinds import netkit, veth_bpf  # noqa: E402
 
 REGISTRY: dict[str, ModuleType] = {
     "veth": veth,

@@ -35,11 +35,11 @@ def needs(mode: str | None, flag: str | None) -> str | None:
     return bpf.missing() if flag == "bpf" else None
 
 
-def prepare(topo, host) -> None:  # noqa: ANN001
+def prepare(topo, host) -> None:
     pass
 
 
-def attach(topo, c, host) -> int:  # noqa: ANN001
+def attach(topo, c, host) -> int:
     """The primary (``peer.ifname``) in the host namespace, the peer (``ifname``) in ``c``."""
     index, primary = topo.next_index(c.name), topo.next_index(host.name)
     peer = {"index": index, "attrs": [("IFLA_IFNAME", c.ifname),
@@ -56,7 +56,7 @@ def attach(topo, c, host) -> int:  # noqa: ANN001
     return index
 
 
-def finish(topo, host, stack: ExitStack) -> None:  # noqa: ANN001
+def finish(topo, host, stack: ExitStack) -> None:
     """flag bpf: attach the peer programs (each held by an owned process) and the parent's tc
     program, fill their maps, then stop the host from forwarding."""
     if host.flag != "bpf":
@@ -75,12 +75,12 @@ def finish(topo, host, stack: ExitStack) -> None:  # noqa: ANN001
                 fh.write("0")
 
 
-def detach(topo, host) -> None:  # noqa: ANN001
+def detach(topo, host) -> None:
     """Detach every program of ``host`` (its netkit links, then the parent's tc program)."""
     bpf.link_detach(topo.programs.get(host.name, []))
     bpf.tc_detach(topo.ns(host.name), host.node.ifname)
 
 
-def probe(nl, parent: int, mode, flag) -> None:  # noqa: ANN001
+def probe(nl, parent: int, mode, flag) -> None:
     nl.link_add("llprobe0", 0, "netkit", data=link_data(
         mode, {"index": 0, "attrs": [("IFLA_IFNAME", "llprobe1")]}))

@@ -33,7 +33,7 @@ def needs(mode: str | None, flag: str | None) -> str | None:
     return bpf.missing()
 
 
-def destinations(topo, host) -> dict[ipaddress.IPv4Address | ipaddress.IPv6Address, bpf.Dest]:  # noqa: ANN001, E501
+def destinations(topo, host) -> dict[ipaddress.IPv4Address | ipaddress.IPv6Address, bpf.Dest]:
     """address -> (host-side ifindex, MAC) of the local container owning it; (0, None) for
     the host's own addresses."""
     sc = topo.scenario
@@ -47,7 +47,7 @@ def destinations(topo, host) -> dict[ipaddress.IPv4Address | ipaddress.IPv6Addre
     return out
 
 
-def finish(topo, host, stack: ExitStack) -> None:  # noqa: ANN001
+def finish(topo, host, stack: ExitStack) -> None:
     """Attach the programs (they die with the host namespace's links) and fill their maps."""
     objs = bpf.objects(topo.run)
     ns = topo.ns(host.name)
@@ -58,7 +58,7 @@ def finish(topo, host, stack: ExitStack) -> None:  # noqa: ANN001
     topo.programs[host.name] = progs
 
 
-def detach(topo, host) -> None:  # noqa: ANN001
+def detach(topo, host) -> None:
     """Remove every program of ``host`` (the tests' proof that the programs forward)."""
     ns = topo.ns(host.name)
     for dev in (*(c.peer.ifname for c in topo.scenario.containers_of(host.name)),

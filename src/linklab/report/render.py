@@ -412,6 +412,8 @@ def render(results: Results, output: Path, baseline: Results | None = None,
         benches=benches, errors=errors.to_dict("records"), baseline=baseline,
         comparison=comparison, mismatch=mismatch, rules=rules,
         generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    from linklab.report.which import section as which_section  # "Which datapath?" (issue 13)
+    html = html.replace("</main>", which_section(results) + "\n</main>", 1)
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(output, html)
     sections = ["environment", "connectivity", "dhcp", "throughput", "latency", "cpu"]
