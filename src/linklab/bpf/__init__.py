@@ -59,8 +59,11 @@ def missing() -> str | None:
 
 
 def _key() -> str:
-    clang = cmd([require("clang", "clang"), "--version"], timeout=30).stdout.splitlines()[0]
-    h = hashlib.sha256(clang.encode())
+    # the compiler by its real path, size and mtime: running `clang --version` costs seconds
+    # under the VM leg's TCG (it timed out there once)
+    clang = Path(require("clang", "clang")).resolve()
+    st = clang.stat()
+    h = hashlib.sha256(f"{clang}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     for name in (REDIRECT, LOADER):
         h.update(name.encode() + b"\0" + (SOURCES / name).read_bytes())
     return h.hexdigest()[:16]
