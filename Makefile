@@ -13,7 +13,7 @@ setup:
 	@bash scripts/setup
 
 # The CI test command: unit tests, the connectivity matrix on the host kernel, the bench smoke.
-# Then the VM leg: the ipvlan cells (this host kernel lacks ipvlan) on a Debian kernel under
+# Then the VM leg: the ipvlan and netkit cells (this host kernel lacks both) on a Debian kernel under
 # QEMU (linklab vm); all legs write into one results/<run-id>/, each row and JUnit record
 # labelled with its kernel and virtualisation.
 test: export LINKLAB_RUN_ID = $(TEST_RUN_ID)
