@@ -1,7 +1,7 @@
 """netkit (drivers/net/netkit.c, 6.7+): a BPF-programmable veth. The primary is in the host
 namespace, the peer in the container, routed like veth.
 
-Modes: l3 (no ARP, no L2 header addresses) and l2. Flags: ``forward`` (no programs: the
+Modes: l3 (no ARP; all-zero MACs) and l2 (MACs, ARP/ND). Flags: ``forward`` (no programs: the
 default policy passes every packet across, like a veth) and ``bpf`` (a program attached at
 BPF_NETKIT_PEER through the primary redirects like veth-bpf, with the host namespace's
 forwarding turned off; the parent's tc ingress program peer-redirects inbound traffic).
