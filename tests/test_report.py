@@ -287,7 +287,7 @@ def test_dhcp_table_is_a_coloured_matrix_per_leg(sample: Path, tmp_path: Path) -
 
 def test_view_model_orders_sections_summary_first() -> None:
     v = build(load_results(SAMPLE))
-    assert [s.id for s in v.sections] == ["summary", "environment", "connectivity", "dhcp",
+    assert [s.id for s in v.sections] == ["summary", "which", "environment", "connectivity", "dhcp",
                                           "throughput", "latency", "cpu"]
     assert v.section("baseline") is None and len(v.charts) == 10
 
@@ -337,5 +337,5 @@ def test_a_section_is_a_builder_and_a_template(tmp_path: Path, monkeypatch) -> N
     view.register(view.SectionDef("dhcp", "nothing", lambda i: None))  # None: left out
     view.register(view.SectionDef("extra", "extra", lambda i: 42, after="summary"))
     v = view.build(load_results(SAMPLE))
-    assert [s.id for s in v.sections][:3] == ["summary", "extra", "environment"]
+    assert [s.id for s in v.sections][:3] == ["summary", "extra", "which"]
     assert "dhcp" not in [s.id for s in v.sections] and v.section("extra") == 42

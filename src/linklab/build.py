@@ -51,6 +51,7 @@ class Topology:
         self._next = FIRST_INDEX
         self.stack = ExitStack()      # build()'s: kinds defer their own teardown on it (LIFO)
         self.kind_state: dict[Any, Any] = {}  # per-kind data of this topology (e.g. cni dirs)
+        self.programs: dict[str, list[int]] = {}   # host -> ids of its BPF programs
 
     # -- lookups -------------------------------------------------------------------------
     def ns(self, name: str) -> NetNS:
@@ -224,6 +225,9 @@ def start(scenario: Scenario, run: Run) -> tuple[Topology, ExitStack]:
                 topo.add_addrs(c.name, index, c.addrs)
         for node in (sc.upstream, sc.remote, *(h.node for h in sc.hosts), *sc.containers):
             topo.add_routes(node)
+        for h in sc.hosts:   # e.g. BPF programs, once every link and address exists
+            if finish := getattr(kinds.REGISTRY[h.kind], "finish", None):
+                finish(topo, h, stack)
         return topo, stack.pop_all()
 
 

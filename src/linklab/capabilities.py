@@ -32,6 +32,8 @@ TOOLS = {
     "qemu-system-x86_64": ("qemu-system-x86", "VM leg"),
     "chromium": ("chromium", "report browser test"),
     "vagrant": ("vagrant", "Vagrantfile validation"),
+    "clang": ("clang", "BPF programs (veth-bpf, netkit-*-bpf)"),
+    "bpftool": ("bpftool", "BPF maps (veth-bpf, netkit-*-bpf)"),
 }
 
 
@@ -57,10 +59,12 @@ def link_support() -> dict[tuple[str, str | None, str | None], str | None]:
                 for mode, flag in variants(kind):
                     try:
                         mod.probe(ns.nl, parent, mode, flag)
-                        out[(kind, mode, flag)] = None
+                        needs = getattr(mod, "needs", None)   # tools beyond the link
+                        out[(kind, mode, flag)] = needs(mode, flag) if needs else None
                     except NetlinkError as exc:
                         if exc.errno == errno.EOPNOTSUPP:
-                            out[(kind, mode, flag)] = f"kernel lacks {kind} ({KCONFIG[kind]})"
+                            out[(kind, mode, flag)] = (f"kernel lacks {kind} "
+                                                       f"({KCONFIG.get(kind) or mod.KCONFIG})")
                         else:
                             label = "-".join(p for p in (kind, mode, flag) if p)
                             out[(kind, mode, flag)] = f"kernel refuses {label}: {exc.strerror}"

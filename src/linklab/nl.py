@@ -16,7 +16,7 @@ from typing import Any
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nla
 from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg, ifinfveth
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 
@@ -30,7 +30,21 @@ class ipvlan_data(nla):
                ("IFLA_IPVLAN_FLAGS", "uint16"))
 
 
-ifinfmsg.ifinfo.register_link_kind(module={"ipvlan": ipvlan_data})
+class netkit_data(nla):
+    """IFLA_INFO_DATA of netkit (drivers/net/netkit.c, uapi if_link.h): pyroute2 0.9.7 has no
+    netkit class and would drop every attribute. The peer is a nested ifinfomsg, as veth's."""
+
+    prefix = "IFLA_"
+    nla_map = (("IFLA_NETKIT_UNSPEC", "none"), ("IFLA_NETKIT_PEER_INFO", "info_peer"),
+               ("IFLA_NETKIT_PRIMARY", "uint8"), ("IFLA_NETKIT_POLICY", "uint32"),
+               ("IFLA_NETKIT_PEER_POLICY", "uint32"), ("IFLA_NETKIT_MODE", "uint32"))
+
+    @staticmethod
+    def info_peer(self, *argv, **kwarg):
+        return ifinfveth
+
+
+ifinfmsg.ifinfo.register_link_kind(module={"ipvlan": ipvlan_data, "netkit": netkit_data})
 
 IFF_UP = 0x1
 CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
@@ -71,8 +85,9 @@ class Rtnl:
     def link_add(self, ifname: str, index: int, kind: str, *, up: bool = False,
                  mtu: int | None = None, link: int | None = None, net_ns_fd: int | None = None,
                  address: str | None = None, data: list[tuple[str, Any]] | None = None,
-                 peer: dict[str, Any] | None = None) -> None:
-        """RTM_NEWLINK: create ``ifname`` at ``index`` (a veth ``peer`` gets its own header)."""
+                 peer: dict[str, Any] | None = None, peer_attr: str = "VETH_INFO_PEER") -> None:
+        """RTM_NEWLINK: create ``ifname`` at ``index`` (a veth or netkit ``peer`` gets its own
+        header, in ``peer_attr``)."""
         msg = ifinfmsg()
         msg["index"] = index
         if up:
@@ -92,7 +107,7 @@ class Rtnl:
             for key, nla in (("net_ns_fd", "IFLA_NET_NS_FD"), ("mtu", "IFLA_MTU")):
                 if peer.get(key) is not None:
                     p_attrs.append((nla, peer[key]))
-            data.append(("VETH_INFO_PEER", {"index": peer.get("index", 0), "attrs": p_attrs}))
+            data.append((peer_attr, {"index": peer.get("index", 0), "attrs": p_attrs}))
         info: list[tuple[str, Any]] = [("IFLA_INFO_KIND", kind)]
         if data:
             info.append(("IFLA_INFO_DATA", {"attrs": data}))

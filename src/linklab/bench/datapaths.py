@@ -35,6 +35,7 @@ class Datapath:
     mode: str = ""
     flag: str = ""
     scenario: Scenario | None = None
+    path: str = "child"          # child: c1 <- c2; remote: remote host <- c1 (see REMOTE_FLAG)
 
     @property
     def reference(self) -> bool:
@@ -64,6 +65,29 @@ def datapaths(paths: Path | str | Iterable[Path | str]) -> list[Datapath]:
         if forwards_between_children(sc):
             flag = sc.flag or ("hairpin" if sc.hairpin else "")
             out.append(Datapath(sc.name, sc.kind, sc.mode or "", flag, sc))
+    return out
+
+
+# veth-bpf measured beside the datapaths it replaces (pytest -m bench -k bpf): their
+# container <-> container figures, and container <-> remote host for all four
+BPF_BESIDE = ("veth", "bridge", "macvlan-bridge")
+BPF_REMOTE = ("veth", "bridge", "macvlan-bridge", "veth-bpf")
+REMOTE_FLAG = "to-remote"        # the flag column of container <-> remote rows
+
+
+def by_name(scenario_dir: Path | str, names: tuple[str, ...], path: str = "child") -> list[Datapath]:
+    """The datapaths of the named scenarios; ``path="remote"``: the remote host (server) <-
+    c1 (client) across the parent NIC and the router, flagged :data:`REMOTE_FLAG`."""
+    found = {d.name: d for d in datapaths(scenario_dir)}
+    out = []
+    for n in names:
+        if n not in found:
+            raise KeyError(f"{scenario_dir}: no forwarding scenario {n!r}")
+        d = found[n]
+        if path == "remote":
+            d = Datapath(f"{n}-remote", d.kind, d.mode, "+".join(
+                p for p in (d.flag, REMOTE_FLAG) if p), d.scenario, "remote")
+        out.append(d)
     return out
 
 
@@ -98,12 +122,16 @@ def open_datapath(dp: Datapath, run: Run) -> Iterator[Endpoints]:
         from linklab.build import build
 
         with build(dp.scenario, run) as topo:
+            if dp.path == "remote":
+                server, client = "remote", "c1"
+            else:
+                server, client = "c1", "c2"
             try:
-                addr6 = str(topo.addr("c1", 6)) if topo.node("c2").addr(6) else ""
+                addr6 = str(topo.addr(server, 6)) if topo.node(client).addr(6) else ""
             except KeyError:     # a v4-only scenario (the seed recipes)
                 addr6 = ""
-            yield Endpoints(topo.ns("c1"), topo.ns("c2"), str(topo.addr("c1", 4)),
-                            {"server": topo.ifname("c1"), "client": topo.ifname("c2")},
+            yield Endpoints(topo.ns(server), topo.ns(client), str(topo.addr(server, 4)),
+                            {"server": topo.ifname(server), "client": topo.ifname(client)},
                             addr6)
         return
     with ExitStack() as stack:

@@ -4,7 +4,11 @@ A kind module provides ``MODES``/``FLAGS`` (empty when it has none), ``HOST_FORW
 ``validate_mode(ctx, mode, flag, prefix)``, ``validate(ctx, scenario, host, where)``,
 ``prepare(topo, host)`` (per-host objects such as a bridge), ``attach(topo, container, host)``
 (the container's link) and ``probe(nl, parent_index, mode, flag)`` used by the capability
-table. Adding a datapath is adding one module and one line below.
+table; optionally ``finish(topo, host, stack)`` (after every container is attached and
+addressed: BPF programs and their maps; ``stack`` owns what must be released before the
+namespaces), ``needs(mode, flag)`` (a missing tool, or None) and ``KCONFIG`` (the kernel option
+named when the kernel refuses the link). Adding a datapath is adding one module and one line
+below.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def no_bridge(ctx, host, where: str) -> None:  # noqa: ANN001
 
 # the registry last: the kind modules use the helpers above
 from linklab.kinds import bridge, ipvlan, macvlan, veth  # noqa: E402
-from linklab.kinds import cni  # noqa: E402
+from linklab.kinds import cni, netkit, veth_bpf  # noqa: E402
 
 REGISTRY: dict[str, ModuleType] = {
     "veth": veth,
@@ -64,4 +68,6 @@ REGISTRY: dict[str, ModuleType] = {
     "macvlan": macvlan,
     "ipvlan": ipvlan,
     "cni": cni,
+    "veth-bpf": veth_bpf,
+    "netkit": netkit,
 }

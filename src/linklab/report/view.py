@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from linklab.report import which
 from linklab.report.aggregate import (
     LOOPBACK,
     Leg,
@@ -622,6 +623,7 @@ class Section:
 
 SECTIONS: list[SectionDef] = [
     SectionDef("summary", "what this run says", summary),
+    SectionDef("which", "which datapath?", lambda i: which.build(i.results)),
     SectionDef("environment", "environment", lambda i: _env(i.results.meta)),
     SectionDef("baseline", "baseline", lambda i: i.comparison),
     SectionDef("connectivity", "connectivity", lambda i: i.matrices),
