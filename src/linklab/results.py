@@ -37,6 +37,10 @@ TABLES: dict[str, tuple[str, ...]] = {
     # one row per measured figure (tidy)
     "bench": ("datapath", "mode", "flag", "family", "direction", "streams", "metric", "value",
               "unit", "repetition", "tool", "error", "kernel", "virt"),
+    # one row per traced probe packet: scenario x check x family x direction (anatomy)
+    "anatomy": ("scenario", "kind", "mode", "flag", "family", "check", "direction", "expected",
+                "delivered", "end", "queue", "xmit", "rx", "stack", "nf", "drop_reason",
+                "drop_location", "stack_ns", "path", "nf_path", "probe_bytes", "kernel", "virt"),
 }
 
 
