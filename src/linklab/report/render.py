@@ -13,7 +13,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-from linklab.report import charts
+from linklab.report import anatomy, charts
 from linklab.report.aggregate import (
     LOOPBACK,
     Leg,
@@ -389,6 +389,7 @@ def render(results: Results, output: Path, baseline: Results | None = None,
     env.filters["fmt"] = fmt
     env.filters["pct"] = pct
     matrices = connectivity_matrices(results)
+    anatomy.annotate(matrices, results)
     benches = bench_legs(results)
     comparison = None
     mismatch: list[str] = []
@@ -411,10 +412,11 @@ def render(results: Results, output: Path, baseline: Results | None = None,
         r=results, env_rows=_env(results.meta), matrices=matrices, dhcp=dhcp_tables(results),
         benches=benches, errors=errors.to_dict("records"), baseline=baseline,
         comparison=comparison, mismatch=mismatch, rules=rules,
+        anatomy=anatomy.section(results, env),
         generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(output, html)
-    sections = ["environment", "connectivity", "dhcp", "throughput", "latency", "cpu"]
+    sections = ["environment", "connectivity", "dhcp", "throughput", "latency", "cpu", "anatomy"]
     if baseline is not None:
         sections.append("baseline")
     n_charts = sum(len(b.charts) for b in benches)

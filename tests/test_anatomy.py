@@ -1,0 +1,326 @@
+"""Datapath anatomy: parsers and attribution (units), what the kernel's code documents about
+each datapath's path (live, on the host and in the VM leg), and that a measurement leaves no
+tracefs instance, nft table or trace setting behind, even after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from linklab import ownership
+from linklab.anatomy import nftcount, tracefs
+from linklab.anatomy.datapaths import (
+    Cell,
+    VETH_PAIR,
+    open_scenario,
+    open_veth_pair,
+    renamed,
+    scenario_cells,
+    scenario_datapaths,
+)
+from linklab.anatomy.measure import (
+    BASE_BYTES,
+    MARK,
+    STRIDE,
+    Anatomy,
+    Probe,
+    attribute,
+    probes_of,
+    rows,
+    trace,
+)
+from linklab.capabilities import missing_link, missing_tool
+from linklab.model import SHIPPED, load_scenario
+from linklab.results import TABLES, kernel_release, virtualisation
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = scenario_datapaths(SHIPPED)
+
+
+def _needs_tracing() -> None:
+    if (why := missing_tool("nft")):
+        pytest.skip(why)
+    try:
+        with tracefs.mounted() as root:
+            if not os.path.isdir(f"/proc/self/fd/{root}/events/skb/kfree_skb"):
+                pytest.skip("kernel lacks the skb:kfree_skb tracepoint (CONFIG_TRACEPOINTS)")
+    except tracefs.TracefsError as exc:
+        pytest.skip(str(exc))
+
+
+# ---- units: no kernel objects ---------------------------------------------------------------
+
+TRACE = textwrap.dedent("""\
+    # tracer: nop
+    #
+    # entries-in-buffer/entries-written: 6/6   #P:2
+    #
+              python-123     [001] b..1.   100.000100: tracing_mark_write: linklab-probe 0
+              python-123     [001] b..1.   100.000200: net_dev_queue: dev=a1234p1 skbaddr=00000000aaaa0001 len=714
+              python-123     [001] b..1.   100.000300: netif_rx: dev=a1234p2 skbaddr=00000000aaaa0001 len=700
+              python-123     [001] b..1.   100.000400: kfree_skb: skbaddr=00000000aaaa0001 rx_sk=0000000000000000 protocol=2048 location=ip_rcv_finish_core+0x1c9/0x4a0 reason: IP_LOCAL_SOURCE
+              python-123     [001] b..1.   100.000500: tracing_mark_write: linklab-probe 1
+              python-123     [001] b..1.   100.000600: kfree_skb: skbaddr=00000000aaaa0001 rx_sk=0000000000000000 protocol=34525 location=ip6_mc_input+0x1/0x2 reason: NOT_SPECIFIED
+    """)
+
+
+def test_a_trace_parses_into_events_in_order() -> None:
+    events = tracefs.parse(TRACE)
+    assert [e.event for e in events] == ["tracing_mark_write", "net_dev_queue", "netif_rx",
+                                         "kfree_skb", "tracing_mark_write", "kfree_skb"]
+    assert events[1].dev == "a1234p1" and events[1].len == 714
+    assert events[3].location == "ip_rcv_finish_core" and events[3].reason == "IP_LOCAL_SOURCE"
+    assert events[0].mark == f"{MARK} 0"
+    assert tracefs.lost(TRACE) == 0
+    assert tracefs.lost(TRACE.replace("6/6", "4/9")) == 5
+
+
+def test_drops_go_to_the_probe_that_last_carried_the_skb_within_its_window() -> None:
+    cell = Cell("child-to-child", "v4", "c1", "c2", "blocked")
+    results = {p.index: Anatomy(p, sent=True) for p in probes_of([cell])}
+    attribute(tracefs.parse(TRACE), results, {"a1234p1": "c1/eth0", "a1234p2": "c2/eth0"})
+    request, reply = results[0], results[1]
+    assert request.steps == [("queue", "c1/eth0"), ("rx", "c2/eth0")]
+    # the second drop reuses the address inside the next probe's window: not the request's
+    assert request.drops == [("IP_LOCAL_SOURCE", "ip_rcv_finish_core")]
+    assert request.end == "dropped" and reply.drops == []
+
+
+def test_probe_lengths_are_distinct_and_fit_the_mtu() -> None:
+    sc = load_scenario(SHIPPED / "veth.toml")
+    probes = probes_of(scenario_cells(sc))
+    spans = [p.lengths for p in probes]
+    assert len(probes) == 20
+    assert all(hi < lo2 for (_, hi), (lo2, _) in zip(spans, spans[1:]))
+    assert spans[-1][1] < sc.mtu
+    assert all(len(p.payload()) + (28 if p.cell.family == "v4" else 48) == p.ip_bytes
+               for p in probes)
+    assert probes[0].ip_bytes == BASE_BYTES and probes[1].ip_bytes == BASE_BYTES + STRIDE
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_renaming_gives_every_interface_a_unique_name(sc) -> None:  # noqa: ANN001
+    live, names = renamed(sc, "a1f2c")
+    ifnames = [n.ifname for n in (*(h.node for h in live.hosts), live.upstream, live.remote,
+                                  *live.containers)]
+    ifnames += [c.peer.ifname for c in live.containers if c.peer]
+    ifnames += [h.bridge.ifname for h in live.hosts if h.bridge]
+    assert len(set(ifnames)) == len(ifnames)
+    assert all(len(n) <= 15 and n in names for n in ifnames)
+    for node in (*live.containers, live.upstream, live.remote, *(h.node for h in live.hosts)):
+        for r in node.routes:
+            assert r.dev is None or r.dev in names, f"{sc.name}: route {r} names an old device"
+
+
+def test_counting_ruleset_and_counters_parse() -> None:
+    text = nftcount.ruleset("inet", {"p0": (700, 731), "p1": (732, 763)})
+    assert text.count("meta length 700-731 counter") == len(nftcount.HOOKS)
+    sample = {"nftables": [
+        {"rule": {"family": "inet", "table": nftcount.TABLE, "chain": "forward",
+                  "comment": "p1", "expr": [{"match": {}}, {"counter": {"packets": 2,
+                                                                        "bytes": 1}}]}},
+        {"rule": {"family": "inet", "table": "other", "chain": "forward", "comment": "p1",
+                  "expr": [{"counter": {"packets": 9, "bytes": 1}}]}}]}
+    assert nftcount.parse_counters(json.dumps(sample)) == {("inet", "forward", "p1"): 2}
+
+
+def test_the_results_table_takes_every_row_field() -> None:
+    cell = Cell("host-to-child", "v6", "host", "c1", "pass")
+    a = Anatomy(Probe(0, cell, "request"), sent=True, delivered=True,
+                steps=[("queue", "host/eth0"), ("stack", "c1/eth0")])
+
+    class T:
+        name, kind, mode, flag = "x", "veth", "", ""
+    (row,) = rows(T(), [a], "6.18", "none")  # type: ignore[arg-type]
+    assert set(row) == set(TABLES["anatomy"])
+    assert row["queue"] == 1 and row["stack"] == 1 and row["stack_ns"] == "c1"
+    assert a.line("veth") == ("anatomy veth host-to-child/v6 request: queue=1 xmit=0 rx=0 "
+                              "stack=1 nf=0 drop=-")
+
+
+# ---- live: what the kernel's code documents --------------------------------------------------
+
+def _cells(measured: list[Anatomy], check: str, family: str = "v4") -> dict[str, Anatomy]:
+    return {a.probe.direction: a for a in measured
+            if a.probe.cell.check == check and a.probe.cell.family == family}
+
+
+def _counts(a: Anatomy) -> tuple[int, int, int, int]:
+    return a.count("queue"), a.count("xmit"), a.count("rx"), a.count("stack")
+
+
+@pytest.mark.anatomy
+@pytest.mark.connectivity
+def test_veth_pair_crosses_one_backlog_and_one_stack_entry_per_hop(run, results) -> None:  # noqa: ANN001
+    """veth_xmit() hands the skb to the peer with __dev_forward_skb() + netif_rx(): one
+    queue, one xmit, one backlog and one netif_receive_skb per direction, and the same
+    counts on a second run."""
+    _needs_tracing()
+    with open_veth_pair(run) as target:
+        first = trace(target, run)
+        second = trace(target, run)
+    for row in rows(target, first, kernel_release(), virtualisation()):
+        results.append("anatomy", row, part=f"test-{kernel_release()}-{virtualisation()}")
+    assert [a.key() for a in first] == [a.key() for a in second]
+    for a in first:
+        assert a.delivered, a.path
+        assert _counts(a) == (1, 1, 1, 1), a.path
+        assert a.stack_ns == ("c2" if a.probe.direction == "request" else "c1")
+        assert a.nf == 4, a.nf_path       # output, postrouting; prerouting, input
+
+
+@pytest.mark.anatomy
+@pytest.mark.connectivity
+def test_routed_veth_enters_the_hosts_stack_between_the_containers(run) -> None:  # noqa: ANN001
+    """veth (routed): c1 -> c2 is two veth hops, so two netif_receive_skb — the second in
+    the host namespace, which forwards (prerouting, forward, postrouting)."""
+    _needs_tracing()
+    with open_scenario(load_scenario(SHIPPED / "veth.toml"), run, ("child-to-child",),
+                       ("v4",)) as target:
+        measured = trace(target, run)
+    for a in measured:
+        assert _counts(a) == (2, 2, 2, 2), a.path
+        assert "host:forward" in a.nf_path.split() and a.nf == 7, a.nf_path
+    assert _cells(measured, "child-to-child")["request"].stack_ns == "host,c2"
+
+
+@pytest.mark.anatomy
+@pytest.mark.connectivity
+def test_macvlan_bridge_delivers_through_the_lower_device(run) -> None:  # noqa: ANN001
+    """macvlan bridge: macvlan_queue_xmit() forwards a frame for a sibling with
+    dev_forward_skb(vlan->lowerdev): the one netif_receive_skb happens on the parent, whose
+    rx_handler steers it into c2 — no IP stack of the host namespace is crossed. A child
+    cannot reach its parent: the echo never reaches a device (nothing answers ARP)."""
+    _needs_tracing()
+    sc = load_scenario(SHIPPED / "macvlan-bridge.toml")
+    with open_scenario(sc, run, ("child-to-child", "host-to-child"), ("v4",)) as target:
+        measured = trace(target, run)
+    c2c = _cells(measured, "child-to-child")
+    for a in c2c.values():
+        assert _counts(a) == (1, 1, 1, 1), a.path
+        assert a.stack_ns == "host" and "host:" not in a.nf_path, (a.path, a.nf_path)
+    h2c = _cells(measured, "host-to-child")
+    assert not h2c["request"].delivered and h2c["request"].end == "never delivered"
+    assert h2c["reply"].end.startswith("not sent")
+
+
+@pytest.mark.anatomy
+@pytest.mark.connectivity
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_anatomy_of_every_cell_matches_the_matrix(sc, run, results) -> None:  # noqa: ANN001
+    """Each reachability cell's round trip (request and reply datagrams) is delivered exactly
+    when the matrix expects it to pass; every probe that reached a device was counted; the
+    rows go to the results table ``anatomy``."""
+    for h in sc.hosts:
+        if (why := missing_link(h.kind, h.mode, h.flag)):
+            pytest.skip(why)
+    _needs_tracing()
+    with open_scenario(sc, run) as target:
+        measured = trace(target, run)
+    for row in rows(target, measured, kernel_release(), virtualisation()):
+        results.append("anatomy", row, part=f"test-{kernel_release()}-{virtualisation()}")
+    wrong = []
+    for cell in target.cells:
+        pair = _cells(measured, cell.check, cell.family)
+        round_trip = pair["request"].delivered and pair["reply"].delivered
+        if round_trip != (cell.expected == "pass"):
+            wrong.append(f"{cell.check} {cell.family}: expected {cell.expected}, request "
+                         f"{pair['request'].end} [{pair['request'].path}], reply "
+                         f"{pair['reply'].end} [{pair['reply'].path}]")
+        for a in pair.values():
+            if a.delivered:
+                assert a.count("stack") >= 1 and a.nf >= 2, (cell, a.path, a.nf_path)
+    assert not wrong, "\n".join(wrong)
+
+
+# ---- nothing left behind ---------------------------------------------------------------------
+
+TOP_LEVEL = ("tracing_on", "set_event", "buffer_size_kb", "current_tracer", "trace_options")
+
+
+def _top_level() -> dict[str, str]:
+    with tracefs.mounted() as root:
+        return {f: tracefs.read(root, f) for f in TOP_LEVEL}
+
+
+def _instances() -> list[str]:
+    with tracefs.mounted() as root:
+        return os.listdir(f"/proc/self/fd/{root}/instances")
+
+
+@pytest.mark.anatomy
+def test_a_measurement_leaves_no_instance_table_or_setting(run) -> None:  # noqa: ANN001
+    _needs_tracing()
+    before, instances = _top_level(), _instances()
+    with open_veth_pair(run, ("v4",)) as target:
+        trace(target, run)
+        for ns in target.namespaces.values():
+            assert nftcount.tables_present(ns) == []
+    assert _instances() == instances
+    assert _top_level() == before
+    assert not any(run.marker in i for i in _instances())
+
+
+def test_owned_instance_is_seen_and_removed_by_its_kind() -> None:
+    _needs_tracing()
+    name = f"linklab-test-{os.getpid()}"
+    with tracefs.mounted() as root:
+        os.mkdir(tracefs.instance_path(name), dir_fd=root)
+    assert tracefs.owned_exists(name, {})
+    assert tracefs.owned_remove(name, {})
+    assert not tracefs.owned_exists(name, {}) and not tracefs.owned_remove(name, {})
+
+
+CHILD = textwrap.dedent("""\
+    import sys, time
+    from linklab.ownership import Run
+    from linklab.anatomy import nftcount, tracefs
+    from linklab.anatomy.datapaths import open_veth_pair
+    run = Run()
+    with open_veth_pair(run, ("v4",)) as target, \\
+            nftcount.counting(target.namespaces, {"p0": (700, 731)}), \\
+            tracefs.instance(run) as inst:
+        inst.configure(sorted(target.devices), 700, 731)
+        inst.start()
+        print(run.marker, inst.name, " ".join(ns.name for ns in target.namespaces.values()),
+              flush=True)
+        time.sleep(60)
+    """)
+
+
+@pytest.mark.anatomy
+def test_kill_9_mid_measurement_is_cleaned_by_ownership(tmp_path: Path) -> None:
+    """A run killed while its instance, counting tables and namespaces exist: ``linklab
+    clean`` removes the instance (recorded before mkdir) and the namespaces (the tables die
+    with them); the host's top-level trace settings are untouched throughout."""
+    _needs_tracing()
+    before = _top_level()
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    try:
+        line = proc.stdout.readline().split()
+        assert line, "the child did not start its measurement"
+        marker, instance, namespaces = line[0], line[1], line[2:]
+        assert instance in _instances()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    removed = ownership.clean(log=lambda _m: None)
+    mine = [r for r in removed if Path(r.record).name.startswith(marker)]
+    assert mine and ("tracefs", instance) in mine[0].objects
+    assert instance not in _instances()
+    deadline = time.monotonic() + 5
+    while any(os.path.exists(f"/run/netns/{n}") for n in namespaces) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(os.path.exists(f"/run/netns/{n}") for n in namespaces)
+    assert _top_level() == before
