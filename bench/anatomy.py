@@ -82,6 +82,9 @@ def run_all(names: dict[str, object], args: argparse.Namespace) -> dict[str, lis
                 if i == 0:
                     for a in measured:
                         print(a.line(name), flush=True)
+                        if args.paths:
+                            print(f"    path: {a.path or '-'}\n    netfilter: {a.nf_path or '-'}"
+                                  + (f"\n    drop: {a.drop_location}" if a.drops else ""))
                     if store is not None:
                         for row in rows(target, measured, kernel_release(), virtualisation()):
                             store.append("anatomy", row, part=f"bench-{kernel_release()}-"
@@ -128,7 +131,7 @@ def in_vm(args: argparse.Namespace, names: dict[str, object]) -> int:
     dump = out_dir / f".anatomy-vm-{os.getpid()}.json"
     argv = [sys.executable, str(Path(__file__).resolve()), "--guest", str(dump),
             "--families", args.families, "--checks", args.checks, "--runs", str(args.runs),
-            "--datapaths", ",".join(names)]
+            "--datapaths", ",".join(names)] + (["--paths"] if args.paths else [])
     if args.results_dir:
         argv += ["--results-dir", str(args.results_dir)]
     owner = Run()
@@ -164,6 +167,8 @@ def main() -> int:
     parser.add_argument("--datapaths", default="", help="comma-separated names (default: all)")
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="also append the rows to <dir>/<run-id>/anatomy.*.jsonl")
+    parser.add_argument("--paths", action="store_true",
+                        help="under each line, the path device by device and the hooks crossed")
     parser.add_argument("--guest", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     names = {VETH_PAIR: None} | {k: v for k, v in candidates(SHIPPED).items() if k != VETH_PAIR}

@@ -44,6 +44,9 @@ UDP_HEADER = 8
 IP_HEADER = {4: 20, 6: 40}
 DIRECTIONS = ("request", "reply")
 MARK = "linklab-probe"
+LOOPBACK = "lo"
+BRIDGE_NF = ("net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables",
+             "net/bridge/bridge-nf-call-arptables")
 STEPS = {"net_dev_queue": "queue", "net_dev_xmit": "xmit", "netif_rx": "rx",
          "netif_receive_skb": "stack"}
 
@@ -131,12 +134,21 @@ class Anatomy:
 
     def line(self, datapath: str) -> str:
         """The bench line: ``anatomy <datapath> <check> <dir>: queue=N xmit=N rx=N stack=N
-        nf=N drop=<reason|->``."""
+        nf=N drop=<reason|->`` (a probe not delivered says so even without a drop)."""
         c = self.probe.cell
         check = c.check if c.family == "v4" else f"{c.check}/{c.family}"
         return (f"anatomy {datapath} {check} {self.probe.direction}: "
                 f"queue={self.count('queue')} xmit={self.count('xmit')} rx={self.count('rx')} "
-                f"stack={self.count('stack')} nf={self.nf} drop={self.drop_reason or '-'}")
+                f"stack={self.count('stack')} nf={self.nf} drop={self.drop_word}")
+
+    @property
+    def drop_word(self) -> str:
+        """The bench line's ``drop=``: the reason, ``never-delivered``, ``not-sent`` or ``-``."""
+        if self.delivered:
+            return "-"
+        if not self.sent:
+            return "not-sent"
+        return self.drop_reason or "never-delivered"
 
     def key(self) -> tuple:
         """What must be identical across runs and kernels for the same datapath."""
@@ -243,13 +255,38 @@ def attribute(events: list[tracefs.Event], results: dict[int, Anatomy],
                 results[owner].drops.append((ev.reason, ev.location))
             continue
         step = STEPS.get(ev.event)
-        if step is None or ev.dev not in devices:
+        if step is None or ev.len < BASE_BYTES:
             continue
-        index, offset = divmod(ev.len - BASE_BYTES, STRIDE)
-        if index not in results or ev.len < BASE_BYTES:
+        index = (ev.len - BASE_BYTES) // STRIDE
+        if index not in results:
             continue
-        results[index].steps.append((step, devices[ev.dev]))
-        last_owner[ev.skbaddr] = index
+        if ev.dev in devices:
+            results[index].steps.append((step, devices[ev.dev]))
+            last_owner[ev.skbaddr] = index
+        elif ev.dev == LOOPBACK and last_owner.get(ev.skbaddr) == index == window:
+            # every namespace's loopback is called "lo": a hit counts only when the skb is
+            # the one this probe's previous step carried (a local delivery, e.g. ipvlan l3)
+            results[index].steps.append((step, LOOPBACK))
+
+
+def bridge_netfilter_off(target: Target) -> list[str]:
+    """Turn bridge-nf-call-* off in the target's namespaces where br_netfilter exists; return
+    the namespaces where it was on.
+
+    br_netfilter (loaded on many machines, e.g. by container runtimes, built in on some)
+    makes IP frames *bridged* between ports also cross the inet hooks: the same kernel
+    datapath would count 3 more hooks per bridge on such a machine than on a stock one.
+    Anatomy counts the kernel's own bridge path everywhere (the sysctls are per namespace)."""
+    was_on = []
+    for name, ns in target.namespaces.items():
+        for key in BRIDGE_NF:
+            try:
+                if ns.read_sysctl(key) != "0":
+                    ns.sysctl(key, 0)
+                    was_on.append(name)
+            except FileNotFoundError:
+                break          # no br_netfilter in this kernel: nothing to turn off
+    return sorted(set(was_on))
 
 
 def trace(target: Target, run: Run, cells: list[Cell] | None = None) -> list[Anatomy]:
@@ -257,6 +294,7 @@ def trace(target: Target, run: Run, cells: list[Cell] | None = None) -> list[Ana
     probes = probes_of(target.cells if cells is None else cells)
     if not probes:
         return []
+    bridge_netfilter_off(target)
     lo, hi = BASE_BYTES, BASE_BYTES + STRIDE * len(probes) - 1
     if hi + 1 > 1400:
         raise ValueError(f"{target.name}: {len(probes)} probes do not fit under the MTU")
@@ -264,7 +302,7 @@ def trace(target: Target, run: Run, cells: list[Cell] | None = None) -> list[Ana
     with machine_lock():
         with nftcount.counting(target.namespaces, {p.id: p.lengths for p in probes}) as nf, \
                 tracefs.instance(run) as inst:
-            inst.configure(sorted(target.devices), lo, hi)
+            inst.configure([*sorted(target.devices), LOOPBACK], lo, hi)
             inst.start()
             try:
                 results = exchange(target, probes, inst.mark)
