@@ -18,7 +18,6 @@ Counts are tracepoint hits, not timings: load does not change them (printed anyw
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys

@@ -4,6 +4,7 @@ tracefs instance, nft table or trace setting behind, even after kill -9."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -19,7 +20,6 @@ from linklab import ownership
 from linklab.anatomy import nftcount, tracefs
 from linklab.anatomy.datapaths import (
     Cell,
-    VETH_PAIR,
     open_scenario,
     open_veth_pair,
     renamed,
@@ -99,7 +99,7 @@ def test_probe_lengths_are_distinct_and_fit_the_mtu() -> None:
     probes = probes_of(scenario_cells(sc))
     spans = [p.lengths for p in probes]
     assert len(probes) == 20
-    assert all(hi < lo2 for (_, hi), (lo2, _) in zip(spans, spans[1:]))
+    assert all(hi < lo2 for (_, hi), (lo2, _) in itertools.pairwise(spans))
     assert spans[-1][1] < sc.mtu
     assert all(len(p.payload()) + (28 if p.cell.family == "v4" else 48) == p.ip_bytes
                for p in probes)
@@ -107,7 +107,7 @@ def test_probe_lengths_are_distinct_and_fit_the_mtu() -> None:
 
 
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_renaming_gives_every_interface_a_unique_name(sc) -> None:  # noqa: ANN001
+def test_renaming_gives_every_interface_a_unique_name(sc) -> None:
     live, names = renamed(sc, "a1f2c")
     ifnames = [n.ifname for n in (*(h.node for h in live.hosts), live.upstream, live.remote,
                                   *live.containers)]
@@ -160,7 +160,7 @@ def _counts(a: Anatomy) -> tuple[int, int, int, int]:
 
 @pytest.mark.anatomy
 @pytest.mark.connectivity
-def test_veth_pair_crosses_one_backlog_and_one_stack_entry_per_hop(run, results) -> None:  # noqa: ANN001
+def test_veth_pair_crosses_one_backlog_and_one_stack_entry_per_hop(run, results) -> None:
     """veth_xmit() hands the skb to the peer with __dev_forward_skb() + netif_rx(): one
     queue, one xmit, one backlog and one netif_receive_skb per direction, and the same
     counts on a second run."""
@@ -180,7 +180,7 @@ def test_veth_pair_crosses_one_backlog_and_one_stack_entry_per_hop(run, results)
 
 @pytest.mark.anatomy
 @pytest.mark.connectivity
-def test_routed_veth_enters_the_hosts_stack_between_the_containers(run) -> None:  # noqa: ANN001
+def test_routed_veth_enters_the_hosts_stack_between_the_containers(run) -> None:
     """veth (routed): c1 -> c2 is two veth hops, so two netif_receive_skb — the second in
     the host namespace, which forwards (prerouting, forward, postrouting)."""
     _needs_tracing()
@@ -195,7 +195,7 @@ def test_routed_veth_enters_the_hosts_stack_between_the_containers(run) -> None:
 
 @pytest.mark.anatomy
 @pytest.mark.connectivity
-def test_macvlan_bridge_delivers_through_the_lower_device(run) -> None:  # noqa: ANN001
+def test_macvlan_bridge_delivers_through_the_lower_device(run) -> None:
     """macvlan bridge: macvlan_queue_xmit() forwards a frame for a sibling with
     dev_forward_skb(vlan->lowerdev): the one netif_receive_skb happens on the parent, whose
     rx_handler steers it into c2 — no IP stack of the host namespace is crossed. A child
@@ -219,7 +219,7 @@ FAMILIES = ("v4",) if virtualisation() == "tcg" else ("v4", "v6")
 
 @pytest.mark.anatomy
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_anatomy_of_every_cell_matches_the_matrix(sc, run, results) -> None:  # noqa: ANN001
+def test_anatomy_of_every_cell_matches_the_matrix(sc, run, results) -> None:
     """Each reachability cell's round trip (request and reply datagrams) is delivered exactly
     when the matrix expects it to pass; every probe that reached a device was counted; the
     rows go to the results table ``anatomy``."""
@@ -261,7 +261,7 @@ def _instances() -> list[str]:
 
 
 @pytest.mark.anatomy
-def test_a_measurement_leaves_no_instance_table_or_setting(run) -> None:  # noqa: ANN001
+def test_a_measurement_leaves_no_instance_table_or_setting(run) -> None:
     _needs_tracing()
     before, instances = _top_level(), _instances()
     with open_veth_pair(run, ("v4",)) as target:
@@ -345,3 +345,36 @@ def test_a_loopback_hit_counts_only_on_the_probes_own_skb() -> None:
     results = {p.index: Anatomy(p, sent=True) for p in probes_of([cell])}
     attribute(tracefs.parse(text), results, {"a1234p1": "c1/eth0"})
     assert results[0].steps == [("queue", "c1/eth0"), ("queue", "lo"), ("stack", "lo")]
+
+
+# receive-stack entries (netif_receive_skb) on the container's host — the host's and the
+# container's namespaces — for a packet arriving from the wire (the remote's reply to c1):
+# the seed's (Cilium's) "does not cross the kernel stack twice", counted
+WIRE_TO_CONTAINER = {
+    "veth": 2,                # host/eth0, then c1's veth after the host routed it
+    "bridge": 2,              # host/eth0, then c1's veth after the host routed it to br0
+    "macvlan-bridge": 1,      # host/eth0; macvlan's rx_handler hands it to c1
+    "ipvlan-l2-bridge": 1,    # host/eth0; ipvlan's rx_handler hands it to c1
+    "ipvlan-l3-bridge": 1,
+    "ipvlan-l3s-bridge": 1,
+}
+
+
+@pytest.mark.anatomy
+@pytest.mark.parametrize("name", list(WIRE_TO_CONTAINER))
+def test_a_packet_from_the_wire_enters_the_stack_once_on_ipvlan_twice_on_veth(
+        name: str, run) -> None:  # noqa: ANN001
+    """__netif_receive_skb_core() runs a device's rx_handler inside the same entry: macvlan
+    and ipvlan hand the skb to the child (RX_HANDLER_ANOTHER) without a second
+    netif_receive_skb, where veth needs the host's stack to route it and a second entry on
+    the container's veth (veth_xmit -> netif_rx)."""
+    sc = load_scenario(SHIPPED / f"{name}.toml")
+    if (why := missing_link(sc.hosts[0].kind, sc.hosts[0].mode, sc.hosts[0].flag)):
+        pytest.skip(why)
+    _needs_tracing()
+    with open_scenario(sc, run, ("child-to-remote",), ("v4",)) as target:
+        measured = trace(target, run)
+    inbound = _cells(measured, "child-to-remote")["reply"]
+    assert inbound.delivered, inbound.path
+    here = [ns for ns in inbound.stack_ns.split(",") if ns in ("host", "c1")]
+    assert len(here) == WIRE_TO_CONTAINER[name], inbound.path

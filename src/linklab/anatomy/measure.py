@@ -299,16 +299,16 @@ def trace(target: Target, run: Run, cells: list[Cell] | None = None) -> list[Ana
     if hi + 1 > 1400:
         raise ValueError(f"{target.name}: {len(probes)} probes do not fit under the MTU")
     exchange(target, probes)                      # warm-up: neighbours, routes, caches
-    with machine_lock():
-        with nftcount.counting(target.namespaces, {p.id: p.lengths for p in probes}) as nf, \
-                tracefs.instance(run) as inst:
-            inst.configure([*sorted(target.devices), LOOPBACK], lo, hi)
-            inst.start()
-            try:
-                results = exchange(target, probes, inst.mark)
-            finally:
-                events = inst.stop()
-            counters = nf.read()
+    with machine_lock(), \
+            nftcount.counting(target.namespaces, {p.id: p.lengths for p in probes}) as nf, \
+            tracefs.instance(run) as inst:
+        inst.configure([*sorted(target.devices), LOOPBACK], lo, hi)
+        inst.start()
+        try:
+            results = exchange(target, probes, inst.mark)
+        finally:
+            events = inst.stop()
+        counters = nf.read()
     attribute(events, results, target.devices)
     for res in results.values():
         res.hooks = nftcount.hooks_crossed(counters, res.probe.id, list(target.namespaces))

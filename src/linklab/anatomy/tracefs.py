@@ -217,7 +217,7 @@ class Instance:
 
 
 @contextmanager
-def instance(run, purpose: str = "anatomy") -> Iterator[Instance]:  # noqa: ANN001
+def instance(run, purpose: str = "anatomy") -> Iterator[Instance]:
     """A fresh instance owned by ``run`` (recorded before mkdir, rmdir'ed on exit)."""
     name = f"linklab-{run.marker}-{purpose}-{os.getpid()}"
     with mounted() as root:
