@@ -378,3 +378,35 @@ def test_a_packet_from_the_wire_enters_the_stack_once_on_ipvlan_twice_on_veth(
     assert inbound.delivered, inbound.path
     here = [ns for ns in inbound.stack_ns.split(",") if ns in ("host", "c1")]
     assert len(here) == WIRE_TO_CONTAINER[name], inbound.path
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+def test_the_report_shows_the_anatomy_and_why_a_matrix_cell_is_blocked(tmp_path: Path) -> None:
+    """From saved rows only: the Anatomy section with the datapath's counts, the stack-entry
+    summary, and "blocked because" on the matrix cell whose round trip did not complete."""
+    import shutil
+
+    from linklab.report.aggregate import load_results
+    from linklab.report.render import render
+    from linklab.results import RunDir
+
+    run_dir = Path(shutil.copytree(ROOT / "tests" / "data" / "results-sample",
+                                   tmp_path / "20250101T100000Z-sample"))
+    cell = Cell("child-to-child", "v4", "c1", "c2", "blocked")
+    request, reply = (Anatomy(p, sent=True) for p in probes_of([cell]))
+    request.steps = [("queue", "c1/eth0"), ("xmit", "c1/eth0")]
+    request.drops = [("OTHERHOST", "ip_rcv_core")]
+    reply.sent = False
+    reply.send_error = "request not delivered"
+
+    class T:
+        name, kind, mode, flag = "macvlan-private", "macvlan", "private", ""
+    store = RunDir(run_dir)
+    for row in rows(T(), [request, reply], "6.18.44-linklab", "none"):  # type: ignore[arg-type]
+        store.append("anatomy", row)
+    html = render(load_results(run_dir), tmp_path / "index.html").path.read_text()
+    section = html[html.index('<section id="anatomy">'):]
+    assert "macvlan private" in section and "dropped: OTHERHOST in ip_rcv_core" in section
+    assert "blocked because: request dropped: OTHERHOST in ip_rcv_core" in html.split(
+        '<section id="anatomy">')[0]

@@ -13,7 +13,12 @@ from markupsafe import Markup
 from linklab.report.aggregate import Leg, Results, datapath_label
 
 MAIN_CHECKS = ("child-to-child", "child-to-remote", "host-to-child")
-SEED_CHECKS = ("host-to-child", "child-to-child")
+# the seed's claim, per datapath: stack entries of one v4 packet (label, check, direction,
+# count only the entries on the container's own host — its host and container namespaces)
+SEED_COLUMNS = (("host → child", "host-to-child", "request", False),
+                ("child → child", "child-to-child", "request", False),
+                ("wire → child (on this host)", "child-to-remote", "reply", True))
+ELSEWHERE = ("upstream", "remote")     # the LAN router and the remote host
 COUNTS = ("queue", "xmit", "rx", "stack", "nf")
 
 
@@ -44,7 +49,7 @@ class SeedRow:
 
     label: str
     scenario: str
-    cells: dict[str, str]          # check -> "stack=N (ns,ns)" or the end
+    cells: dict[str, str]          # column title -> "stack=N (ns,ns)" or how it ended
 
 
 @dataclass
@@ -117,13 +122,16 @@ def legs(results: Results) -> list[AnatomyLeg]:
             if steps:
                 al.tables.append(Table(label, shown, steps))
             cells = {}
-            for check in SEED_CHECKS:
+            for title, check, direction, local in SEED_COLUMNS:
                 hit = part[(part["check"] == check) & (part["family"] == "v4")
-                           & (part["direction"] == "request")]
-                if not hit.empty:
-                    r = hit.iloc[0]
-                    cells[check] = (f"stack={_int(r['stack'])} ({r['stack_ns'] or '—'})"
-                                    if r["delivered"] == "True" else end_text(r))
+                           & (part["direction"] == direction)]
+                if hit.empty:
+                    continue
+                r = hit.iloc[0]
+                where = [ns for ns in r["stack_ns"].split(",") if ns
+                         and (not local or ns not in ELSEWHERE)]
+                cells[title] = (f"stack={len(where)} ({','.join(where) or '—'})"
+                                if r["delivered"] == "True" else end_text(r))
             if cells:
                 al.seed.append(SeedRow(label, shown, cells))
         for (sc, check, fam), why in blocked_because(frame).items():
@@ -158,5 +166,5 @@ def annotate(matrices: list[Any], results: Results) -> None:
 
 def section(results: Results, env: jinja2.Environment) -> Markup:
     """The Anatomy section's HTML."""
-    return Markup(env.get_template("anatomy.html").render(legs=legs(results), counts=COUNTS,
-                                                         seed_checks=SEED_CHECKS))
+    return Markup(env.get_template("anatomy.html").render(
+        legs=legs(results), counts=COUNTS, seed_columns=[c[0] for c in SEED_COLUMNS]))
