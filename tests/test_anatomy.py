@@ -410,3 +410,21 @@ def test_the_report_shows_the_anatomy_and_why_a_matrix_cell_is_blocked(tmp_path:
     assert "macvlan private" in section and "dropped: OTHERHOST in ip_rcv_core" in section
     assert "blocked because: request dropped: OTHERHOST in ip_rcv_core" in html.split(
         '<section id="anatomy">')[0]
+
+
+def test_a_shared_port_name_counts_only_the_probes_own_skb() -> None:
+    """The upstream switch's ports have fixed names (p-host, to-remote) in every run: another
+    run's packet of the probe's length there is not counted (seen once under load)."""
+    text = textwrap.dedent("""\
+        p-1 [000] b..1. 1.000001: tracing_mark_write: linklab-probe 0
+        p-1 [000] b..1. 1.000002: net_dev_queue: dev=a1234p1 skbaddr=00000000000000a1 len=714
+        p-1 [000] b..1. 1.000003: netif_rx: dev=p-host skbaddr=00000000000000a1 len=700
+        p-1 [001] b..1. 1.000004: net_dev_queue: dev=p-host skbaddr=00000000000000b2 len=714
+        p-1 [000] b..1. 1.000005: netif_receive_skb: dev=p-host skbaddr=00000000000000a1 len=700
+        """)
+    cell = Cell("child-to-remote", "v4", "c1", "remote", "pass")
+    results = {p.index: Anatomy(p, sent=True) for p in probes_of([cell])}
+    attribute(tracefs.parse(text), results, {"a1234p1": "c1/eth0", "p-host": "upstream/p-host"},
+              frozenset({"p-host"}))
+    assert results[0].steps == [("queue", "c1/eth0"), ("rx", "upstream/p-host"),
+                                ("stack", "upstream/p-host")]

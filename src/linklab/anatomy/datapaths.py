@@ -53,6 +53,7 @@ class Target:
     addrs: dict[tuple[str, int], str]          # (namespace, family) -> address
     devices: dict[str, str]                    # unique device name -> "namespace/ifname"
     cells: list[Cell] = field(default_factory=list)
+    shared: frozenset[str] = frozenset()       # names other runs' namespaces also use
 
     def ns(self, name: str) -> NetNS:
         return self.namespaces[name]
@@ -125,8 +126,9 @@ def open_scenario(sc: Scenario, run: Run, checks: tuple[str, ...] = CHECKS,
                 except KeyError:
                     pass
         flag = sc.flag or ("hairpin" if sc.hairpin else "")
+        fixed = frozenset(n for n in devices if not n.startswith(f"a{run.marker}"))
         yield Target(sc.name, sc.kind, sc.mode or "", flag, dict(topo.namespaces), addrs,
-                     devices, scenario_cells(sc, checks, families))
+                     devices, scenario_cells(sc, checks, families), fixed)
 
 
 @contextmanager

@@ -240,9 +240,14 @@ def exchange(target: Target, probes: list[Probe],
 
 
 def attribute(events: list[tracefs.Event], results: dict[int, Anatomy],
-              devices: dict[str, str]) -> None:
+              devices: dict[str, str], shared: frozenset[str] = frozenset()) -> None:
     """Give each tracepoint hit to its probe (by length) and each drop to the probe whose
-    event last carried the dropped skb's address."""
+    event last carried the dropped skb's address.
+
+    A device whose name other runs' namespaces also have (``shared``: the upstream switch's
+    fixed port names; every namespace's ``lo``) counts only when its skb is the one this
+    probe's previous step carried, inside the probe's window: another run's packet of the
+    same length on its own ``p-host`` is not ours (seen once under load)."""
     last_owner: dict[str, int] = {}
     window: int | None = None
     for ev in events:
@@ -260,12 +265,11 @@ def attribute(events: list[tracefs.Event], results: dict[int, Anatomy],
         index = (ev.len - BASE_BYTES) // STRIDE
         if index not in results:
             continue
-        if ev.dev in devices:
+        chained = last_owner.get(ev.skbaddr) == index == window
+        if ev.dev in devices and (ev.dev not in shared or chained):
             results[index].steps.append((step, devices[ev.dev]))
             last_owner[ev.skbaddr] = index
-        elif ev.dev == LOOPBACK and last_owner.get(ev.skbaddr) == index == window:
-            # every namespace's loopback is called "lo": a hit counts only when the skb is
-            # the one this probe's previous step carried (a local delivery, e.g. ipvlan l3)
+        elif ev.dev == LOOPBACK and chained:
             results[index].steps.append((step, LOOPBACK))
 
 
@@ -309,7 +313,7 @@ def trace(target: Target, run: Run, cells: list[Cell] | None = None) -> list[Ana
         finally:
             events = inst.stop()
         counters = nf.read()
-    attribute(events, results, target.devices)
+    attribute(events, results, target.devices, target.shared)
     for res in results.values():
         res.hooks = nftcount.hooks_crossed(counters, res.probe.id, list(target.namespaces))
     return [results[p.index] for p in probes]
