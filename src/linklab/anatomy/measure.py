@@ -40,6 +40,7 @@ POSITIVE_WAIT = 3.0 * SCALE  # longest wait for a probe expected to arrive
 SETTLE = 0.02 * SCALE        # after an arrival: let copies (floods, reflections) finish
 BASE_BYTES = 700             # probe IP lengths: BASE_BYTES + STRIDE * index (< the 1400 MTU)
 STRIDE = 32                  # room for the link-layer header some tracepoints include
+MAX_BYTES = 1400             # the scenarios' MTU
 UDP_HEADER = 8
 IP_HEADER = {4: 20, 6: 40}
 DIRECTIONS = ("request", "reply")
@@ -300,8 +301,9 @@ def trace(target: Target, run: Run, cells: list[Cell] | None = None) -> list[Ana
         return []
     bridge_netfilter_off(target)
     lo, hi = BASE_BYTES, BASE_BYTES + STRIDE * len(probes) - 1
-    if hi + 1 > 1400:
-        raise ValueError(f"{target.name}: {len(probes)} probes do not fit under the MTU")
+    if hi >= MAX_BYTES:
+        raise ValueError(f"{target.name}: {len(probes)} probes do not fit under the "
+                         f"{MAX_BYTES}-byte MTU; trace fewer checks or families at a time")
     exchange(target, probes)                      # warm-up: neighbours, routes, caches
     with machine_lock(), \
             nftcount.counting(target.namespaces, {p.id: p.lengths for p in probes}) as nf, \
