@@ -1,11 +1,16 @@
 """Measure: send one probe packet per cell and direction through a live datapath and count,
 from the kernel's own tracepoints and netfilter counters, every step it took.
 
+The probe is the matrix's own: an ICMP echo from a ping socket in the source namespace, and the
+echo reply the destination's kernel sends back. Request and reply have one length, so each cell
+is traced twice: first with the destination ignoring echoes (``icmp/echo_ignore_all``: the
+request alone; it arrived if the destination's ``InEchos`` counter moved), then as a round trip;
+the reply's anatomy is the round trip minus the request's.
+
 Exactness is designed in:
-  * each probe is one UDP datagram whose IP packet has a length of its own
-    (``BASE_BYTES + STRIDE * index``): tracepoints report the skb length, nft ``meta length``
-    matches it, so a count belongs to exactly one probe and ARP, ND, MLD or any other chatter
-    (other lengths) is never counted;
+  * each traced packet has an IP length of its own (``BASE_BYTES + STRIDE * index``):
+    tracepoints report the skb length, nft ``meta length`` matches it, so a count belongs to
+    exactly one probe and ARP, ND, MLD or any other chatter (other lengths) is never counted;
   * tracepoints are filtered by the datapath's run-unique device names
     (:mod:`linklab.anatomy.datapaths`), in a tracefs instance of the run's own;
   * a warm-up pass sends every probe once untraced, so neighbours are resolved before the
@@ -24,10 +29,11 @@ import fcntl
 import os
 import select
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from linklab.anatomy import nftcount, tracefs
 from linklab.anatomy.datapaths import Cell, Target, family_number
@@ -41,9 +47,13 @@ SETTLE = 0.02 * SCALE        # after an arrival: let copies (floods, reflections
 BASE_BYTES = 700             # probe IP lengths: BASE_BYTES + STRIDE * index (< the 1400 MTU)
 STRIDE = 32                  # room for the link-layer header some tracepoints include
 MAX_BYTES = 1400             # the scenarios' MTU
-UDP_HEADER = 8
+ICMP_HEADER = 8
 IP_HEADER = {4: 20, 6: 40}
 DIRECTIONS = ("request", "reply")
+ECHO_REPLY = {4: 0, 6: 129}
+ECHO_REQUEST = {4: 8, 6: 128}
+ECHO_IGNORE = {4: "net/ipv4/icmp_echo_ignore_all", 6: "net/ipv6/icmp/echo_ignore_all"}
+POLL = 0.005 * SCALE
 MARK = "linklab-probe"
 LOOPBACK = "lo"
 BRIDGE_NF = ("net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables",
@@ -54,7 +64,9 @@ STEPS = {"net_dev_queue": "queue", "net_dev_xmit": "xmit", "netif_rx": "rx",
 
 @dataclass(frozen=True)
 class Probe:
-    """One packet: a cell's request (src -> dst) or reply (dst -> src)."""
+    """One traced exchange of a cell: ``request`` = the echo request alone (the destination
+    ignores echoes), ``reply`` = the round trip (its anatomy minus the request's is the
+    reply's)."""
 
     index: int
     cell: Cell
@@ -74,7 +86,7 @@ class Probe:
 
     def payload(self) -> bytes:
         fam = family_number(self.cell.family)
-        return bytes(self.ip_bytes - IP_HEADER[fam] - UDP_HEADER)
+        return bytes(self.ip_bytes - IP_HEADER[fam] - ICMP_HEADER)
 
 
 @dataclass
@@ -178,17 +190,31 @@ def machine_lock() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _udp(target: Target, ns: str, family: int) -> socket.socket:
-    af = socket.AF_INET6 if family == 6 else socket.AF_INET
+def _ping(target: Target, ns: str, family: int) -> socket.socket:
+    af, proto = (socket.AF_INET6, socket.IPPROTO_ICMPV6) if family == 6 else \
+        (socket.AF_INET, socket.IPPROTO_ICMP)
     with target.ns(ns).enter():
-        sock = socket.socket(af, socket.SOCK_DGRAM)
+        sock = socket.socket(af, socket.SOCK_DGRAM, proto)
     sock.setblocking(False)
     sock.bind((target.addrs[(ns, family)], 0))
     return sock
 
 
-def _wait_for(sock: socket.socket, size: int, timeout: float) -> bool:
-    """Did a datagram of ``size`` bytes arrive on ``sock`` within ``timeout`` s?"""
+def in_echos(target: Target, ns: str, family: int) -> int:
+    """The echo requests ``ns``'s ICMP layer received (``InEchos``, counted even when it
+    ignores them)."""
+    with target.ns(ns).enter():
+        if family == 6:
+            with open("/proc/thread-self/net/snmp6") as fh:
+                return next(int(line.split()[1]) for line in fh
+                            if line.startswith("Icmp6InEchos "))
+        with open("/proc/thread-self/net/snmp") as fh:
+            names, values = [line.split() for line in fh if line.startswith("Icmp:")][:2]
+        return int(values[names.index("InEchos")])
+
+
+def _echo_reply(sock: socket.socket, family: int, size: int, timeout: float) -> bool:
+    """Did an echo reply carrying ``size`` bytes of payload arrive within ``timeout`` s?"""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         ready, _, _ = select.select([sock], [], [], left)
@@ -198,45 +224,62 @@ def _wait_for(sock: socket.socket, size: int, timeout: float) -> bool:
             data = sock.recv(65535)
         except OSError:
             continue        # an ICMP error queued on the socket
-        if len(data) == size:
+        if data and data[0] == ECHO_REPLY[family] and len(data) == ICMP_HEADER + size:
             return True
     return False
 
 
+def _request_arrived(target: Target, cell: Cell, family: int, before: int,
+                     timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if in_echos(target, cell.dst, family) > before:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL)
+
+
 def exchange(target: Target, probes: list[Probe],
              mark: Callable[[str], None] | None = None) -> dict[int, Anatomy]:
-    """Send every probe once, one after the other (a reply only after its request arrived);
-    ``mark`` opens each probe's window in the trace."""
+    """Send every probe once, one after the other: a cell's request alone (the destination
+    ignoring echoes), then, if it arrived, the round trip; ``mark`` opens each window."""
     out: dict[int, Anatomy] = {}
     by_cell: dict[Cell, list[Probe]] = {}
     for p in probes:
         by_cell.setdefault(p.cell, []).append(p)
     for cell, pair in by_cell.items():
         fam = family_number(cell.family)
-        a, b = _udp(target, cell.src, fam), _udp(target, cell.dst, fam)
+        dst = target.ns(cell.dst)
+        ignore = dst.read_sysctl(ECHO_IGNORE[fam])
+        sock = _ping(target, cell.src, fam)
         try:
             wait = POSITIVE_WAIT if cell.expected == "pass" else QUIET
-            ends = {"request": (a, b), "reply": (b, a)}
             for p in pair:
                 res = out[p.index] = Anatomy(p)
                 if p.direction == "reply" and not out[pair[0].index].delivered:
                     res.send_error = "request not delivered"
                     continue
-                tx, rx = ends[p.direction]
                 payload = p.payload()
+                before = in_echos(target, cell.dst, fam)
+                dst.sysctl(ECHO_IGNORE[fam], 1 if p.direction == "request" else 0)
                 if mark is not None:
                     mark(f"{MARK} {p.index}")
                 try:
-                    tx.sendto(payload, rx.getsockname()[:2])
+                    sock.sendto(struct.pack("!BBHHH", ECHO_REQUEST[fam], 0, 0, 0, p.index + 1)
+                                + payload, (target.addrs[(cell.dst, fam)], 0))
                     res.sent = True
                 except OSError as exc:
                     res.send_error = errno_name(exc.errno or 0)
                     continue
-                res.delivered = _wait_for(rx, len(payload), wait)
+                if p.direction == "request":
+                    res.delivered = _request_arrived(target, cell, fam, before, wait)
+                else:
+                    res.delivered = _echo_reply(sock, fam, len(payload), wait)
                 time.sleep(SETTLE if res.delivered else 0)
         finally:
-            a.close()
-            b.close()
+            sock.close()
+            dst.sysctl(ECHO_IGNORE[fam], ignore)
     return out
 
 
@@ -318,7 +361,24 @@ def trace(target: Target, run: Run, cells: list[Cell] | None = None) -> list[Ana
     attribute(events, results, target.devices, target.shared)
     for res in results.values():
         res.hooks = nftcount.hooks_crossed(counters, res.probe.id, list(target.namespaces))
+    for p in probes:
+        if p.direction == "reply":
+            results[p.index] = minus(results[p.index], results[p.index - 1])
     return [results[p.index] for p in probes]
+
+
+def minus(round_trip: Anatomy, request: Anatomy) -> Anatomy:
+    """The reply's anatomy: the round trip's steps and hooks without the request's (which
+    happen first, and the same way, in both)."""
+    steps = list(round_trip.steps)
+    for step in request.steps:
+        if step in steps:
+            steps.remove(step)
+    hooks = {(ns, fam, hook): n for ns, fam, hook, n in round_trip.hooks}
+    for ns, fam, hook, n in request.hooks:
+        hooks[(ns, fam, hook)] = hooks.get((ns, fam, hook), 0) - n
+    return replace(round_trip, steps=steps,
+                   hooks=[(ns, fam, hook, n) for (ns, fam, hook), n in hooks.items() if n > 0])
 
 
 def rows(target: Target, measured: list[Anatomy], kernel: str, virt: str) -> list[dict]:
