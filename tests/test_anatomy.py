@@ -33,6 +33,7 @@ from linklab.anatomy.measure import (
     Anatomy,
     Probe,
     attribute,
+    minus,
     probes_of,
     rows,
     trace,
@@ -220,7 +221,7 @@ FAMILIES = ("v4",) if virtualisation() == "tcg" else ("v4", "v6")
 @pytest.mark.anatomy
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_anatomy_of_every_cell_matches_the_matrix(sc, run, results) -> None:
-    """Each reachability cell's round trip (request and reply datagrams) is delivered exactly
+    """Each reachability cell's round trip (echo request and reply) is delivered exactly
     when the matrix expects it to pass; every probe that reached a device was counted; the
     rows go to the results table ``anatomy``."""
     for h in sc.hosts:
@@ -428,3 +429,17 @@ def test_a_shared_port_name_counts_only_the_probes_own_skb() -> None:
               frozenset({"p-host"}))
     assert results[0].steps == [("queue", "c1/eth0"), ("rx", "upstream/p-host"),
                                 ("stack", "upstream/p-host")]
+
+
+def test_the_reply_is_the_round_trip_minus_the_request() -> None:
+    cell = Cell("host-to-child", "v4", "host", "c1", "pass")
+    req, rt = (Anatomy(p, sent=True, delivered=True) for p in probes_of([cell]))
+    req.steps = [("queue", "host/vc1"), ("stack", "c1/eth0")]
+    req.hooks = [("host", "inet", "output", 1), ("c1", "inet", "input", 1)]
+    rt.steps = [*req.steps, ("queue", "c1/eth0"), ("stack", "host/vc1")]
+    rt.hooks = [("host", "inet", "output", 1), ("c1", "inet", "input", 1),
+                ("c1", "inet", "output", 1), ("host", "inet", "input", 1)]
+    reply = minus(rt, req)
+    assert reply.steps == [("queue", "c1/eth0"), ("stack", "host/vc1")]
+    assert reply.hooks == [("c1", "inet", "output", 1), ("host", "inet", "input", 1)]
+    assert reply.probe.direction == "reply" and reply.delivered

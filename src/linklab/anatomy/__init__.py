@@ -1,6 +1,6 @@
 """Datapath anatomy: the exact kernel path of every probe packet.
 
-For each cell (scenario x check x family) one request and one reply datagram are traced with
+For each cell (scenario x check x family) its ICMP echo request and the echo reply are traced with
 the kernel's stable tracepoints (``net:net_dev_queue``, ``net:net_dev_xmit``, ``net:netif_rx``,
 ``net:netif_receive_skb``, ``skb:kfree_skb``) in a tracefs instance of the run's own, and
 counted at every netfilter hook of every namespace. The counts do not depend on CPU speed or
