@@ -235,7 +235,9 @@ def test_anatomy_of_every_cell_matches_the_matrix(sc, run, results) -> None:
     wrong = []
     for cell in target.cells:
         pair = _cells(measured, cell.check, cell.family)
-        round_trip = pair["request"].delivered and pair["reply"].delivered
+        # the matrix observes a topology's first echoes: compare the first attempts
+        first = {d: a.first or a for d, a in pair.items()}
+        round_trip = first["request"].delivered and first["reply"].delivered
         if round_trip != (cell.expected == "pass"):
             wrong.append(f"{cell.check} {cell.family}: expected {cell.expected}, request "
                          f"{pair['request'].end} [{pair['request'].path}], reply "

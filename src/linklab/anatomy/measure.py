@@ -100,6 +100,7 @@ class Anatomy:
     steps: list[tuple[str, str]] = field(default_factory=list)   # (step, "ns/ifname")
     hooks: list[tuple[str, str, str, int]] = field(default_factory=list)  # ns, family, hook, n
     drops: list[tuple[str, str]] = field(default_factory=list)   # (reason, location)
+    first: Anatomy | None = None   # the untraced first attempt, when it ended otherwise
 
     def count(self, step: str) -> int:
         return sum(1 for s, _ in self.steps if s == step)
@@ -110,6 +111,10 @@ class Anatomy:
 
     @property
     def end(self) -> str:
+        first = f" (first attempt: {self.first.end})" if self.first is not None else ""
+        return self._end() + first
+
+    def _end(self) -> str:
         if not self.sent:
             return f"not sent ({self.send_error})" if self.send_error else "not sent"
         if self.delivered:
@@ -347,7 +352,7 @@ def trace(target: Target, run: Run, cells: list[Cell] | None = None) -> list[Ana
     if hi >= MAX_BYTES:
         raise ValueError(f"{target.name}: {len(probes)} probes do not fit under the "
                          f"{MAX_BYTES}-byte MTU; trace fewer checks or families at a time")
-    exchange(target, probes)                      # warm-up: neighbours, routes, caches
+    warm = exchange(target, probes)               # warm-up: neighbours, routes, caches
     with machine_lock(), \
             nftcount.counting(target.namespaces, {p.id: p.lengths for p in probes}) as nf, \
             tracefs.instance(run) as inst:
@@ -364,6 +369,9 @@ def trace(target: Target, run: Run, cells: list[Cell] | None = None) -> list[Ana
     for p in probes:
         if p.direction == "reply":
             results[p.index] = minus(results[p.index], results[p.index - 1])
+        if warm[p.index].delivered != results[p.index].delivered:
+            # the matrix observes first attempts: say so when a later one ended otherwise
+            results[p.index].first = warm[p.index]
     return [results[p.index] for p in probes]
 
 

@@ -97,6 +97,9 @@ def blocked_because(rows: pd.DataFrame) -> dict[tuple[str, str, str], str]:
         elif rep is not None and rep["delivered"] != "True":
             out[(sc, check, fam)] = (f"request delivered (stack entries: {req['stack_ns']}); "
                                      f"reply {end_text(rep)}")
+        elif "first attempt" in req["end"] + (rep["end"] if rep is not None else ""):
+            out[(sc, check, fam)] = (f"a later round trip completed; request {req['end']}, "
+                                     f"reply {rep['end'] if rep is not None else '—'}")
     return out
 
 
