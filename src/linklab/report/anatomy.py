@@ -153,6 +153,7 @@ def annotate(matrices: list[Any], results: Results) -> None:
         if leg is None:
             continue
         why = blocked_because(results.leg_rows("anatomy", leg))
+        numbered: dict[str, int] = {}
         for row in getattr(m, "rows", []):
             scenario = getattr(row, "scenario", "") or getattr(row, "label", "").replace(" ", "-")
             for (check, family), cell in zip(getattr(m, "columns", []), getattr(row, "cells", [])):
@@ -161,10 +162,11 @@ def annotate(matrices: list[Any], results: Results) -> None:
                     continue
                 cell.title = f"{cell.title} — blocked because: {text}"
                 if cell.note is not None and hasattr(m, "notes"):
-                    n = len(m.notes) + 1
-                    base = m.note_text(cell.note)
-                    m.notes.append((n, "why", f"{base} — blocked because: {text}"))
-                    cell.note = n
+                    note = f"{m.note_text(cell.note)} — blocked because: {text}"
+                    if note not in numbered:
+                        numbered[note] = len(m.notes) + 1
+                        m.notes.append((numbered[note], "why", note))
+                    cell.note = numbered[note]
 
 
 def section(results: Results, env: jinja2.Environment) -> Markup:
