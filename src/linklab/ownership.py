@@ -25,6 +25,7 @@ RECORD_DIR = os.environ.get("LINKLAB_RECORD_DIR", "/run/linklab")
 # ``owned_remove(ident, data) -> bool`` (True when it removed something); imported only when a
 # record lists such an object. Adding a kind of object is adding its module and one line here.
 OBJECT_KINDS: dict[str, str] = {
+    "tracefs": "linklab.anatomy.tracefs",   # anatomy: tracefs instances (rmdir)
 }
 
 

@@ -39,6 +39,10 @@ TABLES: dict[str, tuple[str, ...]] = {
               "unit", "repetition", "tool", "error", "kernel", "virt",
               # the machine during the measurement, and the datapath's slot in its block
               "steal_pct", "load1", "disturbed", "position"),
+    # one row per traced probe packet: scenario x check x family x direction (anatomy)
+    "anatomy": ("scenario", "kind", "mode", "flag", "family", "check", "direction", "expected",
+                "delivered", "end", "queue", "xmit", "rx", "stack", "nf", "drop_reason",
+                "drop_location", "stack_ns", "path", "nf_path", "probe_bytes", "kernel", "virt"),
 }
 
 

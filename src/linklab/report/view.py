@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from linklab.report import which
+from linklab.report import anatomy, which
 from linklab.report.aggregate import (
     LOOPBACK,
     Leg,
@@ -586,7 +586,9 @@ class Inputs:
 
     @functools.cached_property
     def matrices(self) -> list[Matrix]:
-        return connectivity_matrices(self.results)
+        out = connectivity_matrices(self.results)
+        anatomy.annotate(out, self.results)     # "blocked because" from the traced paths
+        return out
 
     @functools.cached_property
     def dhcp(self) -> list[DhcpTable]:
@@ -631,6 +633,7 @@ SECTIONS: list[SectionDef] = [
     SectionDef("throughput", "throughput", lambda i: i.benches),
     SectionDef("latency", "latency", lambda i: i.benches),
     SectionDef("cpu", "CPU cost", lambda i: i.benches),
+    SectionDef("anatomy", "anatomy", lambda i: anatomy.build(i.results)),
 ]
 
 

@@ -70,7 +70,7 @@ def _fmt(s: Summary, scale: float) -> str:
 def compare_figure(rows: list[Mapping[str, Any]], new: str, old: str, flag: str,
                    figure: tuple, leg: tuple[str, str], claim: int, path: str) -> Evidence:
     """``new`` against ``old`` for one figure: medians, 95 % CIs of the mean, the change."""
-    label, direction, streams, metric, higher, scale, unit = figure
+    label, direction, streams, metric, _higher, scale, unit = figure
     a = _values(rows, new, flag, direction, streams, metric, leg)
     b = _values(rows, old, flag, direction, streams, metric, leg)
     measure = f"{label}, {path}: {new} vs {old}"
