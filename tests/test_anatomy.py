@@ -214,17 +214,6 @@ def test_macvlan_bridge_delivers_through_the_lower_device(run) -> None:
     assert h2c["reply"].end.startswith("not sent")
 
 
-# Matrix cells whose expectation anatomy contradicts, and why (reported to the maintainers):
-# the matrix observes every packet cell of a topology in one batch *while* its host-netfilter
-# cell's drop rule (host prerouting, echo requests to c1) is loaded. In L3S the host's own echo
-# to c1 comes back in through the master and crosses the host's prerouting hook (anatomy:
-# host:prerouting, host:input), so that rule drops it; alone, the round trip completes (Debian
-# 6.12; a lone ping from the host passes too).
-MATRIX_ARTEFACTS = {
-    ("ipvlan", "l3s", "host-to-child"): "ipvlan l3s host-to-child is observed blocked only "
-    "because the host-netfilter drop rule is loaded during the matrix batch",
-}
-
 # under TCG (the VM leg) one family keeps the leg short; the paths do not differ by family
 FAMILIES = ("v4",) if virtualisation() == "tcg" else ("v4", "v6")
 
@@ -243,23 +232,20 @@ def test_anatomy_of_every_cell_matches_the_matrix(sc, run, results) -> None:
         measured = trace(target, run)
     for row in rows(target, measured, kernel_release(), virtualisation()):
         results.append("anatomy", row, part=f"test-{kernel_release()}-{virtualisation()}")
-    wrong, known = [], []
+    wrong = []
     for cell in target.cells:
         pair = _cells(measured, cell.check, cell.family)
         # the matrix observes a topology's first echoes: compare the first attempts
         first = {d: a.first or a for d, a in pair.items()}
         round_trip = first["request"].delivered and first["reply"].delivered
         if round_trip != (cell.expected == "pass"):
-            (known if (sc.kind, sc.mode, cell.check) in MATRIX_ARTEFACTS else wrong).append(f"{cell.check} {cell.family}: expected {cell.expected}, request "
+            wrong.append(f"{cell.check} {cell.family}: expected {cell.expected}, request "
                          f"{pair['request'].end} [{pair['request'].path}], reply "
                          f"{pair['reply'].end} [{pair['reply'].path}]")
         for a in pair.values():
             if a.delivered:
                 assert a.count("stack") >= 1 and a.nf >= 2, (cell, a.path, a.nf_path)
     assert not wrong, "\n".join(wrong)
-    if known:
-        pytest.xfail(f"{MATRIX_ARTEFACTS[(sc.kind, sc.mode, 'host-to-child')]}: "
-                     + "; ".join(known))
 
 
 # ---- nothing left behind ---------------------------------------------------------------------

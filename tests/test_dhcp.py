@@ -51,6 +51,11 @@ def _row(cell: DhcpCell, outcome: str, observed: str = "", leases: str = "", det
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``dhcp_cell``: every cell of the DHCP matrix beside ``--scenarios`` (or
     ``--dhcp-matrix``), run on those scenarios."""
+    if "cni_cell" in metafunc.fixturenames:
+        found = _cni_cells(metafunc.config)
+        none = pytest.mark.skip(reason="no CNI DHCP matrix: no dhcp/cni.toml beside --scenarios")
+        metafunc.parametrize("cni_cell", [pytest.param(c, id=c.id) for c in found] or
+                             [pytest.param(None, id="no-matrix", marks=none)])
     if "dhcp_cell" not in metafunc.fixturenames:
         return
     config = metafunc.config
@@ -65,6 +70,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cases = [pytest.param(c, id=c.id) for c in found] or \
         [pytest.param(None, id="no-matrix", marks=none)]
     metafunc.parametrize("dhcp_cell", cases)
+
+
+def _cni_cells(config: pytest.Config) -> list[CniDhcpCell]:
+    """The CNI dhcp cells: every ``dhcp/cni.toml`` beside a DHCP matrix of ``--scenarios``."""
+    scenarios = {sc.name: sc for sc in matrix_scenarios(config)}
+    files = [f.parent / CNI_MATRIX_FILE.name for f in dhcp_matrix_files(config)]
+    try:
+        return [c for f in files if f.is_file() for c in load_cni_matrix(f, scenarios)]
+    except ScenarioError as exc:
+        raise pytest.UsageError(f"CNI DHCP matrix: {exc}") from None
 
 
 def test_dhcp(dhcp_cell: DhcpCell, run, results, request) -> None:
@@ -199,7 +214,6 @@ def test_dhcp_server_bad_interface(option: str, server_ns, run) -> None:
 
 # ---- the CNI dhcp IPAM plugin as the client (issue 15) -------------------------------------
 
-CNI_CELLS = load_cni_matrix(CNI_MATRIX_FILE, SCENARIOS)
 # an ADD expected to fail must fail within the daemon's retry budget plus process overhead
 CNI_TIMEOUT_BOUND_S = 30 * SCALE
 
@@ -217,7 +231,6 @@ def _cni_row(cell: CniDhcpCell, outcome: str, observed: str = "", leases: str = 
             "lease_s": lease_s, "server_start_s": server_start_s}
 
 
-@pytest.mark.parametrize("cni_cell", CNI_CELLS, ids=[c.id for c in CNI_CELLS])
 def test_cni_dhcp(cni_cell: CniDhcpCell, run, results, request) -> None:
     """The reference dhcp IPAM plugin behind macvlan/ipvlan: leases, stored ids, and on the
     wire the documented client-id, the interface MAC as chaddr and the broadcast flag only
