@@ -15,6 +15,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from linklab import kinds
 from linklab.build import REMOTE_PORT, build, uplink_port
 from linklab.checks import FAMILY_NAMES, PATHS, applicable_checks, endpoints
 from linklab.model import Node, Scenario, load_all
@@ -60,9 +61,10 @@ class Target:
 
 
 def scenario_datapaths(scenario_dir: Path | str) -> list[Scenario]:
-    """Every scenario with reachability cells (any kind in the registry, generically)."""
+    """Every scenario with reachability cells (any kind in the registry whose links linklab
+    builds itself: it renames their interfaces)."""
     return [sc for sc in load_all(scenario_dir)
-            if any(c in PATHS for c in applicable_checks(sc))]
+            if not kinds.foreign(sc.kind) and any(c in PATHS for c in applicable_checks(sc))]
 
 
 def renamed(sc: Scenario, prefix: str) -> tuple[Scenario, dict[str, str]]:

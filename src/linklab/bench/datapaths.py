@@ -14,6 +14,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from linklab import kinds
 from linklab.bench.measure import Endpoints
 from linklab.model import Scenario, load_paths
 from linklab.netns import NetNS
@@ -59,10 +60,11 @@ def forwards_between_children(sc: Scenario) -> bool:
 
 def datapaths(paths: Path | str | Iterable[Path | str]) -> list[Datapath]:
     """The references, then every forwarding scenario of ``paths`` (directories or files,
-    as ``--scenarios`` gives them; data-driven from the expectations)."""
+    as ``--scenarios`` gives them; data-driven from the expectations). Kinds whose links a
+    foreign program makes (CNI plugins) are left out: their links are their native twins'."""
     out = [LOOPBACK, VETH_PAIR]
     for sc in load_paths([paths] if isinstance(paths, (str, Path)) else paths):
-        if forwards_between_children(sc):
+        if forwards_between_children(sc) and not kinds.foreign(sc.kind):
             flag = sc.flag or ("hairpin" if sc.hairpin else "")
             out.append(Datapath(sc.name, sc.kind, sc.mode or "", flag, sc))
     return out

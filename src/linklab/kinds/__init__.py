@@ -58,6 +58,13 @@ def no_bridge(ctx, host, where: str) -> None:  # noqa: ANN001
         raise ctx.fail(f"{where}.bridge", "only the bridge kind has a host bridge")
 
 
+def foreign(kind: str) -> bool:
+    """Whether another program (a CNI plugin) names and creates this kind's links: they are
+    the same kernel links as a native scenario's, so the benchmark and the anatomy, which
+    build and rename links themselves, leave such kinds to their native twins."""
+    return bool(getattr(REGISTRY[kind], "FOREIGN", False))
+
+
 # the registry last: the kind modules use the helpers above
 from linklab.kinds import bridge, ipvlan, macvlan, veth  # noqa: E402
 from linklab.kinds import cni, netkit, veth_bpf  # noqa: E402

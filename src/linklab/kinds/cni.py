@@ -38,6 +38,7 @@ NATIVE: dict[str, tuple[str, str | None, str | None]] = {
 }
 MODES = tuple(PLUGINS)
 FLAGS: tuple[str, ...] = ()
+FOREIGN = True              # the plugin names and creates the links (kinds.foreign)
 HOST_FORWARDS = False        # bridge (isGateway) and ptp turn forwarding on themselves
 IPAM_TYPES = ("host-local", "static", "dhcp")
 
