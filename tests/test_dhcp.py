@@ -173,3 +173,43 @@ def test_dhcp_server_bad_interface(option: str, server_ns, run) -> None:
     with pytest.raises(ServerError, match="no address in the served subnet 198.18.20.0/24"), \
             dhcp_server(option, server_ns, "srv1", _pool(), run, ready_timeout_s=1.0):
         pass
+
+
+# ---- how a cell schedules its clients -------------------------------------------------------
+
+@pytest.mark.parametrize("lease", ["none", "distinct"])
+def test_dhcp_clients_side_by_side_only_without_lease(lease: str, run, monkeypatch) -> None:
+    """A cell expected to get no lease runs its clients at the same time (one timeout for
+    the cell); a cell expected to lease runs them one after the other (c2 sees c1's lease)."""
+    import dataclasses
+    import threading
+    import time
+
+    from linklab.dhcp import cell as cellmod
+    from linklab.dhcp.clients import ClientResult
+    from linklab.dhcp.matrix import Expected
+
+    base = next(c for c in CELLS if c.scenario.name == "dhcp-macvlan" and c.client == "udhcpc"
+                and c.server == "dnsmasq-default")
+    if why := missing_tool("dnsmasq") or missing_link("macvlan", "bridge", None):
+        pytest.skip(why)
+    cell = dataclasses.replace(base, expected=Expected(lease, (), "scheduling test"))
+    spans: dict[str, tuple[float, float]] = {}
+
+    def fake_client(client, ns, ifname, client_id, workdir, run, **kw) -> ClientResult:
+        start = time.monotonic()
+        time.sleep(0.5)
+        spans[ns.name] = (start, time.monotonic())
+        assert kw["scaled"] == (lease != "none")
+        return ClientResult(client, ns.name, ifname, 1, None, 0.5,
+                            f"no lease, failing ({threading.current_thread().name})")
+
+    monkeypatch.setattr(cellmod, "run_client", fake_client)
+    with build(cell.scenario, run) as topo:
+        seen = cellmod.run_cell(cell, topo, run)
+    (_, a1), (b0, _) = sorted(spans.values())
+    assert len(seen.clients) == 2 and seen.lease == "none"
+    if lease == "none":
+        assert b0 < a1, f"clients ran one after the other: {spans}"
+    else:
+        assert b0 >= a1, f"clients overlapped: {spans}"
