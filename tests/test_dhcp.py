@@ -213,3 +213,21 @@ def test_dhcp_clients_side_by_side_only_without_lease(lease: str, run, monkeypat
         assert b0 < a1, f"clients ran one after the other: {spans}"
     else:
         assert b0 >= a1, f"clients overlapped: {spans}"
+
+
+def test_dhcp_lease_in_a_no_lease_cell_is_seen(run) -> None:
+    """Clients run side by side (a cell expected to get no lease) that do get leases: the
+    observation says so, and the cell's assertion would fail on it."""
+    import dataclasses
+
+    from linklab.dhcp.matrix import Expected
+
+    base = next(c for c in CELLS if c.scenario.name == "dhcp-macvlan" and c.client == "udhcpc"
+                and c.server == "dnsmasq-default")
+    if why := missing_tool("dnsmasq") or missing_tool("busybox") or \
+            missing_link("macvlan", "bridge", None):
+        pytest.skip(why)
+    cell = dataclasses.replace(base, expected=Expected("none", (), "wrongly expected"))
+    with build(cell.scenario, run) as topo:
+        seen = run_cell(cell, topo, run)
+    assert seen.lease == "distinct" and seen.configured == ("c1", "c2"), seen.detail

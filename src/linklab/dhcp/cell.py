@@ -118,8 +118,8 @@ def run_cell(cell: DhcpCell, topo: Topology, run: Run) -> Observation:
             if expect_bound or len(ids) == 1:
                 results = [client(name, cid) for name, cid in ids.items()]
             else:
-                with ThreadPoolExecutor(len(ids), thread_name_prefix="dhcp-client") as pool:
-                    results = list(pool.map(client, ids, ids.values()))
+                with ThreadPoolExecutor(len(ids), thread_name_prefix="dhcp-client") as side:
+                    results = list(side.map(client, ids, ids.values()))
             wanted = {r.address.ip for r in results if r.bound}  # type: ignore[union-attr]
             deadline = time.monotonic() + LEASE_WAIT_S
             while True:                      # dnsmasq rewrites its file just after the ACK
