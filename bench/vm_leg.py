@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,27 +45,32 @@ def main() -> int:
     args = parser.parse_args()
     kernel = vm.find_kernel(args.kernel)
     run_id = f"vmleg-{secrets.token_hex(3)}"
-    with tempfile.TemporaryDirectory(prefix="linklab-vmleg-") as scratch:
-        argv = [sys.executable, "-m", "pytest", "-q", "-rfEs", "--vm", "--vm-kernel",
-                kernel.release, f"--vm-cpus={args.cpus}", "-m", args.markers, "-k",
-                args.select, f"--results-dir={scratch}", f"--run-id={run_id}"]
-        env = {k: v for k, v in os.environ.items() if k != "LINKLAB_RUN_ID"}
-        load_before = os.getloadavg()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.monotonic()
-        done = subprocess.run(argv, cwd=REPO, env=env, check=False, capture_output=True,
-                              text=True)
-        wall_s = time.monotonic() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        load_after = os.getloadavg()
-        cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        leg_file = Path(scratch) / run_id / f"vm-leg-{kernel.release}.json"
-        try:
-            leg = json.loads(leg_file.read_text())
-        except (OSError, ValueError):
-            print(done.stdout[-3000:] + done.stderr[-2000:])
-            print(f"vm_leg: the leg wrote no {leg_file.name} (exit {done.returncode})")
-            return done.returncode or 1
+    scratch = Path(tempfile.mkdtemp(prefix="linklab-vmleg-"))
+    argv = [sys.executable, "-m", "pytest", "-q", "-rfEs", "--vm", "--vm-kernel",
+            kernel.release, f"--vm-cpus={args.cpus}", "-m", args.markers, "-k", args.select,
+            f"--results-dir={scratch}", f"--run-id={run_id}"]
+    env = {k: v for k, v in os.environ.items() if k != "LINKLAB_RUN_ID"}
+    load_before = os.getloadavg()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    done = subprocess.run(argv, cwd=REPO, env=env, check=False, capture_output=True, text=True)
+    wall_s = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_after = os.getloadavg()
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    leg_file = scratch / run_id / f"vm-leg-{kernel.release}.json"
+    try:
+        leg = json.loads(leg_file.read_text())
+    except (OSError, ValueError):
+        print(done.stdout[-3000:] + done.stderr[-2000:])
+        print(f"vm_leg: the leg wrote no {leg_file.name} (exit {done.returncode}); its "
+              f"results stay in {scratch}")
+        return done.returncode or 1
+    failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    if done.returncode == 0:
+        shutil.rmtree(scratch)
+    else:  # what failed, and the rows and JUnit to look at
+        print("\n".join(failed[:40]) + f"\nvm_leg: results kept in {scratch / run_id}")
     tail = [line for line in done.stdout.splitlines() if line.strip()][-1:]
     print(f"kernel={leg['kernel']} virt={leg['virt']} cpus={leg['cpus']} "
           f"workers={leg['workers']} exit={done.returncode} ({' '.join(tail)})")
