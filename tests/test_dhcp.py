@@ -231,3 +231,8 @@ def test_dhcp_lease_in_a_no_lease_cell_is_seen(run) -> None:
     with build(cell.scenario, run) as topo:
         seen = run_cell(cell, topo, run)
     assert seen.lease == "distinct" and seen.configured == ("c1", "c2"), seen.detail
+    # read back in the right namespaces (pyroute2 opens a socket per thread): each container's
+    # own MAC, the one its lease records
+    hw = {le.address: le.hwaddr for le in seen.leases}
+    for name, r in zip(("c1", "c2"), seen.clients):
+        assert f"{name}({hw[r.leased]})" in seen.detail, seen.detail

@@ -110,14 +110,19 @@ def run_cell(cell: DhcpCell, topo: Topology, run: Run) -> Observation:
     try:
         with dhcp_server(cell.server, topo.ns(server_ns), server_if, pool, run) as server:
             def client(name: str, cid: str) -> ClientResult:
-                return run_client(cell.client, topo.ns(name), topo.ifname(name), cid, workdir,
-                                  run, attempts_s=attempts, broadcast=cell.broadcast_flag,
-                                  scaled=expect_bound)
+                # pyroute2 0.9 opens an IPRoute's socket per thread, at the thread's first
+                # call and in the thread's namespace: a client thread runs inside its own
+                with topo.ns(name).enter():
+                    return run_client(cell.client, topo.ns(name), topo.ifname(name), cid,
+                                      workdir, run, attempts_s=attempts,
+                                      broadcast=cell.broadcast_flag, scaled=expect_bound)
 
             ids = cell.setup.client_ids
             if expect_bound or len(ids) == 1:
                 results = [client(name, cid) for name, cid in ids.items()]
             else:
+                for name in ids:
+                    _ = topo.ns(name).ipr  # ... and this thread's socket opened in the right one
                 with ThreadPoolExecutor(len(ids), thread_name_prefix="dhcp-client") as side:
                     results = list(side.map(client, ids, ids.values()))
             wanted = {r.address.ip for r in results if r.bound}  # type: ignore[union-attr]
