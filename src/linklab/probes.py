@@ -317,11 +317,11 @@ def netfilter_drop(topo: Topology) -> Iterator[None]:
     ruleset = ("table inet linklab_probe {\n chain pre {\n"
                "  type filter hook prerouting priority 0; policy accept;\n  "
                + "\n  ".join(rules) + "\n }\n}\n")
-    cmd([nft, "-f", "-"], ns=host, input=ruleset, timeout=10)
+    cmd([nft, "-f", "-"], ns=host, input=ruleset, timeout=10 * SCALE)
     try:
         yield
     finally:
-        cmd([nft, "delete", "table", "inet", "linklab_probe"], ns=host, timeout=10)
+        cmd([nft, "delete", "table", "inet", "linklab_probe"], ns=host, timeout=10 * SCALE)
 
 
 SPECIAL = {"mtu-inherit": mtu_inherit, "second-child": second_child}
