@@ -33,6 +33,7 @@ from _pytest.junitxml import mangle_test_address
 from _pytest.reports import TestReport
 
 from linklab import vm
+from linklab.cmd import proc_starttime
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -171,9 +172,7 @@ PHASES = (("host_s", "host start"), ("boot_s", "boot"), ("import_s", "import"),
 
 def process_age_s() -> float:
     """Seconds since this process started (kernel start time against uptime)."""
-    with open("/proc/self/stat", "rb") as fh:
-        stat = fh.read()
-    ticks = int(stat[stat.rindex(b")") + 2:].split()[19])
+    ticks = proc_starttime(os.getpid()) or 0
     with open("/proc/uptime") as fh:
         uptime = float(fh.read().split()[0])
     return uptime - ticks / os.sysconf("SC_CLK_TCK")
