@@ -299,3 +299,65 @@ def test_cni_dhcp(cni_cell: CniDhcpCell, run, results, request) -> None:
             assert p.error and p.seconds <= CNI_TIMEOUT_BOUND_S, (
                 f"{cell.id}: {p.name}'s ADD took {p.seconds:.1f}s to fail (bound "
                 f"{CNI_TIMEOUT_BOUND_S}s): {p.error}")
+
+# ---- how a cell schedules its clients -------------------------------------------------------
+
+@pytest.mark.parametrize("lease", ["none", "distinct"])
+def test_dhcp_clients_side_by_side_only_without_lease(lease: str, run, monkeypatch) -> None:
+    """A cell expected to get no lease runs its clients at the same time (one timeout for
+    the cell); a cell expected to lease runs them one after the other (c2 sees c1's lease)."""
+    import dataclasses
+    import threading
+    import time
+
+    from linklab.dhcp import cell as cellmod
+    from linklab.dhcp.clients import ClientResult
+    from linklab.dhcp.matrix import Expected
+
+    base = next(c for c in CELLS if c.scenario.name == "dhcp-macvlan" and c.client == "udhcpc"
+                and c.server == "dnsmasq-default")
+    if why := missing_tool("dnsmasq") or missing_link("macvlan", "bridge", None):
+        pytest.skip(why)
+    cell = dataclasses.replace(base, expected=Expected(lease, (), "scheduling test"))
+    spans: dict[str, tuple[float, float]] = {}
+
+    def fake_client(client, ns, ifname, client_id, workdir, run, **kw) -> ClientResult:
+        start = time.monotonic()
+        time.sleep(0.5)
+        spans[ns.name] = (start, time.monotonic())
+        assert kw["scaled"] == (lease != "none")
+        return ClientResult(client, ns.name, ifname, 1, None, 0.5,
+                            f"no lease, failing ({threading.current_thread().name})")
+
+    monkeypatch.setattr(cellmod, "run_client", fake_client)
+    with build(cell.scenario, run) as topo:
+        seen = cellmod.run_cell(cell, topo, run)
+    (_, a1), (b0, _) = sorted(spans.values())
+    assert len(seen.clients) == 2 and seen.lease == "none"
+    if lease == "none":
+        assert b0 < a1, f"clients ran one after the other: {spans}"
+    else:
+        assert b0 >= a1, f"clients overlapped: {spans}"
+
+
+def test_dhcp_lease_in_a_no_lease_cell_is_seen(run) -> None:
+    """Clients run side by side (a cell expected to get no lease) that do get leases: the
+    observation says so, and the cell's assertion would fail on it."""
+    import dataclasses
+
+    from linklab.dhcp.matrix import Expected
+
+    base = next(c for c in CELLS if c.scenario.name == "dhcp-macvlan" and c.client == "udhcpc"
+                and c.server == "dnsmasq-default")
+    if why := missing_tool("dnsmasq") or missing_tool("busybox") or \
+            missing_link("macvlan", "bridge", None):
+        pytest.skip(why)
+    cell = dataclasses.replace(base, expected=Expected("none", (), "wrongly expected"))
+    with build(cell.scenario, run) as topo:
+        seen = run_cell(cell, topo, run)
+    assert seen.lease == "distinct" and seen.configured == ("c1", "c2"), seen.detail
+    # read back in the right namespaces (pyroute2 opens a socket per thread): each container's
+    # own MAC, the one its lease records
+    hw = {le.address: le.hwaddr for le in seen.leases}
+    for name, r in zip(("c1", "c2"), seen.clients):
+        assert f"{name}({hw[r.leased]})" in seen.detail, seen.detail

@@ -7,6 +7,7 @@ console tail and leave no QEMU behind, and ``pytest --vm`` replays the guest's r
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -101,6 +102,56 @@ def test_unknown_kernel_cli_error() -> None:
                           text=True, timeout=60)
     assert done.returncode == vm.EXIT_SETUP
     assert "--kernel 9.99: no such kernel in /boot" in done.stderr
+
+
+def test_guest_argv_workers_and_groups(tmp_path: Path) -> None:
+    """Two or more workers: xdist with loadgroup (a scenario stays on one worker); one
+    worker: a plain pytest; -x and verbosity pass through; the node ids come last."""
+    from linklab.pytest.vm import guest_argv
+
+    junit = tmp_path / "j.xml"
+    two = guest_argv(["t.py::a", "t.py::b"], junit, ["--results-dir=/r"], 2, verbose=1,
+                     exitfirst=True)
+    assert two[:3] == [sys.executable, "-m", "pytest"]
+    assert two[two.index("-n") + 1] == "2" and two[two.index("--dist") + 1] == "loadgroup"
+    assert f"--junitxml={junit}" in two and "--results-dir=/r" in two and "-x" in two
+    assert "-v" in two and two[-2:] == ["t.py::a", "t.py::b"]
+    one = guest_argv(["t.py::a"], junit, [], 1, verbose=-1)
+    assert "-n" not in one and "--dist" not in one and "-q" in one and "-x" not in one
+
+
+def test_leg_phases_add_up_and_summary(tmp_path: Path) -> None:
+    """The guest's phases and the host's make up the leg's total; 'guest end' is what the
+    VM run took beyond boot and the guest's phases; a guest that wrote none shows n/a."""
+    from linklab.pytest.vm import PHASES, leg_phases, phase_summary, read_guest_phases
+
+    path = tmp_path / "vm-leg.json"
+    path.write_text('{"import_s": 3.0, "collect_s": 5.0, "cells_s": 100.0}')
+    outcome = vm.Outcome(0, "6.12.0", "tcg", 10.0, 120.0)
+    leg = leg_phases(outcome, read_guest_phases(path), 2.0, 0.5)
+    assert leg["end_s"] == pytest.approx(2.0)
+    assert sum(leg[k] for k, _ in PHASES) == pytest.approx(leg["total_s"]) == 122.5
+    line = phase_summary(leg)
+    assert line.startswith("vm leg: boot 10.0s, import 3.0s, collection 5.0s, cells 100.0s")
+    assert line.endswith("replay 0.5s, total 122.5s")
+    panic = leg_phases(vm.Outcome(125, "6.12.0", "tcg", None, 30.0, "panic"),
+                       read_guest_phases(tmp_path / "missing.json"), 2.0, 0.1)
+    assert panic["boot_s"] is None and panic["cells_s"] is None and panic["end_s"] is None
+    assert phase_summary(panic) == "vm leg: replay 0.1s, total 32.1s"
+
+
+def test_guest_phases_file(tmp_path: Path) -> None:
+    """The guest's main process writes import, collection and cells durations in order."""
+    from linklab.pytest.vm import GuestPhases, process_age_s
+
+    assert 0 < process_age_s() < 3600
+    phases = GuestPhases(str(tmp_path / "p.json"))
+    phases.collection_done()
+    phases.cells_end()
+    phases.write()
+    got = json.loads((tmp_path / "p.json").read_text())
+    assert set(got) == {"import_s", "collect_s", "cells_s"}
+    assert got["import_s"] > 0 and got["collect_s"] >= 0 and got["cells_s"] >= 0
 
 
 # -- real boots ----------------------------------------------------------------------------
@@ -228,22 +279,29 @@ def test_ipvlan_modes_in_guest(run) -> None:
 
 @needs_vm
 def test_pytest_vm_option_replays_guest_results(tmp_path: Path) -> None:
-    """``pytest --vm`` runs the selection in the guest and reports it here, labelled."""
+    """``pytest --vm`` runs the selection in the guest on two xdist workers and reports it
+    here, labelled, with the leg's phases in vm-leg-<release>.json."""
     host_junit = tmp_path / "host.xml"
     run_id = f"vmtest-{secrets.token_hex(3)}"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "--vm", "-v", "-p", "no:cacheprovider",
          f"--results-dir={tmp_path}", f"--run-id={run_id}", f"--junitxml={host_junit}",
-         "tests/test_vm.py::test_ipvlan_modes_in_guest"],
+         "tests/test_vm.py::test_ipvlan_modes_in_guest",
+         "tests/test_vm.py::test_covering_drops_nested_paths"],
         cwd=vm.REPO, check=False, capture_output=True, text=True, timeout=900,
         env={k: v for k, v in os.environ.items() if k != "LINKLAB_RUN_ID"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "test_ipvlan_modes_in_guest PASSED" in done.stdout
     kernel = vm.find_kernel().release
     guest_junit = tmp_path / run_id / f"junit-vm-{kernel}.xml"
-    guest_case = ET.parse(guest_junit).getroot().find(".//testcase")
-    assert guest_case is not None and guest_case.find("skipped") is None
+    guest_cases = list(ET.parse(guest_junit).getroot().iter("testcase"))
+    assert len(guest_cases) == 2 and all(c.find("skipped") is None and c.find("failure") is None
+                                         for c in guest_cases)
+    assert "test_covering_drops_nested_paths PASSED" in done.stdout
     props = {p.get("name"): p.get("value")
              for p in ET.parse(host_junit).getroot().iter("property")}
     assert props["kernel"] == kernel and props["virt"] in ("tcg", "kvm")
-    assert "vm leg: boot " in done.stdout
+    assert "vm leg: boot " in done.stdout and "2 worker(s)" in done.stdout
+    leg = json.loads((tmp_path / run_id / f"vm-leg-{kernel}.json").read_text())
+    assert leg["workers"] == 2 and leg["cells"] == 2 and leg["failure"] is None
+    assert all(leg[k] > 0 for k in ("boot_s", "import_s", "collect_s", "cells_s", "total_s"))

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 
 from linklab.cmd import NETNS_DIR, StillAlive, proc_starttime, stop_pid
@@ -61,9 +62,11 @@ class Run:
         finally:
             os.unlink(draft)
         self._fh = open(self.record, "a", buffering=1)
+        self._lock = threading.Lock()  # one line per entry, also from threads (DHCP clients)
 
     def _log(self, entry: dict) -> None:
-        self._fh.write(json.dumps(entry) + "\n")
+        with self._lock:
+            self._fh.write(json.dumps(entry) + "\n")
 
     def ns_name(self, logical: str) -> str:
         """The real namespace name for a logical one, carrying this run's marker."""

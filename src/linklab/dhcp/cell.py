@@ -1,7 +1,10 @@
 """Run one DHCP matrix cell on a live topology and observe what happened.
 
 A fresh server (and lease file) per cell; the clients run one after the other (c1, then c2)
-so the server sees the second client while the first one's lease exists. The observation
+so the server sees the second client while the first one's lease exists. In a cell expected
+to get no lease there is no lease to see: its clients wait out their timeouts side by side
+(one thread each, each in its own namespace), so the cell costs one timeout, not one per
+client; any lease still fails the cell. The observation
 combines what the clients configured (netlink, inside their namespaces) with the server's
 lease records, and classifies the identifier stored in each record.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from linklab.build import Topology
@@ -105,11 +109,22 @@ def run_cell(cell: DhcpCell, topo: Topology, run: Run) -> Observation:
     workdir = client_workdir(run)
     try:
         with dhcp_server(cell.server, topo.ns(server_ns), server_if, pool, run) as server:
-            results = []
-            for name, cid in cell.setup.client_ids.items():
-                results.append(run_client(cell.client, topo.ns(name), topo.ifname(name), cid,
-                                          workdir, run, attempts_s=attempts,
-                                          broadcast=cell.broadcast_flag, scaled=expect_bound))
+            def client(name: str, cid: str) -> ClientResult:
+                # pyroute2 0.9 opens an IPRoute's socket per thread, at the thread's first
+                # call and in the thread's namespace: a client thread runs inside its own
+                with topo.ns(name).enter():
+                    return run_client(cell.client, topo.ns(name), topo.ifname(name), cid,
+                                      workdir, run, attempts_s=attempts,
+                                      broadcast=cell.broadcast_flag, scaled=expect_bound)
+
+            ids = cell.setup.client_ids
+            if expect_bound or len(ids) == 1:
+                results = [client(name, cid) for name, cid in ids.items()]
+            else:
+                for name in ids:
+                    _ = topo.ns(name).ipr  # ... and this thread's socket opened in the right one
+                with ThreadPoolExecutor(len(ids), thread_name_prefix="dhcp-client") as side:
+                    results = list(side.map(client, ids, ids.values()))
             wanted = {r.address.ip for r in results if r.bound}  # type: ignore[union-attr]
             deadline = time.monotonic() + LEASE_WAIT_S
             while True:                      # dnsmasq rewrites its file just after the ACK

@@ -172,7 +172,7 @@ def run_dhclient(ns: NetNS, ifname: str, client_id: str, workdir: Path, run: Run
         raise ClientError("dhclient (ISC 4.4) cannot ask for broadcast replies (no -B, no "
                           "config statement); run it without the broadcast flag")
     argv.append(ifname)
-    limit = (timeout_s + 5) * 2
+    limit = (timeout_s + 5) * 2 * max(1, round(SCALE))  # a hang guard, scaled as udhcpc's
     t0 = time.monotonic()
     address = None
     acked: float | None = None

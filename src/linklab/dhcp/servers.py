@@ -25,7 +25,8 @@ from linklab.dhcp.leases import Lease, read_leases
 from linklab.ownership import Run
 
 SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
-READY_TIMEOUT_S = 5.0 * SCALE
+READY_TIMEOUT_S = 10.0 * SCALE   # polled: only a server that never binds waits it out
+                                 # (Kea took over 25 s to bind in a TCG guest on a busy host)
 DHCP_SERVER_PORT = 67
 LEASE_TIME_S = 3600
 LOG_TAIL_LINES = 20
