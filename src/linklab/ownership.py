@@ -25,6 +25,13 @@ RECORD_DIR = os.environ.get("LINKLAB_RECORD_DIR", "/run/linklab")
 # ``owned_remove(ident, data) -> bool`` (True when it removed something); imported only when a
 # record lists such an object. Adding a kind of object is adding its module and one line here.
 OBJECT_KINDS: dict[str, str] = {
+    # the nightly's libvirt (linklab.nightly.virt): daemons in the run's namespace, its pool,
+    # networks, domains and volumes
+    "libvirt-daemon": "linklab.nightly.virt",
+    "libvirt-pool": "linklab.nightly.virt",
+    "libvirt-network": "linklab.nightly.virt",
+    "libvirt-domain": "linklab.nightly.virt",
+    "libvirt-volume": "linklab.nightly.virt",
 }
 
 
