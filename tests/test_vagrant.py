@@ -291,7 +291,7 @@ class Machines:
             step.stdout.parent.mkdir(parents=True, exist_ok=True)
             step.stdout.write_text("Host node-a\n")
         if argv[0] == "ssh" and "pytest" in argv[-1]:
-            return self.pytest_rc.get(argv[3], 0)
+            return self.pytest_rc.get(argv[argv.index("--") - 1], 0)
         if argv[0] == "rsync" and argv[-2].endswith("/vagrant/results/"):
             node = argv[-2].split(":")[0]
             run = Path(argv[-1]) / f"{Path(argv[-1]).parent.parent.name}-{node}"
@@ -332,7 +332,8 @@ def test_failed_cell_fails_the_night_but_collects_and_destroys(tmp_path: Path) -
     machines = Machines(pytest_rc={"node-b": 1})
     assert nightly.execute(nightly.make_plan(cfg), machines) == nightly.EXIT_FAILED
     collect = next(i for i, c in enumerate(machines.calls) if c[-2] == "node-b:/vagrant/results/")
-    assert collect > machines.index("ssh", "-F", str(cfg.ssh_config), "node-b")
+    assert collect > machines.index("ssh", "-F", str(cfg.ssh_config), *nightly.SSH_BOUNDS,
+                                    "node-b")
     assert machines.calls[-1][:2] == ("vagrant", "destroy")
     assert json.loads((cfg.night / "nightly.json").read_text())["status"] == "failed"
     # the failed night never becomes a baseline: tomorrow still compares with the last pass
