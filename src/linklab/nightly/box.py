@@ -190,16 +190,16 @@ def hooks(rec: Recipe, wheelhouse: Path) -> list[str]:
         f"cp {REPO}/pyproject.toml {REPO}/README.md {r}{GUEST_REPO}/",
         f"touch {r}{GUEST_REPO}/src/linklab/__init__.py",
         f"chroot {r} python3 -m venv {GUEST_REPO}/.venv",
-        f"chroot {r} {GUEST_REPO}/.venv/bin/pip install -q --no-index "
-        f"--find-links /tmp/wheelhouse " + " ".join(f"'{q}'" for q in rec.requirements),
-        f"chroot {r} env -C {GUEST_REPO} {GUEST_REPO}/.venv/bin/pip install -q --no-index "
-        f"--no-build-isolation --no-deps -e .",
+        (f"chroot {r} {GUEST_REPO}/.venv/bin/pip install -q --no-index "
+         f"--find-links /tmp/wheelhouse " + " ".join(f"'{q}'" for q in rec.requirements)),
+        (f"chroot {r} env -C {GUEST_REPO} {GUEST_REPO}/.venv/bin/pip install -q --no-index "
+         f"--no-build-isolation --no-deps -e ."),
         f"rm -rf {r}/tmp/wheelhouse {r}/var/cache/apt/archives/*.deb {r}/var/lib/apt/lists/*",
         f"chroot {r} chown -R vagrant:vagrant {GUEST_REPO}",
     ]
 
 
-def build(cache: Path, rec: Recipe, log=print) -> tuple[Path, dict[str, float]]:  # noqa: ANN001
+def build(cache: Path, rec: Recipe, log=print) -> tuple[Path, dict[str, float]]:
     """Build the box file for ``rec`` under the cache; returns it and each step's seconds."""
     out_dir = box_dir(cache, rec)
     work = cache / "work" / rec.digest()
@@ -296,7 +296,7 @@ def box_info(cache: Path) -> dict:
     return {}
 
 
-def ensure(cache: Path = DEFAULT_CACHE, force: bool = False, log=print) -> dict:  # noqa: ANN001
+def ensure(cache: Path = DEFAULT_CACHE, force: bool = False, log=print) -> dict:
     """Build (if the recipe changed) and register the box; returns what was done and timed."""
     start = time.monotonic()
     rec = recipe(cache)

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from linklab.cmd import CmdError, Result, cmd, proc_starttime, stop_pid
+from linklab.cmd import Result, cmd, proc_starttime, stop_pid
 from linklab.netns import NetNS
 from linklab.ownership import Run
 
@@ -212,7 +212,7 @@ class Libvirt:
             self.own("daemon", name, pidfile=str(pidfile), ns=ns_name)
             self._stack.callback(self._stop_daemon, name, pidfile)
             cmd([name, "-d", "-p", str(pidfile)], ns=self.ns, timeout=30)
-            pid = self._wait(lambda: _pid_from(pidfile), f"{name} to write {pidfile}", 30)
+            pid = self._wait(lambda f=pidfile: _pid_from(f), f"{name} to write {pidfile}", 30)
             if not _in_namespace(pid, self.ns.path):
                 raise VirtError(f"{name} (pid {pid}) is not inside namespace {ns_name}")
         self._wait(libvirtd_answers, f"libvirtd to answer on {SOCKET}", timeout_s)
@@ -225,7 +225,7 @@ class Libvirt:
         virsh("pool-create-as", self.names.pool, "dir", "--target", str(pool_dir), check=True)
 
     @staticmethod
-    def _wait(probe, what: str, timeout_s: float):  # noqa: ANN001, ANN205
+    def _wait(probe, what: str, timeout_s: float):
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             got = probe()
