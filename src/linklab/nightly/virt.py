@@ -21,12 +21,13 @@ from pathlib import Path
 
 from linklab.cmd import Result, cmd, proc_starttime, stop_pid
 from linklab.netns import NetNS
-from linklab.ownership import Run
+from linklab.ownership import Run, _pids_inside
 
 URI = "qemu:///system"
 SOCKET = "/run/libvirt/libvirt-sock"
 ETC = Path("/etc/libvirt/qemu")
 RUN = Path("/run/libvirt")
+DNSMASQ = Path("/var/lib/libvirt/dnsmasq")
 DAEMONS = ("virtlogd", "libvirtd")
 
 
@@ -140,6 +141,8 @@ def owned_remove(ident: str, data: dict) -> bool:
         for f in (ETC / "networks" / f"{ident}.xml", ETC / "networks" / "autostart" /
                   f"{ident}.xml", RUN / "network" / f"{ident}.xml",
                   RUN / "network" / f"{ident}.pid"):
+            f.unlink(missing_ok=True)
+        for f in DNSMASQ.glob(f"{ident}.*"):     # its dnsmasq's config, hosts and leases
             f.unlink(missing_ok=True)
     elif what == "pool":
         if live:
@@ -263,6 +266,10 @@ class Libvirt:
         self.run.disown_path(str(self.state))
 
     def _close_ns(self, name: str) -> None:
+        # what the night started in its namespace and that outlives it (ssh ControlPersist
+        # masters of vagrant's rsync, a dnsmasq of a network libvirt did not destroy)
+        for pid, start in _pids_inside(name):
+            stop_pid(pid, start, grace=2.0)
         self.ns.close()
         self.run.disown_namespace(name)
 
