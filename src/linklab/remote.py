@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import shlex
 import sys
 from collections.abc import Sequence
@@ -125,15 +126,53 @@ def cmd(argv: Sequence[str], ns: str | None = None, *, host: Remote | None = Non
     return res
 
 
+# run on the peer: TCP connect to this node's sshd over the shared L2, timed (the box has no
+# ping; a connect is one round trip through both kernels and the libvirt switch)
+_CONNECT = """import json, socket, sys, time
+addr, n = sys.argv[1], int(sys.argv[2])
+times = []
+for _ in range(n):
+    t = time.monotonic()
+    socket.create_connection((addr, 22), timeout=10).close()
+    times.append((time.monotonic() - t) * 1000)
+print(json.dumps({"connects": n, "connect_ms": times}))
+"""
+
+
+def ping_back(env_file: Path, count: int = 3) -> dict:
+    """The peer connects back to this node over the shared L2 (both ends real kernels): a
+    cross-node smoke of the executor. Numbers as numbers (``connect_ms``)."""
+    values = load_env(env_file)
+    host = remote_from_env(env_file)
+    mine = values.get("LINKLAB_L2_ADDR", "").split("/")[0]
+    if not mine:
+        raise RemoteError(f"{env_file}: LINKLAB_L2_ADDR is missing")
+    out = cmd(["python3", "-c", _CONNECT, mine, str(count)], host=host, timeout=120)
+    return {"local_node": values.get("LINKLAB_NODE"), "peer": values.get("LINKLAB_PEER"),
+            "local_kernel": local_cmd(["uname", "-r"]).stdout.strip(),
+            "peer_kernel": cmd(["uname", "-r"], host=host).stdout.strip(),
+            "target": mine, **json.loads(out.stdout)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="linklab.remote", description=__doc__.splitlines()[0])
     p.add_argument("--env", type=Path, default=Path("/etc/linklab/node.env"),
                    help="the node's environment file (LINKLAB_REMOTE_TYPE, _ARGS)")
     p.add_argument("--ns", help="namespace on the remote to run in")
     p.add_argument("--timeout", type=float, default=60)
+    p.add_argument("--ping-back", action="store_true",
+                   help="the peer connects back to this node's LINKLAB_L2_ADDR; print both "
+                        "kernels and the connect times as JSON")
     p.add_argument("argv", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
     command = a.argv[1:] if a.argv[:1] == ["--"] else a.argv
+    if a.ping_back:
+        try:
+            print(json.dumps(ping_back(a.env), indent=2))
+        except (RemoteError, CmdError) as err:
+            print(f"linklab.remote: {err}", file=sys.stderr)
+            return 2 if isinstance(err, RemoteError) else 1
+        return 0
     if not command:
         p.error("give the command after --")
     try:

@@ -91,14 +91,19 @@ def owned_exists(ident: str, data: dict) -> bool:
         return daemon_pid(ident, data) is not None
     if what == "domain":
         return (ETC / f"{ident}.xml").exists() or (RUN / "qemu" / f"{ident}.xml").exists()
-    if what == "network":
-        return (ETC / "networks" / f"{ident}.xml").exists() or \
-            (RUN / "network" / f"{ident}.xml").exists()
+    if what == "network":   # its definition, or the run state libvirt leaves after undefine
+        return any(p.exists() for p in _network_files(ident)) or \
+            (RUN / "network" / ident).is_dir()
     if what == "pool":
         return (RUN / "storage" / f"{ident}.xml").exists() or Path(data["path"]).exists()
     if what == "volume":
         return Path(data["path"]).exists()
     raise KeyError(f"libvirt ownership: unknown object {what!r} ({ident})")
+
+
+def _network_files(name: str) -> tuple[Path, ...]:
+    return (ETC / "networks" / f"{name}.xml", ETC / "networks" / "autostart" / f"{name}.xml",
+            RUN / "network" / f"{name}.xml", RUN / "network" / f"{name}.pid")
 
 
 def _qemu_pid(domain: str) -> int | None:
@@ -138,10 +143,9 @@ def owned_remove(ident: str, data: dict) -> bool:
         if pid is not None and _comm(pid) == "dnsmasq" and \
                 any(a.endswith(f"/{ident}.conf") for a in _cmdline(pid)):
             stop_pid(pid, proc_starttime(pid), grace=2.0)
-        for f in (ETC / "networks" / f"{ident}.xml", ETC / "networks" / "autostart" /
-                  f"{ident}.xml", RUN / "network" / f"{ident}.xml",
-                  RUN / "network" / f"{ident}.pid"):
+        for f in _network_files(ident):
             f.unlink(missing_ok=True)
+        shutil.rmtree(RUN / "network" / ident, ignore_errors=True)   # its ports/
         for f in DNSMASQ.glob(f"{ident}.*"):     # its dnsmasq's config, hosts and leases
             f.unlink(missing_ok=True)
     elif what == "pool":
