@@ -458,3 +458,47 @@ def test_second_nightly_refused_while_one_runs(tmp_path: Path) -> None:
     assert f"another nightly holds {nights / '.lock'}" in out.stderr
     assert "vagrant must not run" not in out.stderr
     assert not (nights / "nights").exists()
+
+
+# ci/nightly --local: the plan it prints and the runner that puts every step in its namespace
+
+def test_local_dry_run_names_the_box_driver_and_selection(tmp_path: Path) -> None:
+    def dry(**env: str) -> str:
+        out = subprocess.run([str(REPO / "ci" / "nightly"), "--local", "--dry-run",
+                              "--nightly-dir", str(tmp_path)],
+                             env={**os.environ, "NIGHTLY_STAMP": "20260103T010000Z", **env},
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+    tcg = dry()
+    assert "box local" in tcg and "LINKLAB_LIBVIRT_DRIVER=qemu" in tcg
+    assert "LINKLAB_VM_CPUS=1" in tcg and "LINKLAB_VM_MEMORY_MIB=1024" in tcg
+    assert "-k '\"'\"'ipvlan or bench'\"'\"' --bench-smoke" in tcg
+    assert "LINKLAB_TIME_SCALE=5" in tcg
+    assert "linklab.remote --env /etc/linklab/node.env --ping-back" in tcg
+    assert tcg.index("--ping-back") < tcg.index("finally:") < tcg.index("vagrant destroy --force",
+                                                                         tcg.index("finally:"))
+    kvm = dry(NIGHTLY_DRIVER="kvm", NIGHTLY_SELECT="ipvlan-l3")
+    assert "LINKLAB_LIBVIRT_DRIVER=kvm" in kvm and "LINKLAB_VM_CPUS=2" in kvm
+    assert "--bench-smoke" not in kvm and "LINKLAB_TIME_SCALE" not in kvm
+    assert "-k ipvlan-l3" in kvm
+    assert listing(tmp_path) == [], "a dry run must not write anything"
+
+
+def test_local_bad_driver_is_refused() -> None:
+    out = subprocess.run([str(REPO / "ci" / "nightly"), "--local", "--dry-run", "--driver",
+                          "xen"], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2 and "--driver xen: use qemu (TCG) or kvm" in out.stderr
+
+
+def test_local_runner_runs_each_step_inside_the_nights_namespace(tmp_path: Path) -> None:
+    from linklab.netns import NetNS
+    ns = NetNS(f"llnight-{os.getpid()}")
+    try:
+        step = nightly.Step("where am I", ("readlink", "/proc/self/ns/net"),
+                            stdout=tmp_path / "out")
+        assert nightly.in_namespace(ns.path)(step, {}) == 0
+        inode = os.stat(ns.path).st_ino
+        assert (tmp_path / "out").read_text().strip() == f"net:[{inode}]"
+    finally:
+        ns.close()
