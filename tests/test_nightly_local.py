@@ -76,9 +76,23 @@ def _dead_owner(record: str) -> None:
 
 
 def _libvirtd_free() -> None:
+    """Wait for libvirt to be free (a nightly or the other libvirt test may hold it)."""
     from linklab.nightly import virt
-    if virt.libvirtd_answers():
-        pytest.skip(f"a libvirtd already answers on {virt.SOCKET} (another run's)")
+    deadline = time.monotonic() + 120
+    while virt.libvirtd_answers() or _locked(virt.LOCK):
+        if time.monotonic() > deadline:
+            pytest.skip(f"libvirt is held by another linklab run ({virt.LOCK}, {virt.SOCKET})")
+        time.sleep(1)
+
+
+def _locked(path: str) -> bool:
+    import fcntl
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
 
 
 @needs_libvirt
@@ -86,7 +100,7 @@ def test_daemons_run_inside_the_runs_namespace_and_leave_nothing() -> None:
     from linklab.nightly import virt
     _libvirtd_free()
     run = ownership.Run()
-    env = virt.Libvirt(run)
+    env = virt.Libvirt(run, lock_wait_s=120)
     try:
         pids = {n: int((env.state / f"{n}.pid").read_text()) for n in virt.DAEMONS}
         default_ns = os.stat("/proc/self/ns/net").st_ino
@@ -109,8 +123,9 @@ def test_daemons_run_inside_the_runs_namespace_and_leave_nothing() -> None:
 
 @needs_libvirt
 def test_clean_removes_a_killed_runs_network_pool_and_daemons(tmp_path: Path) -> None:
-    """kill -9 of the process that started libvirt: ``linklab clean`` removes its network,
-    pool and both daemons (found by the record, not by name), then the namespace."""
+    """kill -9 of the process that started libvirt: ``linklab clean`` removes its domain,
+    volume, network, pool and both daemons (found by the record, not by name), then the
+    namespace."""
     from linklab.nightly import virt
     _libvirtd_free()
     script = tmp_path / "start.py"
@@ -119,12 +134,23 @@ def test_clean_removes_a_killed_runs_network_pool_and_daemons(tmp_path: Path) ->
         "from linklab.ownership import Run\n"
         "from linklab.nightly import virt\n"
         "run = Run()\n"
-        "env = virt.Libvirt(run)\n"
+        "env = virt.Libvirt(run, lock_wait_s=120)\n"
         "env.own_network('l2')\n"
         "xml = ('<network><name>%s</name><bridge name=\"virbr-ll\"/>'\n"
         "       '<ip address=\"198.19.250.1\" netmask=\"255.255.255.0\"/></network>')\n"
         "open(sys.argv[1], 'w').write(xml % env.names.network('l2'))\n"
         "virt.virsh('net-create', sys.argv[1], check=True)\n"
+        "env.own_domain('node-x')\n"
+        "vol = env.names.domain('node-x') + '.img'\n"
+        "virt.virsh('vol-create-as', env.names.pool, vol, '1M', '--format', 'qcow2',\n"
+        "           check=True)\n"
+        "dom = ('<domain type=\"qemu\"><name>%s</name><memory unit=\"MiB\">64</memory>'\n"
+        "       '<os><type arch=\"x86_64\">hvm</type></os><devices><disk type=\"file\" '\n"
+        "       'device=\"disk\"><source file=\"%s\"/><target dev=\"vda\"/></disk>'\n"
+        "       '</devices></domain>')\n"
+        "open(sys.argv[1] + '.dom', 'w').write(dom % (env.names.domain('node-x'),\n"
+        "                                          env.state / 'pool' / vol))\n"
+        "virt.virsh('define', sys.argv[1] + '.dom', check=True)\n"
         "print(run.record, env.ns.name, env.names.prefix, env.state, flush=True)\n"
         "time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "net.xml")],
@@ -142,8 +168,9 @@ def test_clean_removes_a_killed_runs_network_pool_and_daemons(tmp_path: Path) ->
     removed = ownership.clean(log=lambda _m: None)
     mine = [r for r in removed if r.record.startswith(record)]
     assert mine, f"clean did not take the dead run's record {record}"
-    assert {k for k, _ in mine[0].objects} >= {"libvirt-daemon", "libvirt-pool",
-                                               "libvirt-network"}
+    assert {k for k, _ in mine[0].objects} == {"libvirt-daemon", "libvirt-pool",
+                                               "libvirt-network", "libvirt-domain",
+                                               "libvirt-volume"}
     time.sleep(0.5)
     for pid in pids:
         stat = Path(f"/proc/{pid}/stat")
@@ -151,6 +178,7 @@ def test_clean_removes_a_killed_runs_network_pool_and_daemons(tmp_path: Path) ->
     assert not os.path.exists(f"/run/netns/{ns}")
     assert not Path(state).exists()
     assert not (virt.ETC / "networks" / f"{prefix}l2.xml").exists()
+    assert not (virt.ETC / f"{prefix}node-x.xml").exists()
     assert not Path(record).exists()
 
 

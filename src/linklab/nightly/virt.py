@@ -10,6 +10,7 @@ it does not. libvirt's ``default`` network is never started.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ ETC = Path("/etc/libvirt/qemu")
 RUN = Path("/run/libvirt")
 DNSMASQ = Path("/var/lib/libvirt/dnsmasq")
 DAEMONS = ("virtlogd", "libvirtd")
+LOCK = "/run/lock/linklab-libvirt.lock"
 
 
 class VirtError(RuntimeError):
@@ -184,14 +186,29 @@ class Libvirt:
     """virtlogd + libvirtd started by this run inside its own namespace, with a transient
     storage pool in a directory of the run's; everything released LIFO by :meth:`close`."""
 
-    def __init__(self, run: Run, *, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, run: Run, *, start_timeout_s: float = 120.0,
+                 lock_wait_s: float = 0.0) -> None:
+        # one system libvirtd per machine (one socket, one /etc/libvirt): one run at a time
+        self._lock = open(LOCK, "w")  # noqa: SIM115 (held for the life of the object)
+        deadline = time.monotonic() + lock_wait_s
+        while True:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._lock.close()
+                    raise VirtError(f"another linklab run holds libvirt ({LOCK})") from None
+                time.sleep(1.0)
         if os.path.exists(SOCKET) and libvirtd_answers():
+            self._lock.close()
             raise VirtError(f"a libvirtd already answers on {SOCKET}: the nightly starts its "
                             "own inside a namespace; stop that daemon first")
         self.run = run
         self.names = Names(f"ll{run.marker}-")
         self._stack = ExitStack()
         self.timings: dict[str, float] = {}
+        self._stack.callback(self._lock.close)
         try:
             self._start(start_timeout_s)
         except BaseException:
