@@ -244,3 +244,42 @@ def test_ssh_to_a_hung_peer_is_a_bounded_clear_error() -> None:
         assert took < 30, f"ssh waited {took:.0f} s for a silent peer"
     finally:
         ns.close()
+
+
+def test_ping_back_connects_from_the_peer_over_a_link(tmp_path: Path) -> None:
+    """The two-host step of the local night, on one machine: 'here' and the peer are two
+    namespaces joined by a veth pair; the peer (REMOTE_TYPE=netns) connects back to a
+    listener on this side's LINKLAB_L2_ADDR, port 22."""
+    here = NetNS(f"llhere-{os.getpid()}")
+    peer_name = f"llpeer-{os.getpid()}"
+    peer = NetNS(peer_name)
+    try:
+        cmd(["ip", "link", "add", "l2", "type", "veth", "peer", "name", "l2p", "netns",
+             peer.path], ns=here)
+        cmd(["ip", "addr", "add", "198.18.254.11/24", "dev", "l2"], ns=here)
+        cmd(["ip", "addr", "add", "198.18.254.12/24", "dev", "l2p"], ns=peer)
+        for ns, dev in ((here, "l2"), (peer, "l2p")):
+            cmd(["ip", "link", "set", dev, "up"], ns=ns)
+            cmd(["ip", "link", "set", "lo", "up"], ns=ns)
+        env = tmp_path / "node.env"
+        env.write_text("LINKLAB_NODE=node-a\nLINKLAB_PEER=node-b\n"
+                       "LINKLAB_L2_ADDR=198.18.254.11/24\n"
+                       f"LINKLAB_REMOTE_TYPE=netns\nLINKLAB_REMOTE_ARGS={peer_name}\n")
+        with here.enter():
+            listener = socket.socket()
+            listener.bind(("198.18.254.11", 22))
+            listener.listen(8)
+            try:
+                result = remote.ping_back(env, count=2)
+            finally:
+                listener.close()
+        assert result["connects"] == 2 and len(result["connect_ms"]) == 2
+        assert all(isinstance(ms, float) and ms > 0 for ms in result["connect_ms"])
+        assert result["peer"] == "node-b" and result["target"] == "198.18.254.11"
+        assert result["peer_kernel"] == os.uname().release
+        # nobody listens any more: the peer's connect fails and the error says so
+        with here.enter(), pytest.raises(CmdError, match="Connection refused"):
+            remote.ping_back(env, count=1)
+    finally:
+        peer.close()
+        here.close()
