@@ -502,3 +502,15 @@ def test_local_runner_runs_each_step_inside_the_nights_namespace(tmp_path: Path)
         assert (tmp_path / "out").read_text().strip() == f"net:[{inode}]"
     finally:
         ns.close()
+
+
+@needs_vagrant
+def test_local_box_under_tcg_validates(tmp_path: Path) -> None:
+    out = vagrant_validate(REPO, tmp_path, "libvirt", LINKLAB_BOX="local",
+                           LINKLAB_LIBVIRT_DRIVER="qemu", LINKLAB_LIBVIRT_PREFIX="ll0000-",
+                           LINKLAB_VM_CPUS="1", LINKLAB_VM_MEMORY_MIB="1024")
+    assert out.returncode == 0, out.stdout + out.stderr
+    bad = vagrant_validate(REPO, tmp_path, "libvirt", LINKLAB_BOX="local",
+                           LINKLAB_LIBVIRT_DRIVER="xen")
+    assert bad.returncode != 0
+    assert "LINKLAB_LIBVIRT_DRIVER=xen: use kvm or qemu" in bad.stderr
