@@ -22,7 +22,7 @@ from pathlib import Path
 
 from linklab.cmd import Result, cmd, proc_starttime, stop_pid
 from linklab.netns import NetNS
-from linklab.ownership import Run, _pids_inside
+from linklab.ownership import Run
 
 URI = "qemu:///system"
 SOCKET = "/run/libvirt/libvirt-sock"
@@ -289,8 +289,9 @@ class Libvirt:
     def _close_ns(self, name: str) -> None:
         # what the night started in its namespace and that outlives it (ssh ControlPersist
         # masters of vagrant's rsync, a dnsmasq of a network libvirt did not destroy)
-        for pid, start in _pids_inside(name):
-            stop_pid(pid, start, grace=2.0)
+        for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+            if pid != os.getpid() and _in_namespace(pid, self.ns.path):
+                stop_pid(pid, proc_starttime(pid), grace=2.0)
         self.ns.close()
         self.run.disown_namespace(name)
 
