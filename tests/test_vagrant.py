@@ -75,7 +75,7 @@ class Breakage:
 
 BREAKAGES = {
     "libvirt-unknown-setting": Breakage(
-        "lv.memory = 2048", "lv.memory = 2048\n    lv.memroy = 2048", "libvirt",
+        "lv.memory = MEMORY_MIB", "lv.memory = MEMORY_MIB\n    lv.memroy = 2048", "libvirt",
         ("Libvirt Provider", "shouldn't exist: memroy")),
     "virtualbox-unknown-setting": Breakage(
         "vb.cpus = 2", "vb.cpus = 2\n    vb.cpu = 2", "virtualbox",
