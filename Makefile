@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test connectivity bench clean doctor nightly report kernel-matrix drill
+.PHONY: setup test connectivity bench clean doctor nightly nightly-local report kernel-matrix drill
 
 # One results/<run-id>/ per `make test` / `make kernel-matrix` (LINKLAB_RUN_ID overrides).
 TEST_RUN_ID := $(or $(LINKLAB_RUN_ID),$(shell date -u +%Y%m%dT%H%M%SZ)-make)
@@ -72,6 +72,13 @@ report: setup
 # DRY_RUN=1 prints the exact steps and runs nothing.
 nightly: setup
 	ci/nightly $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+
+# The same night on this machine (ci/nightly --local, ci/nightly.md "Local night"): the box
+# built here and cached in /var/cache/linklab, libvirtd in a namespace of the night's own,
+# TCG guests (NIGHTLY_DRIVER=kvm on a KVM host), the ipvlan cells and the bench smoke
+# (NIGHTLY_SELECT), reports with the baseline gate, everything destroyed afterwards.
+nightly-local: setup
+	ci/nightly --local $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 # Reliability and safety drill (src/linklab/drill/): kill -9 / Ctrl-C at live kill points,
 # tool failures, concurrent sessions, bad input, host diff and uplink capture; prints a summary

@@ -75,7 +75,7 @@ class Breakage:
 
 BREAKAGES = {
     "libvirt-unknown-setting": Breakage(
-        "lv.memory = 2048", "lv.memory = 2048\n    lv.memroy = 2048", "libvirt",
+        "lv.memory = MEMORY_MIB", "lv.memory = MEMORY_MIB\n    lv.memroy = 2048", "libvirt",
         ("Libvirt Provider", "shouldn't exist: memroy")),
     "virtualbox-unknown-setting": Breakage(
         "vb.cpus = 2", "vb.cpus = 2\n    vb.cpu = 2", "virtualbox",
@@ -291,7 +291,7 @@ class Machines:
             step.stdout.parent.mkdir(parents=True, exist_ok=True)
             step.stdout.write_text("Host node-a\n")
         if argv[0] == "ssh" and "pytest" in argv[-1]:
-            return self.pytest_rc.get(argv[3], 0)
+            return self.pytest_rc.get(argv[argv.index("--") - 1], 0)
         if argv[0] == "rsync" and argv[-2].endswith("/vagrant/results/"):
             node = argv[-2].split(":")[0]
             run = Path(argv[-1]) / f"{Path(argv[-1]).parent.parent.name}-{node}"
@@ -332,7 +332,8 @@ def test_failed_cell_fails_the_night_but_collects_and_destroys(tmp_path: Path) -
     machines = Machines(pytest_rc={"node-b": 1})
     assert nightly.execute(nightly.make_plan(cfg), machines) == nightly.EXIT_FAILED
     collect = next(i for i, c in enumerate(machines.calls) if c[-2] == "node-b:/vagrant/results/")
-    assert collect > machines.index("ssh", "-F", str(cfg.ssh_config), "node-b")
+    assert collect > machines.index("ssh", "-F", str(cfg.ssh_config), *nightly.SSH_BOUNDS,
+                                    "node-b")
     assert machines.calls[-1][:2] == ("vagrant", "destroy")
     assert json.loads((cfg.night / "nightly.json").read_text())["status"] == "failed"
     # the failed night never becomes a baseline: tomorrow still compares with the last pass
@@ -457,3 +458,59 @@ def test_second_nightly_refused_while_one_runs(tmp_path: Path) -> None:
     assert f"another nightly holds {nights / '.lock'}" in out.stderr
     assert "vagrant must not run" not in out.stderr
     assert not (nights / "nights").exists()
+
+
+# ci/nightly --local: the plan it prints and the runner that puts every step in its namespace
+
+def test_local_dry_run_names_the_box_driver_and_selection(tmp_path: Path) -> None:
+    def dry(**env: str) -> str:
+        out = subprocess.run([str(REPO / "ci" / "nightly"), "--local", "--dry-run",
+                              "--nightly-dir", str(tmp_path)],
+                             env={**os.environ, "NIGHTLY_STAMP": "20260103T010000Z", **env},
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+    tcg = dry()
+    assert "box local" in tcg and "LINKLAB_LIBVIRT_DRIVER=qemu" in tcg
+    assert "LINKLAB_VM_CPUS=1" in tcg and "LINKLAB_VM_MEMORY_MIB=1024" in tcg
+    assert "-k '\"'\"'ipvlan or (bench and not rate_limited)'\"'\"' --bench-smoke" in tcg
+    assert "LINKLAB_TIME_SCALE=5" in tcg
+    assert "linklab.remote --env /etc/linklab/node.env --ping-back" in tcg
+    assert tcg.index("--ping-back") < tcg.index("finally:") < tcg.index("vagrant destroy --force",
+                                                                         tcg.index("finally:"))
+    kvm = dry(NIGHTLY_DRIVER="kvm", NIGHTLY_SELECT="ipvlan-l3")
+    assert "LINKLAB_LIBVIRT_DRIVER=kvm" in kvm and "LINKLAB_VM_CPUS=2" in kvm
+    assert "--bench-smoke" not in kvm and "LINKLAB_TIME_SCALE" not in kvm
+    assert "-k ipvlan-l3" in kvm
+    assert listing(tmp_path) == [], "a dry run must not write anything"
+
+
+def test_local_bad_driver_is_refused() -> None:
+    out = subprocess.run([str(REPO / "ci" / "nightly"), "--local", "--dry-run", "--driver",
+                          "xen"], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2 and "--driver xen: use qemu (TCG) or kvm" in out.stderr
+
+
+def test_local_runner_runs_each_step_inside_the_nights_namespace(tmp_path: Path) -> None:
+    from linklab.netns import NetNS
+    ns = NetNS(f"llnight-{os.getpid()}")
+    try:
+        step = nightly.Step("where am I", ("readlink", "/proc/self/ns/net"),
+                            stdout=tmp_path / "out")
+        assert nightly.in_namespace(ns.path)(step, {}) == 0
+        inode = os.stat(ns.path).st_ino
+        assert (tmp_path / "out").read_text().strip() == f"net:[{inode}]"
+    finally:
+        ns.close()
+
+
+@needs_vagrant
+def test_local_box_under_tcg_validates(tmp_path: Path) -> None:
+    out = vagrant_validate(REPO, tmp_path, "libvirt", LINKLAB_BOX="local",
+                           LINKLAB_LIBVIRT_DRIVER="qemu", LINKLAB_LIBVIRT_PREFIX="ll0000-",
+                           LINKLAB_VM_CPUS="1", LINKLAB_VM_MEMORY_MIB="1024")
+    assert out.returncode == 0, out.stdout + out.stderr
+    bad = vagrant_validate(REPO, tmp_path, "libvirt", LINKLAB_BOX="local",
+                           LINKLAB_LIBVIRT_DRIVER="xen")
+    assert bad.returncode != 0
+    assert "LINKLAB_LIBVIRT_DRIVER=xen: use kvm or qemu" in bad.stderr

@@ -27,6 +27,13 @@ RECORD_DIR = os.environ.get("LINKLAB_RECORD_DIR", "/run/linklab")
 # record lists such an object. Adding a kind of object is adding its module and one line here.
 OBJECT_KINDS: dict[str, str] = {
     "tracefs": "linklab.anatomy.tracefs",   # anatomy: tracefs instances (rmdir)
+    # the nightly's libvirt (linklab.nightly.virt): daemons in the run's namespace, its pool,
+    # networks, domains and volumes
+    "libvirt-daemon": "linklab.nightly.virt",
+    "libvirt-pool": "linklab.nightly.virt",
+    "libvirt-network": "linklab.nightly.virt",
+    "libvirt-domain": "linklab.nightly.virt",
+    "libvirt-volume": "linklab.nightly.virt",
 }
 
 
