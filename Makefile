@@ -13,15 +13,20 @@ setup:
 	@bash scripts/setup
 
 # The CI test command: unit tests, the connectivity matrix on the host kernel, the bench smoke.
-# Then the VM leg: the ipvlan and netkit cells (this host kernel lacks both) on a Debian kernel under
+# Then a project of its own (examples/own-tests) and the VM leg: the ipvlan and netkit cells and
+# their anatomy (this host kernel lacks both) on a Debian kernel under
 # QEMU (linklab vm); all legs write into one results/<run-id>/, each row and JUnit record
 # labelled with its kernel and virtualisation.
+# The VM leg's selection: every ipvlan and netkit connectivity and DHCP cell (CNI ipvlan
+# included), and the anatomy of the ipvlan bridge modes, netkit and the packet from the wire.
+VM_LEG := -m "connectivity or anatomy" -k "connectivity and (ipvlan or netkit) or anatomy and \
+  (ipvlan-l2-bridge or ipvlan-l3-bridge or ipvlan-l3s-bridge or wire or netkit)"
 test: export LINKLAB_RUN_ID = $(TEST_RUN_ID)
 test: setup
 	$(PYTEST) -p xdist -n 2 -q -m "not bench" --junitxml=results/$(TEST_RUN_ID)/junit-host.xml
 	$(PYTEST) -q -m bench --bench-smoke
 	cd examples/own-tests && $(CURDIR)/$(PY) -m pytest -q --rootdir=.   # a project of its own
-	$(PYTEST) -v -rfEs --vm -m connectivity -k "ipvlan or netkit"
+	$(PYTEST) -v -rfEs --vm $(VM_LEG)
 
 connectivity: setup
 	$(PYTEST) -m connectivity -q
@@ -58,7 +63,7 @@ report: setup
 	$(PYTEST) -q -rfEs -m "connectivity or bench" $(REPORT_BENCH) --junitxml=$$dir/junit-host.xml \
 	  tests bench/test_bench.py || rc=1; \
 	if [ "$(REPORT_VM)" != 0 ]; then \
-	  $(PYTEST) -q -rfEs --vm -m connectivity -k "ipvlan or netkit" || rc=1; fi; \
+	  $(PYTEST) -q -rfEs --vm $(VM_LEG) || rc=1; fi; \
 	.venv/bin/linklab report $$dir || exit 2; \
 	scratch=$$(mktemp -d); \
 	env -u LINKLAB_RUN_ID LINKLAB_REPORT_HTML=reports/$$run/index.html \
