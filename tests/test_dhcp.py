@@ -72,6 +72,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("dhcp_cell", cases)
 
 
+def _shipped_cell(scenario: str, client: str, server: str) -> DhcpCell:
+    """A cell of the shipped DHCP matrix (for tests that run one cell by hand)."""
+    from linklab.dhcp.matrix import MATRIX_FILE
+    from linklab.model import SHIPPED, load_all
+
+    scenarios = {sc.name: sc for sc in load_all(SHIPPED)}
+    return next(c for c in load_matrix(MATRIX_FILE, scenarios) if c.scenario.name == scenario
+                and c.client == client and c.server == server)
+
+
 def _cni_cells(config: pytest.Config) -> list[CniDhcpCell]:
     """The CNI dhcp cells: every ``dhcp/cni.toml`` beside a DHCP matrix of ``--scenarios``."""
     scenarios = {sc.name: sc for sc in matrix_scenarios(config)}
@@ -314,8 +324,7 @@ def test_dhcp_clients_side_by_side_only_without_lease(lease: str, run, monkeypat
     from linklab.dhcp.clients import ClientResult
     from linklab.dhcp.matrix import Expected
 
-    base = next(c for c in CELLS if c.scenario.name == "dhcp-macvlan" and c.client == "udhcpc"
-                and c.server == "dnsmasq-default")
+    base = _shipped_cell("dhcp-macvlan", "udhcpc", "dnsmasq-default")
     if why := missing_tool("dnsmasq") or missing_link("macvlan", "bridge", None):
         pytest.skip(why)
     cell = dataclasses.replace(base, expected=Expected(lease, (), "scheduling test"))
@@ -347,8 +356,7 @@ def test_dhcp_lease_in_a_no_lease_cell_is_seen(run) -> None:
 
     from linklab.dhcp.matrix import Expected
 
-    base = next(c for c in CELLS if c.scenario.name == "dhcp-macvlan" and c.client == "udhcpc"
-                and c.server == "dnsmasq-default")
+    base = _shipped_cell("dhcp-macvlan", "udhcpc", "dnsmasq-default")
     if why := missing_tool("dnsmasq") or missing_tool("busybox") or \
             missing_link("macvlan", "bridge", None):
         pytest.skip(why)

@@ -305,3 +305,23 @@ def test_pytest_vm_option_replays_guest_results(tmp_path: Path) -> None:
     leg = json.loads((tmp_path / run_id / f"vm-leg-{kernel}.json").read_text())
     assert leg["workers"] == 2 and leg["cells"] == 2 and leg["failure"] is None
     assert all(leg[k] > 0 for k in ("boot_s", "import_s", "collect_s", "cells_s", "total_s"))
+
+
+def test_a_panic_while_booting_is_retried_once_and_a_panic_of_the_command_never(
+        monkeypatch) -> None:
+    """A guest that panics before its command starts (boot_s None) is booted once more; one
+    that panics while the command runs is that command's outcome."""
+    import io
+
+    boot_panic = vm.Outcome(125, "6.12", "tcg", None, 2.0, "panic", ["Oops: int3"])
+    ran = vm.Outcome(0, "6.12", "tcg", 9.0, 20.0)
+    cmd_panic = vm.Outcome(125, "6.12", "tcg", 9.0, 12.0, "panic", ["sysrq: Trigger a crash"])
+    for script, want, boots in (([boot_panic, ran], ran, 2),
+                                ([boot_panic, boot_panic], boot_panic, 2),
+                                ([cmd_panic, ran], cmd_panic, 1)):
+        queue = list(script)
+        monkeypatch.setattr(vm, "_run_once", lambda argv, **kw: queue.pop(0))
+        err = io.BytesIO()
+        assert vm.run(["true"], err=err) is want
+        assert len(script) - len(queue) == boots
+        assert (b"booting it once more" in err.getvalue()) == (boots == 2)

@@ -266,12 +266,35 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def run(argv: Sequence[str], *, kernel: Kernel, cpus: int = DEFAULT_CPUS, memory: str = "2G",
-        timeout: float = 1800, boot_timeout: float = 180, rwdirs: Iterable[Path] = (),
-        env: dict[str, str] | None = None, owner: object = None, kvm: bool | None = None,
-        name: str | None = None,
-        out: BinaryIO | None = None, err: BinaryIO | None = None) -> Outcome:
+BOOT_ATTEMPTS = 2   # a guest that panics before its command starts is booted once more
+
+
+def run(argv: Sequence[str], **kw: object) -> Outcome:
     """Boot ``kernel``, run ``argv`` in the current directory, stream its output, wait.
+
+    A panic *before the command started* is retried once (the stock kernel's boot-time text
+    patching can trip over an int3 under multi-threaded TCG with 2 vCPUs: ``Oops: int3`` in
+    ``sched_clock_cpu``, seen in a fresh-clone CI run); the first console tail is printed.
+    A panic once the command runs is the command's outcome and never retried."""
+    err = kw.get("err") or sys.stderr.buffer
+    for attempt in range(1, BOOT_ATTEMPTS + 1):
+        outcome = _run_once(argv, **kw)  # type: ignore[arg-type]
+        if outcome.failure != "panic" or outcome.boot_s is not None or attempt == BOOT_ATTEMPTS:
+            return outcome
+        err.write(("linklab vm: the guest panicked while booting (before the command "  # type: ignore[union-attr]
+                   "started); booting it once more. Console tail:\n"
+                   + "\n".join(f"  | {line}" for line in outcome.console_tail[-8:])
+                   + "\n").encode())
+        err.flush()  # type: ignore[union-attr]
+    return outcome
+
+
+def _run_once(argv: Sequence[str], *, kernel: Kernel, cpus: int = DEFAULT_CPUS,
+              memory: str = "2G", timeout: float = 1800, boot_timeout: float = 180,
+              rwdirs: Iterable[Path] = (), env: dict[str, str] | None = None,
+              owner: object = None, kvm: bool | None = None, name: str | None = None,
+              out: BinaryIO | None = None, err: BinaryIO | None = None) -> Outcome:
+    """One boot of :func:`run`.
 
     ``owner`` (a :class:`linklab.ownership.Run`) records vng's and QEMU's PIDs and the
     script's directory so ``linklab clean`` can remove them if this process dies.
