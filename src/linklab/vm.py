@@ -44,7 +44,11 @@ CACHE_OPTS = "ro,trans=virtio,version=9p2000.L,msize=524288,cache=loose"
 CACHE_QEMU_OPTS = (f"-fsdev local,id={CACHE_TAG},path=/,security_model=none,readonly=on,"
                    f"multidevs=remap -device virtio-9p-pci,fsdev={CACHE_TAG},"
                    f"mount_tag={CACHE_TAG}")
-TCG_OPTS = "-accel tcg,thread=multi"
+# Single-threaded TCG: with one host thread per vCPU (thread=multi, QEMU 7.2's default for x86)
+# two busy workers made the guest kernel trip over its own live text patching (text_poke_bp's
+# int3): "Oops: int3" in __schedule / sched_clock_cpu, a panic in 2 of 2 fresh-clone CI runs.
+# The two vCPUs still let the two workers overlap their waits.
+TCG_OPTS = "-accel tcg,thread=single"
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KVM_PROBE_CACHE = Path("/run/linklab/kvm-probe.json")
 # Exit statuses of linklab vm itself (the command's own status is passed through).
