@@ -160,6 +160,7 @@ def test_host_netfilter_and_container_to_container(name: str, run) -> None:
 # ---- kill -9 -------------------------------------------------------------------------------
 
 HOLDER = """
+import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the test
 import json, sys, time
 from linklab.build import build
 from linklab.model import load_scenario

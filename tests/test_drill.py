@@ -32,6 +32,7 @@ def test_next_session_cleaned_every_dead_run_at_start(run: Run) -> None:
 
 
 HOLDER = textwrap.dedent("""
+    import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the test
     import subprocess, time
     from linklab.cmd import wrap
     from linklab.netns import NetNS

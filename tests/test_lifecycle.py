@@ -53,6 +53,7 @@ def test_a_build_that_fails_halfway_is_rolled_back(tmp_path: Path, run: Run) -> 
 
 
 HOLDER = textwrap.dedent("""
+    import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the test
     import sys, time
     from linklab.build import build
     from linklab.model import load_scenario
