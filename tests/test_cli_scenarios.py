@@ -47,7 +47,8 @@ def test_check_prints_every_cell_and_names_a_bad_field(tmp_path: Path) -> None:
 @pytest.mark.connectivity
 def test_up_exec_down_leaves_nothing(tmp_path: Path) -> None:
     name = f"t{os.getpid()}"
-    up = linklab("up", str(SHIPPED / "veth.toml"), "--name", name)
+    # held by this test's process: a drill's kill -9 of the session leaves nothing pinned
+    up = linklab("up", str(SHIPPED / "veth.toml"), "--name", name, "--held-by", str(os.getpid()))
     assert up.returncode == 0, up.stderr
     try:
         record = next(w for w in up.stdout.split() if w.startswith(RECORD_DIR))

@@ -4,6 +4,7 @@ their kind's module when the owning run is dead, left alone while it lives."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -75,3 +76,29 @@ def test_an_unknown_kind_is_refused_before_anything_is_recorded(marker_kind: lis
     with pytest.raises(KeyError, match="unknown object kind 'nope'"):
         run.own_object("nope", "x")
     run.close()
+
+
+def test_a_pin_held_by_a_process_lasts_only_while_that_process_lives(
+        tmp_path: Path, marker_kind: list[str]) -> None:
+    """``linklab up --held-by PID``: clean leaves the pinned record alone while PID lives and
+    removes it like a dead run's once PID is gone; an unheld pin is never removed by clean."""
+    from linklab.cmd import proc_starttime
+
+    def pinned_record(ident: str, holder: dict | None) -> Path:
+        run = ownership.Run()
+        f = tmp_path / ident
+        run.own_object("marker", ident, file=str(f))
+        f.write_text("x")
+        run.pin(ident, held_by=holder)
+        run._fh.close()
+        lines = Path(run.record).read_text().splitlines()
+        lines[0] = json.dumps({"owner": 2 ** 22 + 7, "start": 1})     # the `up` process ended
+        Path(run.record).write_text("\n".join(lines) + "\n")
+        return f
+
+    live = pinned_record("live", {"pid": os.getpid(), "start": proc_starttime(os.getpid())})
+    dead = pinned_record("dead", {"pid": 2 ** 22 + 9, "start": 1})
+    unheld = pinned_record("unheld", None)
+    ownership.clean(log=lambda _m: None)
+    assert marker_kind == ["dead"]
+    assert live.exists() and unheld.exists() and not dead.exists()

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from linklab.cmd import NETNS_DIR, wrap
+from linklab.cmd import NETNS_DIR, proc_starttime, wrap
 from linklab.model import SCENARIO_NAME_RE, ScenarioError, load_scenario
 from linklab.ownership import RECORD_DIR, Leftovers, Run, claim_and_release, read_record
 
@@ -43,6 +43,9 @@ def fail(message: str, status: int = 1) -> int:
 def up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="a scenario file ([expect] optional)")
     parser.add_argument("--name", help="what to call it (default: the scenario's name)")
+    parser.add_argument("--held-by", type=int, metavar="PID",
+                        help="keep it only while process PID lives (e.g. a CI job or a test): "
+                             "once PID is gone, `linklab clean` removes it like a dead run's")
 
 
 def up_main(args: argparse.Namespace) -> int:
@@ -70,8 +73,10 @@ def up_main(args: argparse.Namespace) -> int:
         except BuildError as exc:
             return fail(str(exc))
         try:
+            holder = {"pid": args.held_by, "start": proc_starttime(args.held_by)} \
+                if args.held_by else None
             run.pin(name, scenario=os.path.abspath(args.file), nodes=list(topo.namespaces),
-                    created=time.time())
+                    created=time.time(), held_by=holder)
         except BaseException:
             resources.close()
             raise

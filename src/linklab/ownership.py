@@ -186,6 +186,12 @@ def read_record(path: str) -> Leftovers:
     return left
 
 
+def _pinned(left: Leftovers) -> bool:
+    """Kept on purpose: pinned by ``linklab up``, and its ``--held-by`` process (if any) lives."""
+    holder = left.pin_info.get("held_by") if left.pin is not None else None
+    return left.pin is not None and (not holder or _alive(holder["pid"], holder["start"]))
+
+
 def _alive(pid: int, start: int | None) -> bool:
     now = proc_starttime(pid)
     return now is not None and (start is None or now == start)
@@ -226,7 +232,7 @@ def clean(*, log=print) -> list[Leftovers]:  # noqa: ANN001
             left = read_record(path)
         except FileNotFoundError:
             continue
-        if left.pin is not None or _alive(left.owner, getattr(left, "owner_start", None)):
+        if _pinned(left) or _alive(left.owner, getattr(left, "owner_start", None)):
             continue      # pinned (linklab up): released only by linklab down
         if claim_and_release(path, left, log):
             removed.append(left)
