@@ -102,3 +102,21 @@ def test_a_pin_held_by_a_process_lasts_only_while_that_process_lives(
     ownership.clean(log=lambda _m: None)
     assert marker_kind == ["dead"]
     assert live.exists() and unheld.exists() and not dead.exists()
+
+
+def test_a_zombie_counts_as_gone() -> None:
+    """A process that exited and waits to be reaped holds nothing: not alive for ownership."""
+    import subprocess
+    import time
+
+    from linklab.cmd import proc_starttime
+
+    child = subprocess.Popen(["true"])
+    start = proc_starttime(child.pid)
+    deadline = time.monotonic() + 5
+    while not ownership._zombie(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)                       # exited, not yet reaped
+    assert ownership._zombie(child.pid)
+    assert not ownership._alive(child.pid, start)
+    child.wait()
+    assert ownership._alive(os.getpid(), proc_starttime(os.getpid()))

@@ -193,8 +193,18 @@ def _pinned(left: Leftovers) -> bool:
 
 
 def _alive(pid: int, start: int | None) -> bool:
+    """``pid`` is the process that started at ``start`` and has not exited (a zombie waiting
+    for its parent to reap it holds nothing: it counts as gone)."""
     now = proc_starttime(pid)
-    return now is not None and (start is None or now == start)
+    return now is not None and (start is None or now == start) and not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _pids_inside(name: str) -> list[tuple[int, int | None]]:
