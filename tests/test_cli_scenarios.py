@@ -44,7 +44,6 @@ def test_check_prints_every_cell_and_names_a_bad_field(tmp_path: Path) -> None:
     assert partial.returncode == 1 and "expect: missing required field" in partial.stderr
 
 
-@pytest.mark.connectivity
 def test_up_exec_down_leaves_nothing(tmp_path: Path) -> None:
     name = f"t{os.getpid()}"
     # held by this test's process: a drill's kill -9 of the session leaves nothing pinned
