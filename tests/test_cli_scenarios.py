@@ -115,7 +115,6 @@ def test_up_refuses_a_name_that_is_up_and_bad_input(tmp_path: Path) -> None:
     assert linklab("down").returncode == 2
 
 
-@pytest.mark.connectivity
 def test_record_output_pasted_makes_the_matrix_pass(tmp_path: Path) -> None:
     path = without_expect(tmp_path, "fresh")
     done = linklab("record", str(path))
