@@ -8,6 +8,7 @@ other scenario (``-k cni``); the CNI dhcp cells in tests/test_dhcp.py.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -19,12 +20,19 @@ from linklab.build import build
 from linklab.capabilities import missing_link
 from linklab.checks import applicable_checks
 from linklab.cmd import NETNS_DIR
-from linklab.model import ScenarioError, load_all, load_scenario
+from linklab.model import Scenario, ScenarioError, load_all, load_scenario
 from linklab.ownership import read_record
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL = {sc.name: sc for sc in load_all(ROOT / "scenarios")}
-CNI = [sc for sc in ALL.values() if sc.kind == "cni"]
+# the plugin scenarios only at import (this module is also imported in the VM leg's guests,
+# where every scenario loaded costs ~0.1 s); every scenario on first use
+CNI = [sc for sc in map(load_scenario, sorted((ROOT / "scenarios").glob("cni-*.toml")))
+       if sc.kind == "cni"]
+
+
+@functools.cache
+def scenario(name: str) -> Scenario:
+    return {sc.name: sc for sc in load_all(ROOT / "scenarios")}[name]
 
 
 def test_every_plugin_scenario_is_shipped() -> None:
@@ -39,7 +47,7 @@ def test_native_and_cni_expectations_agree(sc) -> None:
     """Where a CNI scenario matches a native one, every shared check expects the same result,
     except the checks it lists in ``differs`` (the plugin does something else: the reason is
     in its expectation), and those must really differ."""
-    native = ALL[sc.cni["native"]]
+    native = scenario(sc.cni["native"])
     differs = set(sc.cni.get("differs", []))
     shared = set(applicable_checks(sc)) & set(applicable_checks(native))
     assert shared, f"{sc.name} shares no check with {native.name}"
@@ -215,7 +223,7 @@ def test_host_local_state_in_run_dir(tmp_path: Path, run) -> None:
     """host-local records its allocations in the run's directory (never /var/lib/cni), the
     static-free scenario gets the declared addresses in order, and CHECK passed."""
     _skip_unless_macvlan()
-    sc = ALL["cni-macvlan-bridge"]
+    sc = scenario("cni-macvlan-bridge")
     before = set(os.listdir("/var/lib/cni/networks")) if os.path.isdir(
         "/var/lib/cni/networks") else set()
     with build(sc, run) as topo:
@@ -239,7 +247,7 @@ def test_passthru_second_container_refused(run) -> None:
 
     if why := missing_link("cni", "macvlan-passthru", None):
         pytest.skip(why)
-    sc = ALL["cni-macvlan-passthru"]
+    sc = scenario("cni-macvlan-passthru")
     with build(sc, run) as topo:
         name = run.ns_name("cx")
         run.own_namespace(name)

@@ -279,12 +279,13 @@ def test_ipvlan_modes_in_guest(run) -> None:
 
 @needs_vm
 def test_pytest_vm_option_replays_guest_results(tmp_path: Path) -> None:
-    """``pytest --vm`` runs the selection in the guest on two xdist workers and reports it
-    here, labelled, with the leg's phases in vm-leg-<release>.json."""
+    """``pytest --vm`` splits the selection across two guests booted side by side, merges
+    their JUnit files and reports every test here, labelled, with the leg's phases (per guest
+    too) in vm-leg-<release>.json; no shard file stays behind."""
     host_junit = tmp_path / "host.xml"
     run_id = f"vmtest-{secrets.token_hex(3)}"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--vm", "-v", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "--vm", "--vm-guests=2", "-v", "-p", "no:cacheprovider",
          f"--results-dir={tmp_path}", f"--run-id={run_id}", f"--junitxml={host_junit}",
          "tests/test_vm.py::test_ipvlan_modes_in_guest",
          "tests/test_vm.py::test_covering_drops_nested_paths"],
@@ -301,10 +302,15 @@ def test_pytest_vm_option_replays_guest_results(tmp_path: Path) -> None:
     props = {p.get("name"): p.get("value")
              for p in ET.parse(host_junit).getroot().iter("property")}
     assert props["kernel"] == kernel and props["virt"] in ("tcg", "kvm")
-    assert "vm leg: boot " in done.stdout and "2 worker(s)" in done.stdout
+    assert "vm leg: boot " in done.stdout and "2 guest(s) (1 + 1)" in done.stdout
+    assert "[g0] " in done.stdout and "[g1] " in done.stdout   # each guest's lines, labelled
     leg = json.loads((tmp_path / run_id / f"vm-leg-{kernel}.json").read_text())
-    assert leg["workers"] == 2 and leg["cells"] == 2 and leg["failure"] is None
-    assert all(leg[k] > 0 for k in ("boot_s", "import_s", "collect_s", "cells_s", "total_s"))
+    assert leg["guests"] == 2 and leg["cells"] == 2 and leg["failure"] is None
+    assert [g["cells"] for g in leg["per_guest"]] == [1, 1]
+    for one in (leg, *leg["per_guest"]):
+        assert all(one[k] > 0 for k in ("boot_s", "import_s", "collect_s", "cells_s",
+                                        "total_s"))
+    assert not list((tmp_path / run_id).glob("vm-shard-*"))
 
 
 def test_a_panic_while_booting_is_retried_once_and_a_panic_of_the_command_never(
@@ -325,3 +331,65 @@ def test_a_panic_while_booting_is_retried_once_and_a_panic_of_the_command_never(
         assert vm.run(["true"], err=err) is want
         assert len(script) - len(queue) == boots
         assert (b"booting it once more" in err.getvalue()) == (boots == 2)
+
+
+class _Item:
+    """Just what the leg's split reads of a pytest item."""
+
+    def __init__(self, nodeid: str, group: str | None = None) -> None:
+        self.nodeid = nodeid
+        self.group = group
+
+    def get_closest_marker(self, name: str):
+        if name == "xdist_group" and self.group:
+            return pytest.mark.xdist_group(self.group).mark
+        return None
+
+
+def test_shard_keeps_a_scenario_whole_balances_weight_and_keeps_order() -> None:
+    from linklab.pytest.vm import shard
+
+    items = [_Item(f"t.py::test_cell[a-{i}]", "a") for i in range(6)] + \
+        [_Item(f"t.py::test_cell[b-{i}]", "b") for i in range(3)] + \
+        [_Item(f"d.py::test_dhcp[{i}]") for i in range(4)]
+    weights = {i.nodeid: (3.0 if i.nodeid.startswith("d.py") else 1.0) for i in items}
+    parts = shard(items, 2, weights)
+    assert len(parts) == 2 and sorted(i.nodeid for p in parts for i in p) == \
+        sorted(i.nodeid for i in items)
+    for group in ("a", "b"):
+        assert sum(any(i.group == group for i in p) for p in parts) == 1, group
+    loads = [sum(weights[i.nodeid] for i in p) for p in parts]
+    assert max(loads) - min(loads) <= 3.0, loads       # 21 units as 12 + 9 at worst
+    order = [i.nodeid for i in items]
+    for p in parts:
+        assert [i.nodeid for i in p] == sorted((i.nodeid for i in p), key=order.index)
+    assert shard(items[:2], 4, weights) == [items[:2]]  # one group: one guest, not four
+
+
+def test_merge_junit_keeps_every_guests_cases_and_removes_the_parts(tmp_path: Path) -> None:
+    from linklab.pytest.vm import merge_junit, read_junit
+
+    for n in range(2):
+        (tmp_path / f"vm-shard-k-{n}.xml").write_text(
+            f'<testsuites><testsuite name="pytest" tests="1"><testcase classname="t" '
+            f'name="c{n}" time="1.5"/></testsuite></testsuites>')
+    into = tmp_path / "junit-vm-k.xml"
+    merge_junit([tmp_path / "vm-shard-k-0.xml", tmp_path / "vm-shard-k-1.xml"], into)
+    assert sorted(read_junit(into)) == ["t.c0", "t.c1"]
+    assert [p.name for p in tmp_path.iterdir()] == [into.name]
+
+
+def test_prefixed_output_keeps_lines_whole_per_guest() -> None:
+    import io
+    import threading
+
+    from linklab.pytest.vm import _Prefixed
+
+    sink, lock = io.BytesIO(), threading.Lock()
+    a, b = _Prefixed(sink, b"[g0] ", lock), _Prefixed(sink, b"[g1] ", lock)
+    a.write(b"tests/x.py ..")
+    b.write(b"collected 3\n")
+    a.write(b". [100%]\npartial")
+    a.close()
+    assert sink.getvalue().splitlines() == [b"[g1] collected 3", b"[g0] tests/x.py ... [100%]",
+                                            b"[g0] partial"]

@@ -78,18 +78,42 @@ def wrap(argv: Sequence[str], ns: NamespaceLike | str | None = None) -> list[str
     return ["nsenter", f"--net={path}", "--", *[str(a) for a in argv]]
 
 
+@contextmanager
+def spawning_in(ns: NamespaceLike | str | None, full: Sequence[str]) -> Iterator[None]:
+    """Processes started in the body start inside ``ns``: this thread enters it around the
+    spawn (a child is born in its parent thread's namespace), which saves the exec of
+    ``nsenter`` that ``full`` (the :func:`wrap` form, shown in errors and records) names."""
+    path = ns_path(ns)
+    if path is None:
+        yield
+        return
+    from linklab.netns import entered
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CmdError(full, None, "", "", why=f"cannot enter {path}: {exc.strerror}") from None
+    try:
+        with entered(fd):
+            yield
+    finally:
+        os.close(fd)
+
+
 def cmd(argv: Sequence[str], ns: NamespaceLike | str | None = None, *, timeout: float = 60,
         check: bool = True, input: str | None = None, env: dict[str, str] | None = None) -> Result:
     """Run argv (inside ``ns``), wait at most ``timeout`` s; raise CmdError on failure."""
     full = wrap(argv, ns)
     try:
-        proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
-                              input=input, env=env, stdin=None if input else subprocess.DEVNULL)
+        with spawning_in(ns, full):
+            proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
+                                  timeout=timeout, input=input, env=env,
+                                  stdin=None if input else subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         raise CmdError(full, None, _text(exc.stdout), _text(exc.stderr),
                        why=f"timed out after {timeout:g}s") from None
     except FileNotFoundError:
-        raise MissingTool(f"{full[0]} is not installed") from None
+        raise MissingTool(f"{argv[0]} is not installed") from None
     if check and proc.returncode != 0:
         raise CmdError(full, proc.returncode, proc.stdout, proc.stderr)
     return Result(full, proc.returncode, proc.stdout, proc.stderr)
@@ -175,10 +199,12 @@ def bkg(argv: Sequence[str], ns: NamespaceLike | str | None = None, *, owner: ob
     """
     full = wrap(argv, ns)
     try:
-        proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                env=env, text=True, start_new_session=True)
+        with spawning_in(ns, full):
+            proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL,
+                                    stdout=stdout, stderr=stderr, env=env, text=True,
+                                    start_new_session=True)
     except FileNotFoundError:
-        raise MissingTool(f"{full[0]} is not installed") from None
+        raise MissingTool(f"{argv[0]} is not installed") from None
     start = proc_starttime(proc.pid)
     if owner is not None:
         owner.own_pid(proc.pid, start, full)  # type: ignore[attr-defined]

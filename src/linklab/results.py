@@ -77,7 +77,8 @@ def new_run_id(marker: str) -> str:
 
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write ``path`` so that readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # the host name too: two VM guests share this directory and may run the same PID
+    tmp = path.with_name(f".{path.name}.{os.uname().nodename}.{os.getpid()}.tmp")
     mode = "wb" if isinstance(data, bytes) else "w"
     with open(tmp, mode) as fh:
         fh.write(data)

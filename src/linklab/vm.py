@@ -23,6 +23,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -61,7 +62,9 @@ BLACKLIST = (
     "pcspkr,button,powernow_k8,qemu_fw_cfg,aesni_intel,ghash_clmulni_intel,"
     "crct10dif_pclmul,crc32_pclmul,crc32c_intel,sha1_ssse3,sha256_ssse3,sha512_ssse3"
 )
-DEFAULT_CPUS = min(2, os.cpu_count() or 1)  # guest vCPUs: one QEMU thread per host core
+DEFAULT_CPUS = min(2, os.cpu_count() or 1)  # `linklab vm` guest vCPUs
+# `pytest --vm` guests side by side: single-threaded TCG uses one host core per guest
+DEFAULT_GUESTS = min(2, os.cpu_count() or 1)
 TAIL_LINES = 25  # console lines shown when the guest fails
 PANIC = re.compile(r"Kernel panic - not syncing|sysrq: Trigger a crash")
 
@@ -193,7 +196,8 @@ class Outcome:
     virt: str
     boot_s: float | None
     total_s: float
-    failure: str | None = None  # None (the command ran), "panic", "timeout", "qemu"
+    failure: str | None = None  # None (the command ran), "panic", "timeout", "qemu",
+    #                             "interrupted" (cancelled)
     console_tail: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -297,11 +301,13 @@ def _run_once(argv: Sequence[str], *, kernel: Kernel, cpus: int = DEFAULT_CPUS,
               memory: str = "2G", timeout: float = 1800, boot_timeout: float = 180,
               rwdirs: Iterable[Path] = (), env: dict[str, str] | None = None,
               owner: object = None, kvm: bool | None = None, name: str | None = None,
-              out: BinaryIO | None = None, err: BinaryIO | None = None) -> Outcome:
+              out: BinaryIO | None = None, err: BinaryIO | None = None,
+              cancel: threading.Event | None = None) -> Outcome:
     """One boot of :func:`run`.
 
     ``owner`` (a :class:`linklab.ownership.Run`) records vng's and QEMU's PIDs and the
-    script's directory so ``linklab clean`` can remove them if this process dies.
+    script's directory so ``linklab clean`` can remove them if this process dies. ``cancel``
+    set (by another thread: a Ctrl-C while several guests run) stops QEMU within ~0.5 s.
     """
     out = out or sys.stdout.buffer
     err = err or sys.stderr.buffer
@@ -364,6 +370,10 @@ def _run_once(argv: Sequence[str], *, kernel: Kernel, cpus: int = DEFAULT_CPUS,
                 for p in _descendants(proc.pid):
                     if _comm(p).startswith("qemu"):
                         record(p)
+            if cancel is not None and cancel.is_set():
+                failure = "interrupted"
+                tail.append("linklab vm: interrupted; stopping QEMU")
+                break
             elapsed = time.monotonic() - started
             if elapsed > timeout or (boot_s is None and elapsed > boot_timeout):
                 failure = "timeout"
@@ -418,7 +428,9 @@ def _run_once(argv: Sequence[str], *, kernel: Kernel, cpus: int = DEFAULT_CPUS,
         failure = "qemu"
         tail.append(f"linklab vm: QEMU exited (vng status {proc.returncode}) before the guest "
                     "command finished")
-    if failure == "panic":
+    if failure == "interrupted":
+        code = 130
+    elif failure == "panic":
         code = EXIT_GUEST
     elif failure == "timeout":
         code = EXIT_TIMEOUT

@@ -150,9 +150,11 @@ def run_dir(config: pytest.Config) -> store.RunDir:
 
 
 def results_part(config: pytest.Config) -> str:
-    """The jsonl part this process writes: one per kernel, virtualisation and xdist worker."""
-    return f"{store.kernel_release()}-{store.virtualisation()}-" + \
-        (config.workerinput["workerid"] if _is_worker(config) else "main")  # type: ignore[attr-defined]
+    """The jsonl part this process writes: one per kernel, virtualisation, VM guest (when
+    ``pytest --vm`` runs several) and xdist worker."""
+    guest = os.environ.get("LINKLAB_VM_GUEST", "")
+    return f"{store.kernel_release()}-{store.virtualisation()}-" + (f"{guest}-" if guest else "") \
+        + (config.workerinput["workerid"] if _is_worker(config) else "main")  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

@@ -24,9 +24,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from _pytest.junitxml import mangle_test_address
@@ -45,9 +47,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="kernel image or release (prefix such as 6.1) for --vm; implies --vm")
     group.addoption("--vm-timeout", type=float, default=1800, metavar="S",
                     help="stop the guest after S seconds, boot included (default: 1800)")
-    group.addoption("--vm-cpus", type=int, default=vm.DEFAULT_CPUS, metavar="N",
-                    help="guest vCPUs (one QEMU thread each); N > 1 also runs the selection "
-                         "on N pytest-xdist workers in the guest (default: %(default)s)")
+    group.addoption("--vm-guests", type=int, default=vm.DEFAULT_GUESTS, metavar="N",
+                    help="split the selection across N guests booted side by side, a "
+                         "scenario's cells kept together (default: %(default)s, one per host "
+                         "core)")
+    group.addoption("--vm-cpus", type=int, default=1, metavar="N",
+                    help="vCPUs per guest; N > 1 also runs its share on N pytest-xdist "
+                         "workers in that guest (default: %(default)s)")
 
 
 def vm_requested(config: pytest.Config) -> bool:
@@ -65,8 +71,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if getattr(config.option, "numprocesses", None):
         raise pytest.UsageError("--vm runs the selection in one guest: drop -n/--numprocesses "
                                 "(--vm-cpus N runs N workers in the guest)")
-    if config.getoption("vm_cpus") < 1:
-        raise pytest.UsageError(f"--vm-cpus {config.getoption('vm_cpus')}: must be at least 1")
+    for opt in ("vm_cpus", "vm_guests"):
+        if config.getoption(opt) < 1:
+            raise pytest.UsageError(f"--{opt.replace('_', '-')} {config.getoption(opt)}: "
+                                    "must be at least 1")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -118,51 +126,271 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     phases = rundir / f"vm-leg-{kernel.release}.json"
     phases.unlink(missing_ok=True)
     cpus = config.getoption("vm_cpus")
-    workers = min(cpus, len(items))
-    # verbose - 1: the replay here already lists each test id
-    argv = guest_argv([item.nodeid for item in items], junit, results_args, workers,
-                      verbose=config.option.verbose - 1, exitfirst=config.option.maxfail == 1)
+    weights = item_weights(items, previous_durations(results_root, kernel.release, rundir))
+    shards = shard(items, config.getoption("vm_guests"), weights)
+    guests = [Guest(i, len(shards), part, rundir, kernel.release, cpus) for i, part in
+              enumerate(shards)]
+    verbose, exitfirst = config.option.verbose - 1, config.option.maxfail == 1
     capman = config.pluginmanager.getplugin("capturemanager")
     reporter = config.pluginmanager.getplugin("terminalreporter")
     if reporter is not None:
+        split = " + ".join(str(len(g.items)) for g in guests)
         reporter.write_sep("=", f"linklab vm leg: {len(items)} test(s) on {kernel.release}, "
-                                f"{cpus} vCPU(s), {workers} worker(s)")
+                                f"{len(guests)} guest(s) ({split}), {cpus} vCPU(s) and "
+                                f"{guests[0].workers} worker(s) each")
     from linklab.ownership import Run
 
     host_s = process_age_s()
     load_start = os.getloadavg()[0]
+    warm_bytecode([item.nodeid for item in items], results_args)
     owner = Run()
     try:
         with capman.global_and_fixture_disabled():
-            outcome = vm.run(argv, kernel=kernel, cpus=cpus,
-                             timeout=config.getoption("vm_timeout"), rwdirs=[results_root],
-                             owner=owner, env={PHASES_ENV: str(phases)})
+            run_guests(guests, kernel, owner, results_root, results_args, verbose, exitfirst,
+                       config.getoption("vm_timeout"))
     finally:
         owner.close()
+        for g in guests:
+            g.phases.unlink(missing_ok=True)
     replay_started = time.monotonic()
-    labels = [("kernel", outcome.kernel), ("virt", outcome.virt)]
-    cases = read_junit(junit) if junit.exists() else {}
-    problem = ""
-    if outcome.failure:
-        problem = (f"VM leg {outcome.failure} on {outcome.kernel} ({outcome.virt}); last "
-                   "console lines:\n" + "\n".join(outcome.console_tail[-vm.TAIL_LINES:]))
-    elif not cases:
-        problem = f"the guest pytest exited {outcome.returncode} and wrote no {junit}"
+    cases: dict[str, ET.Element] = {}
+    problems = {}
+    for g in guests:
+        found = read_junit(g.junit) if g.junit.exists() else {}
+        cases |= found
+        outcome = g.outcome
+        assert outcome is not None
+        if outcome.failure:
+            problems[g.index] = (f"VM leg {g.label}{outcome.failure} on {outcome.kernel} "
+                                 f"({outcome.virt}); last console lines:\n"
+                                 + "\n".join(outcome.console_tail[-vm.TAIL_LINES:]))
+        elif not found:
+            problems[g.index] = (f"the guest pytest {g.label}exited {outcome.returncode} and "
+                                 f"wrote no {g.junit}")
+    merge_junit([g.junit for g in guests], junit)
+    outcomes = [g.outcome for g in guests if g.outcome is not None]
+    labels = [("kernel", outcomes[0].kernel), ("virt", outcomes[0].virt)]
+    where = {item.nodeid: g for g in guests for item in g.items}
     for item in items:
-        replay(item, cases.get(junit_key(item.nodeid)), labels, problem)
+        replay(item, cases.get(junit_key(item.nodeid)), labels,
+               problems.get(where[item.nodeid].index, ""))
         if session.shouldfail or session.shouldstop:
             break
-    leg = leg_phases(outcome, read_guest_phases(phases), host_s,
-                     time.monotonic() - replay_started)
-    leg |= {"cells": len(items), "cpus": cpus, "workers": workers,
-            "load_1min_start": load_start, "load_1min_end": os.getloadavg()[0]}
+    replay_s = time.monotonic() - replay_started
+    legs = [leg_phases(g.outcome, g.guest_phases, host_s, replay_s) | {"cells": len(g.items)}
+            for g in guests if g.outcome is not None]
+    leg = max(legs, key=lambda one: one["total_s"]) | {  # the critical path: the last guest
+        "cells": len(items), "cpus": cpus, "guests": len(guests),
+        "workers": guests[0].workers, "per_guest": legs,
+        "failure": next((one["failure"] for one in legs if one["failure"]), None),
+        "load_1min_start": load_start, "load_1min_end": os.getloadavg()[0]}
     from linklab.results import atomic_write
 
     atomic_write(phases, json.dumps(leg, indent=2))
     if reporter is not None:
-        reporter.write_sep("=", f"{phase_summary(leg)} (kernel {outcome.kernel}, "
-                                f"{outcome.virt}); guest junit {junit}")
+        for one in legs if len(legs) > 1 else ():
+            reporter.write_line(f"  guest {legs.index(one)}: {one['cells']} test(s), "
+                                f"{phase_summary(one)}")
+        reporter.write_sep("=", f"{phase_summary(leg)} (kernel {outcomes[0].kernel}, "
+                                f"{outcomes[0].virt}); guest junit {junit}")
     return True
+
+
+# ---- bytecode for the guests ----------------------------------------------------------------
+
+class _ImportAll:
+    """In the warm-up session: import every linklab module under pytest's assertion rewriting
+    (the plugin's distribution is rewritten), so each gets its rewritten ``.pyc``."""
+
+    @staticmethod
+    def pytest_collection_finish(session: pytest.Session) -> None:
+        import importlib
+        import pkgutil
+
+        import linklab
+
+        for mod in pkgutil.walk_packages(linklab.__path__, "linklab.", onerror=lambda _n: None):
+            if mod.name.endswith(".__main__"):
+                continue  # running it is what importing it does
+            try:
+                importlib.import_module(mod.name)
+            except Exception:  # noqa: BLE001 - a module that cannot load here is compiled in the guest
+                pass
+
+
+def warm_bytecode(nodeids: list[str], extra: list[str]) -> None:
+    """Write the ``.pyc`` files the guests would otherwise compile under TCG (~10 s per guest):
+    collect the selection once here with bytecode writing on (``PYTHONDONTWRITEBYTECODE``
+    set, as in many CI images, would leave every guest compiling every module). The guests
+    share the host's files read-only, so a ``.pyc`` they compile is never kept. Best effort:
+    a failure here only costs the guests time."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    code = ("import sys, pytest; from linklab.pytest.vm import _ImportAll; "
+            "sys.exit(pytest.main(sys.argv[1:], plugins=[_ImportAll()]))")
+    subprocess.run([sys.executable, "-c", code, "--collect-only", "-q", "-p",
+                    "no:cacheprovider", *extra, *nodeids], env=env, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+
+
+# ---- several guests: the selection split, run side by side, merged ------------------------
+
+class Guest:
+    """One guest of the leg: its share of the items, its files in the run directory, its
+    outcome. Shard files are named ``vm-shard-*`` so nothing reads them as results."""
+
+    def __init__(self, index: int, count: int, items: list[pytest.Item], rundir: Path,
+                 release: str, cpus: int) -> None:
+        self.index, self.items = index, items
+        self.label = f"[guest {index}] " if count > 1 else ""
+        self.prefix = f"[g{index}] ".encode() if count > 1 else b""
+        self.junit = rundir / (f"vm-shard-{release}-{index}.xml" if count > 1
+                               else f"junit-vm-{release}.xml")
+        self.phases = rundir / f"vm-shard-{release}-{index}.json"
+        self.workers = min(cpus, len(items))
+        self.outcome: vm.Outcome | None = None
+        self.guest_phases: dict[str, float] = {}
+
+
+def group_key(item: pytest.Item) -> str:
+    """Items that must share a guest: a scenario's cells (its ``xdist_group``, one topology
+    per module-scoped fixture); any other test stands alone."""
+    mark = item.get_closest_marker("xdist_group")
+    if mark is not None:
+        return f"{item.nodeid.split('::')[0]}@{mark.args[0] if mark.args else mark.kwargs}"
+    return item.nodeid
+
+
+def previous_durations(results_root: Path, release: str, skip: Path) -> dict[str, float]:
+    """Each test's seconds in the newest earlier VM leg on ``release`` under ``results_root``
+    (setup, call and teardown), or {} when there is none."""
+    runs = sorted((p for p in results_root.glob(f"*/junit-vm-{release}.xml")
+                   if p.parent != skip), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in runs:
+        try:
+            return {key: float(case.get("time", 0)) for key, case in read_junit(path).items()}
+        except (ET.ParseError, OSError, ValueError):
+            continue
+    return {}
+
+
+# Guest seconds per test under TCG when no earlier leg says better (make test's 6.12 leg, one
+# vCPU): a DHCP cell starts a server and clients of its own; a matrix cell shares its
+# scenario's topology and batch.
+DEFAULT_WEIGHTS = (("test_dhcp.py::", 6.0), ("test_anatomy.py::", 3.0), ("", 0.6))
+
+
+def item_weights(items: list[pytest.Item], durations: dict[str, float]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        known = durations.get(junit_key(item.nodeid))
+        out[item.nodeid] = known if known is not None else next(
+            w for prefix, w in DEFAULT_WEIGHTS if prefix in item.nodeid)
+    return out
+
+
+def shard(items: list[pytest.Item], n: int, weights: dict[str, float]) -> list[list[pytest.Item]]:
+    """``items`` in at most ``n`` parts of about equal weight (heaviest group first onto the
+    lightest part); a group stays whole and every part keeps the collection order."""
+    groups: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        groups.setdefault(group_key(item), []).append(item)
+    parts: list[list[pytest.Item]] = [[] for _ in range(max(1, min(n, len(groups))))]
+    loads = [0.0] * len(parts)
+    for members in sorted(groups.values(), key=lambda g: -sum(weights[i.nodeid] for i in g)):
+        lightest = loads.index(min(loads))
+        parts[lightest].extend(members)
+        loads[lightest] += sum(weights[i.nodeid] for i in members)
+    order = {item.nodeid: n for n, item in enumerate(items)}
+    return [sorted(part, key=lambda i: order[i.nodeid]) for part in parts if part]
+
+
+class _Prefixed:
+    """A binary stream that prefixes every line it passes on (one guest's output among
+    several); partial lines wait for their newline, a shared lock keeps lines whole."""
+
+    def __init__(self, stream: BinaryIO, prefix: bytes, lock: threading.Lock) -> None:
+        self.stream, self.prefix, self.lock, self.pending = stream, prefix, lock, b""
+
+    def write(self, data: bytes) -> int:
+        if not self.prefix:
+            with self.lock:
+                return self.stream.write(data)
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        if lines:
+            with self.lock:
+                self.stream.write(b"".join(self.prefix + line + b"\n" for line in lines))
+        return len(data)
+
+    def flush(self) -> None:
+        with self.lock:
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.pending:
+            with self.lock:
+                self.stream.write(self.prefix + self.pending + b"\n")
+                self.stream.flush()
+            self.pending = b""
+
+
+def run_guests(guests: list[Guest], kernel: vm.Kernel, owner: object, results_root: Path,
+               results_args: list[str], verbose: int, exitfirst: bool, timeout: float) -> None:
+    """Boot every guest at once (one thread each), wait for all; a Ctrl-C stops them all."""
+    lock, cancel = threading.Lock(), threading.Event()
+
+    def one(g: Guest) -> None:
+        out = _Prefixed(sys.stdout.buffer, g.prefix, lock)
+        err = _Prefixed(sys.stderr.buffer, g.prefix, lock)
+        argv = guest_argv([item.nodeid for item in g.items], g.junit, results_args, g.workers,
+                          verbose=verbose, exitfirst=exitfirst)
+        name = f"linklab-{owner.marker}-g{g.index}"  # type: ignore[attr-defined]
+        try:
+            g.outcome = vm.run(argv, kernel=kernel, cpus=g.workers, timeout=timeout,
+                               rwdirs=[results_root], owner=owner, name=name,
+                               env={PHASES_ENV: str(g.phases),
+                                    "LINKLAB_VM_GUEST": f"g{g.index}" if len(guests) > 1 else ""},
+                               out=out, err=err,
+                               cancel=cancel)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            g.outcome = vm.Outcome(vm.EXIT_SETUP, kernel.release, "n/a", None, 0.0, "setup",
+                                   [f"{type(exc).__name__}: {exc}"])
+        finally:
+            out.close()
+            err.close()
+        g.guest_phases = read_guest_phases(g.phases)
+
+    threads = [threading.Thread(target=one, args=(g,), name=f"linklab-vm-g{g.index}")
+               for g in guests]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    except KeyboardInterrupt:
+        cancel.set()
+        for t in threads:
+            t.join()
+        raise
+
+
+def merge_junit(parts: list[Path], into: Path) -> None:
+    """One JUnit file from the guests' (a ``testsuites`` of their suites); the parts go."""
+    if len(parts) == 1 and parts[0] == into:
+        return
+    root = ET.Element("testsuites")
+    for part in parts:
+        try:
+            tree = ET.parse(part).getroot()
+        except (OSError, ET.ParseError):
+            continue
+        root.extend(tree.iter("testsuite") if tree.tag == "testsuites" else [tree])
+    if len(root):
+        ET.ElementTree(root).write(into, encoding="utf-8", xml_declaration=True)
+    for part in parts:
+        part.unlink(missing_ok=True)
 
 
 # ---- the leg's phases ----------------------------------------------------------------------
