@@ -8,6 +8,9 @@ kernel with ipvlan (the VM leg); the host runs the macvlan and ``emulated`` shar
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from functools import partial
+
 import pytest
 
 from linklab import cni as cni_mod
@@ -15,6 +18,7 @@ from linklab import results as store
 from linklab.build import build
 from linklab.capabilities import missing_link, missing_tool
 from linklab.dhcp.cell import SCALE, TIMEOUT_ATTEMPTS, run_cell
+from linklab.dhcp.cell import Observation as DhcpObservation
 from linklab.dhcp.cni import (
     CNI_MATRIX_FILE,
     DISCOVER,
@@ -25,6 +29,8 @@ from linklab.dhcp.cni import (
 )
 from linklab.dhcp.matrix import DhcpCell, load_matrix
 from linklab.model import ScenarioError
+from linklab.ownership import Run
+from linklab.pytest.ahead import Ahead, cells_ahead
 from linklab.pytest.plugin import dhcp_matrix_files, matrix_scenarios, results_part
 
 SERVER_TOOL = {"kea": "kea-dhcp4", "dnsmasq": "dnsmasq"}
@@ -92,17 +98,43 @@ def _cni_cells(config: pytest.Config) -> list[CniDhcpCell]:
         raise pytest.UsageError(f"CNI DHCP matrix: {exc}") from None
 
 
-def test_dhcp(dhcp_cell: DhcpCell, run, results, request) -> None:
+def _dhcp_missing(cell: DhcpCell) -> str | None:
+    sc = cell.scenario
+    return (missing_tool(SERVER_TOOL[cell.server.split("-", 1)[0]])
+            or missing_tool(CLIENT_TOOL[cell.client]) or missing_link(sc.kind, sc.mode, sc.flag))
+
+
+def _observe_alone(cell: DhcpCell) -> DhcpObservation:
+    """One cell with an ownership record (and so namespace names) of its own, for a thread."""
+    own = Run()
+    try:
+        with build(cell.scenario, own) as topo:
+            return run_cell(cell, topo, own)
+    finally:
+        own.close()
+
+
+@pytest.fixture(scope="session")
+def dhcp_ahead(request: pytest.FixtureRequest, run) -> Iterator[Ahead]:
+    """With ``--cells-ahead N``: every selected DHCP cell that will run is started here, N at
+    a time, in the session's order."""
+    ahead = Ahead(cells_ahead(request.config))
+    for item in request.session.items:
+        cell = getattr(item, "callspec", None) and item.callspec.params.get("dhcp_cell")
+        if isinstance(cell, DhcpCell) and not _dhcp_missing(cell):
+            ahead.submit(cell.id, partial(_observe_alone, cell))
+    yield ahead
+    ahead.close()
+
+
+def test_dhcp(dhcp_cell: DhcpCell, run, results, request, dhcp_ahead: Ahead) -> None:
     cell = dhcp_cell
     part = results_part(request.config)
-    sc = cell.scenario
-    why = (missing_tool(SERVER_TOOL[cell.server.split("-", 1)[0]])
-           or missing_tool(CLIENT_TOOL[cell.client]) or missing_link(sc.kind, sc.mode, sc.flag))
+    why = _dhcp_missing(cell)
     if why:
         results.append("dhcp", _row(cell, "skipped", detail=why), part=part)
         pytest.skip(why)
-    with build(sc, run) as topo:
-        seen = run_cell(cell, topo, run)
+    seen = dhcp_ahead.result(cell.id, partial(_observe_alone, cell))
     observed = f"{seen.lease} [{' '.join(seen.stored)}]"
     leases = "; ".join(f"{le.address} {le.hwaddr} {le.client_id or '-'}" for le in seen.leases)
     ok = (seen.lease, seen.stored, seen.configured) == \

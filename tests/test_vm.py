@@ -393,3 +393,42 @@ def test_prefixed_output_keeps_lines_whole_per_guest() -> None:
     a.close()
     assert sink.getvalue().splitlines() == [b"[g1] collected 3", b"[g0] tests/x.py ... [100%]",
                                             b"[g0] partial"]
+
+
+def test_cells_ahead_run_at_most_n_at_once_in_order_and_hand_back_errors() -> None:
+    """``--cells-ahead``: submitted cells run N at a time, in order; a test gets its own
+    cell's result or exception; close cancels what has not started."""
+    import threading
+
+    from linklab.pytest.ahead import Ahead
+
+    lock, running, peak, started = threading.Lock(), [0], [0], []
+    gate = threading.Event()
+
+    def cell(n: int):
+        def fn():
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+                started.append(n)
+            gate.wait(5)
+            with lock:
+                running[0] -= 1
+            if n == 2:
+                raise ValueError("cell 2 broke")
+            return n * 10
+        return fn
+
+    ahead = Ahead(2)
+    for n in range(6):
+        ahead.submit(f"c{n}", cell(n))
+    time.sleep(0.2)
+    assert sorted(started) == [0, 1] and peak[0] == 2       # two in flight, the first two
+    gate.set()
+    assert ahead.result("c0", cell(0)) == 0 and ahead.result("c1", cell(1)) == 10
+    with pytest.raises(ValueError, match="cell 2 broke"):
+        ahead.result("c2", cell(2))
+    assert ahead.result("never-submitted", lambda: "ran now") == "ran now"
+    ahead.close()
+    assert peak[0] == 2 and ahead.futures == {}
+    assert Ahead(1).pool is None                         # 1: nothing runs ahead

@@ -71,6 +71,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "scenarios shipped with linklab)")
     group.addoption("--dhcp-matrix", default=None, metavar="FILE",
                     help="the DHCP matrix file (default: dhcp/matrix.toml beside the scenarios)")
+    group.addoption("--cells-ahead", type=int, default=None, metavar="N",
+                    help="run up to N DHCP cells at once ahead of their tests, in threads "
+                         "(not under xdist; default: 1, in the VM leg's guests 3)")
 
 
 def _is_worker(config: pytest.Config) -> bool:
