@@ -432,3 +432,41 @@ def test_cells_ahead_run_at_most_n_at_once_in_order_and_hand_back_errors() -> No
     ahead.close()
     assert peak[0] == 2 and ahead.futures == {}
     assert Ahead(1).pool is None                         # 1: nothing runs ahead
+
+
+@needs_vm
+def test_ctrl_c_of_pytest_vm_stops_every_guest(tmp_path: Path) -> None:
+    """A Ctrl-C while two guests run: pytest reports the interruption and no vng or QEMU of
+    either guest is left (both share the results directory ``tmp_path`` in their argv)."""
+    def guests() -> list[int]:
+        out = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(tmp_path).encode() in argv and int(pid) != os.getpid():
+                out.append(int(pid))
+        return out
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--vm", "--vm-guests=2", "-q", "-p", "no:cacheprovider",
+         f"--results-dir={tmp_path}", "--run-id=ctrlc",
+         "tests/test_vm.py::test_ipvlan_modes_in_guest",
+         "tests/test_vm.py::test_covering_drops_nested_paths"],
+        cwd=vm.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if k != "LINKLAB_RUN_ID"})
+    try:
+        deadline = time.monotonic() + 120
+        while len([p for p in guests() if p != proc.pid]) < 4:   # two vng + two QEMU
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, out[-2000:] + err[-2000:]   # pytest: interrupted
+    assert "KeyboardInterrupt" in out + err
+    assert guests() == []
