@@ -42,6 +42,8 @@ def main() -> int:
                         help="guests side by side (default: %(default)s)")
     parser.add_argument("--cpus", type=int, default=1,
                         help="vCPUs and xdist workers per guest (default: %(default)s)")
+    parser.add_argument("--cells-ahead", type=int, default=None,
+                        help="DHCP cells in flight per guest (default: the leg's, 3)")
     parser.add_argument("-k", dest="select", default="ipvlan and not cni",
                         help="-k selection (default: %(default)s, the 303 cells of issue #12)")
     parser.add_argument("-m", dest="markers", default="connectivity", help="-m (connectivity)")
@@ -52,7 +54,8 @@ def main() -> int:
     argv = [sys.executable, "-m", "pytest", "-q", "-rfEs", "--vm", "--vm-kernel",
             kernel.release, f"--vm-guests={args.guests}",
             f"--vm-cpus={args.cpus}", "-m", args.markers, "-k", args.select,
-            f"--results-dir={scratch}", f"--run-id={run_id}"]
+            f"--results-dir={scratch}", f"--run-id={run_id}",
+            *([f"--cells-ahead={args.cells_ahead}"] if args.cells_ahead else [])]
     env = {k: v for k, v in os.environ.items() if k != "LINKLAB_RUN_ID"}
     load_before = os.getloadavg()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
