@@ -6,6 +6,7 @@ import argparse
 import json
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--make-test", action="store_true",
                     help="also run `make test` inside the host diff and the uplink capture")
     args = ap.parse_args(argv)
+    # started as a background job (`make drill &`, some CI runners) the drill inherits SIGINT
+    # ignored, and so would every session it starts: its Ctrl-C points would then see a run
+    # finish (rc 0 after 50 s) instead of an interrupted one. A handler here is SIG_DFL in them.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
     only = set(filter(None, args.only.split(",")))
     t_start = time.monotonic()
@@ -171,11 +176,13 @@ def print_summary(s: dict) -> bool:
              all(r["dhcp_outside"] == 0 and r["host_ss_dhcp"] == 0 for r in dh)
              and sum(r["dhcp_servers"] for r in dh) > 0)
     if "sigint" in s:
-        line("Ctrl-C points: exited / left behind",
-             f"{sum(not r['hung'] for r in ints)}/{len(s['sigint'])} exited (max "
-             f"{max([r['exit_s'] for r in ints] or [0])} s) / "
+        # pytest exits 2 when interrupted: a 0 means the run never saw the Ctrl-C
+        line("Ctrl-C points: interrupted / left behind",
+             f"{sum(not r['hung'] and r['rc'] == 2 for r in ints)}/{len(s['sigint'])} "
+             f"interrupted (max {max([r['exit_s'] for r in ints] or [0])} s) / "
              f"{sum(r['remaining'] + r['records_left'] for r in ints)}",
              len(ints) == len(s["sigint"]) and not any(r["hung"] for r in ints)
+             and all(r["rc"] == 2 for r in ints)
              and all(r["remaining"] == 0 and r["records_left"] == 0 for r in ints))
     for f in faults:
         line(f"fault: {f['fault']}"[:44], f"{'reported' if f['reported'] else 'NOT reported'}"
