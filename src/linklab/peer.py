@@ -46,7 +46,12 @@ READY_TIMEOUT_S = 120.0       # the agent's start and build (a TCG guest imports
 
 
 class PeerError(RuntimeError):
-    """The peer agent failed or went away; names the peer and carries its stderr tail."""
+    """The peer agent failed or went away; names the peer and carries its stderr tail
+    (``marker``: the agent's ownership record on the peer, when it had one)."""
+
+    def __init__(self, message: str, marker: str | None = None) -> None:
+        super().__init__(message)
+        self.marker = marker
 
 
 def digest(path: Path) -> str:
@@ -108,7 +113,7 @@ class PeerClient:
         if cfg.peer_uplink_netns:
             argv += ["--uplink-netns", cfg.peer_uplink_netns]
         self.argv = agent_argv(cfg.remote, argv)
-        self.err = tempfile.TemporaryFile(mode="w+")
+        self.err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the agent
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.err, text=True, bufsize=1)
         self.run = run
@@ -116,12 +121,14 @@ class PeerClient:
         self._heard: set[str] = set()
         try:
             hello = self._read(READY_TIMEOUT_S * _scale())
+            self.marker: str | None = hello.get("marker")
             if "error" in hello:
-                raise PeerError(f"{self.where}: {hello['error']}")
+                raise PeerError(f"{self.where}: {hello['error']}", self.marker)
             self.kernel: str = hello["kernel"]
             self.facts: dict[str, dict[str, str]] = hello["facts"]
+            self.namespaces: list[str] = hello["namespaces"]
         except BaseException:
-            self.close()
+            self.close(quiet=True)
             raise
 
     def _read(self, timeout: float) -> dict:
@@ -175,9 +182,9 @@ class PeerClient:
                            res.stderr, why=f"exited {res.returncode} on {self.where}")
         return res
 
-    def close(self) -> None:
+    def close(self, quiet: bool = False) -> None:
         """Close the agent's stdin (it tears its half down) and wait for it; a hung one is
-        killed by PID."""
+        killed by PID. A failed exit raises PeerError unless ``quiet`` (already failing)."""
         if self.proc.stdin and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()
@@ -192,7 +199,7 @@ class PeerClient:
         self.proc.stdout.close()
         tail = self._tail()
         self.err.close()
-        if rc != 0:
+        if rc != 0 and not quiet:
             raise PeerError(f"{self.where}: the agent's teardown exited {rc}{tail}")
 
 
@@ -342,11 +349,12 @@ def main(argv: list[str] | None = None) -> int:
                 topo = stack.enter_context(build(sc, run, Split(placement, True, Uplink(
                     a.uplink, a.uplink_netns))))
             except BuildError as exc:
-                say({"error": f"build: {exc}"})
+                say({"error": f"build: {exc}", "marker": run.marker})
                 return 1
             agent = Agent(topo)
             stack.callback(agent.close)
             say({"kernel": os.uname().release, "facts": agent.op_facts({})["facts"],
+                 "marker": run.marker, "namespaces": [n.name for n in topo.namespaces.values()],
                  "pid": os.getpid(), "started": time.time()})
             for line in _lines(0):
                 if line.strip():

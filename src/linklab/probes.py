@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from linklab.build import Topology
 from linklab.checks import PATHS, UNSET, Cell, endpoints, errno_name, source
-from linklab.cmd import cmd, require
+from linklab.cmd import require
 
 SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
 RESEND = 0.1 * SCALE

@@ -76,7 +76,7 @@ def mtu_of(path: str, ifname: str) -> int | None:
         return ipr.get_links(found[0])[0].get_attr("IFLA_MTU") if found else None
 
 
-def adopt(run, uplink: Uplink, ns_name: str, new_name: str, mtu: int,  # noqa: ANN001
+def adopt(run, uplink: Uplink, ns_name: str, new_name: str, mtu: int,
           where: str) -> tuple[int, Callable[[], None]]:
     """Move the node's NIC into the namespace ``ns_name`` as ``new_name``; return its index
     there and the release (rename back, old MTU, move back). ``where`` prefixes errors."""

@@ -83,10 +83,10 @@ def _is_worker(config: pytest.Config) -> bool:
 
 MARKERS = ("connectivity: reachability, L2 semantics, MTU and DHCP checks on live datapaths",
            "bench: throughput, latency and CPU cost measurements (iperf3, sockperf)",
-           "linklab_scenario(source): the scenario the linklab_live fixture builds (a name, "
-           "path, TOML text or dict)",
-           "two_host: a cell of a scenario with two hosts (split across two nodes with "
-           "--remote-env)")
+           ("linklab_scenario(source): the scenario the linklab_live fixture builds (a name, "
+            "path, TOML text or dict)"),
+           ("two_host: a cell of a scenario with two hosts (split across two nodes with "
+            "--remote-env)"))
 
 
 def scenario_paths(config: pytest.Config) -> list[Path]:
