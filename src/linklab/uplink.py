@@ -47,9 +47,10 @@ def _ipr_in(path: str) -> IPRoute:
         os.close(fd)
 
 
-def _move(src: str, ifname: str, dst: str, new_name: str, mtu: int | None) -> int:
+def _move(src: str, ifname: str, dst: str, new_name: str, mtu: int | None,
+          up: bool = True) -> int:
     """Move ``ifname`` from namespace ``src`` to ``dst`` as ``new_name`` (down while renamed,
-    then up, at ``mtu`` if given); return its index in ``dst``."""
+    then ``up``, at ``mtu`` if given); return its index in ``dst``."""
     with _ipr_in(src) as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:
@@ -66,14 +67,19 @@ def _move(src: str, ifname: str, dst: str, new_name: str, mtu: int | None) -> in
             ipr.link("set", index=index, ifname=new_name)
         if mtu is not None:
             ipr.link("set", index=index, mtu=mtu)
-        ipr.link("set", index=index, state="up")
+        if up:
+            ipr.link("set", index=index, state="up")
         return index
 
 
-def mtu_of(path: str, ifname: str) -> int | None:
+def state_of(path: str, ifname: str) -> tuple[int, bool] | None:
+    """(MTU, administratively up) of ``ifname`` in the namespace ``path``; None if absent."""
     with _ipr_in(path) as ipr:
         found = ipr.link_lookup(ifname=ifname)
-        return ipr.get_links(found[0])[0].get_attr("IFLA_MTU") if found else None
+        if not found:
+            return None
+        link = ipr.get_links(found[0])[0]
+        return link.get_attr("IFLA_MTU"), bool(link["flags"] & 1)   # IFF_UP
 
 
 def adopt(run, uplink: Uplink, ns_name: str, new_name: str, mtu: int,
@@ -85,12 +91,12 @@ def adopt(run, uplink: Uplink, ns_name: str, new_name: str, mtu: int,
         # the record must name a home that outlives this process, for linklab clean
         raise UplinkError(f"{where}: this process is not in the initial namespace: name the "
                           f"namespace holding {uplink.ifname} (LINKLAB_PARENT_NETNS)")
-    old_mtu = mtu_of(home, uplink.ifname)
-    if old_mtu is None:
+    old = state_of(home, uplink.ifname)
+    if old is None:
         raise UplinkError(f"{where}: uplink NIC {uplink.ifname} not found in {home} (the "
                           "node's LINKLAB_PARENT_IF; check /etc/linklab/node.env)")
     data = {"ns": ns_name, "ifname": new_name, "orig": uplink.ifname, "home": home,
-            "mtu": old_mtu}
+            "mtu": old[0], "up": old[1]}
     ident = f"{home}:{uplink.ifname}"
     run.own_object(KIND, ident, **data)
     try:
@@ -132,7 +138,7 @@ def owned_remove(ident: str, data: dict) -> bool:
         return False
     try:
         _move(f"{NETNS_DIR}/{data['ns']}", data["ifname"], data["home"], data["orig"],
-              data.get("mtu"))
+              data.get("mtu"), data.get("up", True))
     except NetlinkError as exc:
         if exc.code == errno.ENODEV:   # the kernel removed it meanwhile (a veth whose peer died)
             return False
