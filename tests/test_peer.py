@@ -6,6 +6,7 @@ holding its source namespace and compared with the scenario's own [expect]."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -44,8 +45,6 @@ class Nodes:
 
     def links(self, node: str) -> dict[str, int]:
         """ifname -> MTU of the node namespace's links (lo aside)."""
-        import json
-
         out = json.loads(cmd(["ip", "-j", "link", "show"], node).stdout)
         return {link["ifname"]: link["mtu"] for link in out if link["ifname"] != "lo"}
 
@@ -195,3 +194,15 @@ def test_kill_9_of_both_nodes_processes_then_clean_leaves_nothing(nodes: Nodes) 
     assert not built & netns_names()
     # the lent NICs came back to their node namespaces, under their names and MTU
     assert nodes.links(nodes.a) == {"l2a": 1500} and nodes.links(nodes.b) == {"l2b": 1500}
+
+
+def test_a_lent_nic_goes_back_in_its_old_state(nodes: Nodes, run: Run) -> None:
+    cmd(["ip", "-n", nodes.a, "link", "set", "l2a", "down"])
+    cmd(["ip", "-n", nodes.a, "link", "set", "l2a", "mtu", "1450"])
+    sc = load_scenario(SCENARIOS / "twohost-veth.toml")
+    with split_build(sc, run, PeerConfig.from_env(nodes.env)) as topo:
+        port = topo.ns("upstream").ipr.get_links(ifname="l2a")[0]
+        assert port.get_attr("IFLA_MTU") == sc.mtu and port["flags"] & 1   # up, scenario MTU
+    link = json.loads(cmd(["ip", "-j", "link", "show", "l2a"], nodes.a).stdout)[0]
+    assert "UP" not in link["flags"] and link["mtu"] == 1450
+    cmd(["ip", "-n", nodes.a, "link", "set", "l2a", "mtu", "1500", "up"])
