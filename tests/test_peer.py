@@ -44,9 +44,10 @@ class Nodes:
     env: Path
 
     def links(self, node: str) -> dict[str, int]:
-        """ifname -> MTU of the node namespace's links (lo aside)."""
+        """ifname -> MTU of the node namespace's links (lo and its own eth0/mgmt0 aside)."""
         out = json.loads(cmd(["ip", "-j", "link", "show"], node).stdout)
-        return {link["ifname"]: link["mtu"] for link in out if link["ifname"] != "lo"}
+        return {link["ifname"]: link["mtu"] for link in out
+                if link["ifname"] not in ("lo", "eth0", "mgmt0")}
 
     def write_env(self, **extra: str) -> Path:
         lines = {"LINKLAB_REMOTE_TYPE": "netns", "LINKLAB_REMOTE_ARGS": self.b,
@@ -60,8 +61,10 @@ class Nodes:
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[Nodes]:
     """Function scope; none. Two node namespaces (owned by a record of their own) joined by
-    the veth pair l2a/l2b, the stand-in for the libvirt L2; checks on exit that both NICs are
-    back home under their names and MTU, and the default namespace is unchanged."""
+    the veth pair l2a/l2b, the stand-in for the libvirt L2, each with an eth0 of its own (as
+    a VM has: the lent NIC, named eth0 in host2's namespace, must come home beside it);
+    checks on exit that both NICs are back home under their names and MTU, and the default
+    namespace is unchanged."""
     before = host_snapshot()
     owner = Run()
     a, b = owner.ns_name("nodeA"), owner.ns_name("nodeB")
@@ -74,6 +77,9 @@ def nodes(tmp_path: Path) -> Iterator[Nodes]:
              "netns", b])
         cmd(["ip", "-n", a, "link", "set", "l2a", "up"])
         cmd(["ip", "-n", b, "link", "set", "l2b", "up"])
+        for name in (a, b):   # each node's own eth0 (a VM's management NIC): the scenarios
+            cmd(["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name",
+                 "mgmt0"])                 # name theirs eth0 (no dummy module here: a veth)
         n.write_env()
         yield n
         assert n.links(a) == {"l2a": 1500} and n.links(b) == {"l2b": 1500}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,16 +56,19 @@ def _move(src: str, ifname: str, dst: str, new_name: str, mtu: int | None,
         found = ipr.link_lookup(ifname=ifname)
         if not found:
             raise UplinkError(f"{ifname}: no such interface in {src}")
+        # a name no namespace holds for the move (eth0 coming home to a node with its own
+        # eth0 would be refused: EEXIST), the wanted one once there
+        passing = f"llup{secrets.token_hex(4)}"
+        ipr.link("set", index=found[0], state="down")
+        ipr.link("set", index=found[0], ifname=passing)
         fd = os.open(dst, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            ipr.link("set", index=found[0], state="down")
             ipr.link("set", index=found[0], net_ns_fd=fd)
         finally:
             os.close(fd)
     with _ipr_in(dst) as ipr:
-        index = ipr.link_lookup(ifname=ifname)[0]
-        if new_name != ifname:
-            ipr.link("set", index=index, ifname=new_name)
+        index = ipr.link_lookup(ifname=passing)[0]
+        ipr.link("set", index=index, ifname=new_name)
         if mtu is not None:
             ipr.link("set", index=index, mtu=mtu)
         if up:
