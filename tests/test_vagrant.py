@@ -414,6 +414,12 @@ def test_two_host_summary_counts_cells_per_scenario(tmp_path: Path) -> None:
     cases.append(case("twohost-bridge-v4-neigh", "<failure message='x'/>"))
     junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
     assert nightly.two_host_summary(night) == nightly.EXIT_FAILED
+    cases.append(case("twohost-macvlan-mtu-inherit", "<error message='teardown'/>"))
+    junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
+    assert nightly.two_host_summary(night) == nightly.EXIT_BROKEN   # the agent's teardown
+    assert json.loads((night / "two-host.json").read_text())["scenarios"]["twohost-macvlan"] \
+        == {"passed": 1, "failed": 0, "error": 1, "skipped": 0}     # one cell, one outcome
+    cases.pop()
     cases.append(case("twohost-veth-v4-neigh", "<error message='PeerError: ...'/>"))
     junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
     assert nightly.two_host_summary(night) == nightly.EXIT_BROKEN   # the executor broke
