@@ -61,7 +61,7 @@ def test_guest_files_are_what_vagrant_and_the_node_need() -> None:
     assert "NOPASSWD: ALL" in text and "Name=eth0" in text and "DHCP=ipv4" in text
     assert "systemctl mask" in text and "kea-dhcp4-server.service" in text
     for needed in ("openssh-server", "sudo", "rsync", "linux-image-amd64", "python3-venv",
-                   "iperf3", "kea-dhcp4-server"):
+                   "iperf3", "iputils-ping", "kea-dhcp4-server"):
         assert needed in box.PACKAGES
     assert 'config.ssh.private_key_path = File.join(dir, "vagrant_key")' in box.BOX_VAGRANTFILE
     assert "lv.kernel" in box.BOX_VAGRANTFILE and f"LABEL={box.ROOT_LABEL}" in box.CMDLINE

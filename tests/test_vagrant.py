@@ -392,6 +392,42 @@ def test_two_host_plan_trusts_then_drives_the_peer(tmp_path: Path) -> None:
     assert steps[auth].endswith(f"< {cfg.night / 'work' / 'node-a.pub'}")
 
 
+def test_two_host_summary_counts_cells_per_scenario(tmp_path: Path) -> None:
+    night = tmp_path / "20260105T010000Z"
+    junit = night / "node-a" / "results" / f"{night.name}-two-host" / "junit-host.xml"
+    junit.parent.mkdir(parents=True)
+    (night / "work").mkdir()
+    (night / "work" / "ping-back.json").write_text('{"peer_kernel": "6.1.0-57-amd64"}')
+
+    def case(cid: str, inner: str = "") -> str:
+        return f'<testcase classname="tests.test_connectivity" name="test_cell[{cid}]">' \
+               f'{inner}</testcase>'
+    cases = [case("twohost-macvlan-v4-child-to-child"), case("twohost-macvlan-mtu-inherit"),
+             case("twohost-ipvlan-l3-l2-multicast"), case("twohost-ipvlan-l3-v6-neigh")]
+    junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
+    assert nightly.two_host_summary(night) == nightly.EXIT_PASSED
+    out = json.loads((night / "two-host.json").read_text())
+    assert out["scenarios"] == {
+        "twohost-macvlan": {"passed": 2, "failed": 0, "error": 0, "skipped": 0},
+        "twohost-ipvlan-l3": {"passed": 2, "failed": 0, "error": 0, "skipped": 0}}
+    assert out["ping_back"]["peer_kernel"] == "6.1.0-57-amd64" and out["status"] == "passed"
+    cases.append(case("twohost-bridge-v4-neigh", "<failure message='x'/>"))
+    junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
+    assert nightly.two_host_summary(night) == nightly.EXIT_FAILED
+    cases.append(case("twohost-macvlan-mtu-inherit", "<error message='teardown'/>"))
+    junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
+    assert nightly.two_host_summary(night) == nightly.EXIT_BROKEN   # the agent's teardown
+    assert json.loads((night / "two-host.json").read_text())["scenarios"]["twohost-macvlan"] \
+        == {"passed": 1, "failed": 0, "error": 1, "skipped": 0}     # one cell, one outcome
+    cases.pop()
+    cases.append(case("twohost-veth-v4-neigh", "<error message='PeerError: ...'/>"))
+    junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
+    assert nightly.two_host_summary(night) == nightly.EXIT_BROKEN   # the executor broke
+    junit.unlink()
+    assert nightly.two_host_summary(night) == nightly.EXIT_BROKEN   # no results came back
+    assert json.loads((night / "two-host.json").read_text())["status"] == "broken"
+
+
 @pytest.mark.skipif(shutil.which("ssh-keygen") is None,
                     reason="ssh-keygen not installed (Debian package openssh-client)")
 def test_peer_ssh_key_and_authorise(tmp_path: Path) -> None:

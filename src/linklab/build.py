@@ -11,14 +11,18 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from linklab import kinds
+from linklab.cmd import Result, cmd
 from linklab.model import IPIface, Node, Scenario
 from linklab.netns import NetNS, delete_named
 from linklab.ownership import Run
+from linklab.placement import Placement
+from linklab.uplink import Uplink, UplinkError, adopt
 
 FIRST_INDEX = 10          # interface indices we choose ourselves, unique per topology
 REMOTE_PORT = "to-remote"  # upstream's end of the remote link
@@ -40,8 +44,23 @@ class BuildError(RuntimeError):
     """The kernel refused part of a topology; names the scenario, namespace and interface."""
 
 
+@dataclass(frozen=True)
+class Split:
+    """One node's half of a two-host topology: ``peer`` False builds upstream, remote and the
+    hosts kept here, with ``uplink`` as one more port of the upstream switch; True builds the
+    placed host with ``uplink`` as its parent NIC, and its containers."""
+
+    placement: Placement
+    peer: bool
+    uplink: Uplink
+
+    def here(self, name: str) -> bool:
+        return self.placement.on_peer(name) == self.peer
+
+
 class Topology:
-    """A live topology: namespaces by logical name and the interfaces created in them."""
+    """A live topology: namespaces by logical name and the interfaces created in them (on a
+    split topology, only this node's half: :meth:`here`)."""
 
     def __init__(self, scenario: Scenario, run: Run) -> None:
         self.scenario = scenario
@@ -52,6 +71,34 @@ class Topology:
         self.stack = ExitStack()      # build()'s: kinds defer their own teardown on it (LIFO)
         self.kind_state: dict[Any, Any] = {}  # per-kind data of this topology (e.g. cni dirs)
         self.programs: dict[str, list[int]] = {}   # host -> ids of its BPF programs
+        self.split: Split | None = None
+        self.peer: Any = None        # node-a of a split: the linklab.peer.PeerClient
+        self.facts: dict[str, dict[str, str]] = {}   # split: the other half's MACs by name
+        self.listening: dict[str, tuple[int, str]] = {}  # peer: node-a's listeners by cell id
+
+    def here(self, name: str) -> bool:
+        """Is the logical namespace ``name`` built on this node?"""
+        return self.split is None or self.split.here(name)
+
+    def remote_listen(self, cell_id: str, dst: str, kind: str,
+                      token: bytes) -> tuple[int, bytes]:
+        """A listener in ``dst`` on the other node: (port, token the sender must send)."""
+        if self.peer is not None:
+            return self.peer.listen(cell_id, dst, kind, token), token
+        if cell_id in self.listening:
+            port, hex_token = self.listening[cell_id]
+            return port, bytes.fromhex(hex_token)
+        raise BuildError(f"{self.scenario.name}: {cell_id}: no listener for {dst} on the "
+                         "other node")
+
+    def remote_heard(self, cell_id: str) -> bool:
+        return self.peer is not None and self.peer.heard(cell_id)
+
+    def cmd(self, argv: list[str], name: str, **kw: Any) -> Result:
+        """Run argv in the logical namespace ``name``, here or through the peer agent."""
+        if self.here(name):
+            return cmd(argv, self.ns(name), **kw)
+        return self.peer.cmd(argv, name, **kw)
 
     # -- lookups -------------------------------------------------------------------------
     def ns(self, name: str) -> NetNS:
@@ -176,59 +223,100 @@ def _open_namespace(stack: ExitStack, topo: Topology, logical: str, forwarding: 
 
 
 @contextmanager
-def build(scenario: Scenario, run: Run) -> Iterator[Topology]:
-    """Build ``scenario``; yield the live :class:`Topology`; delete it (LIFO) on exit."""
-    topo, resources = start(scenario, run)
+def build(scenario: Scenario, run: Run, split: Split | None = None) -> Iterator[Topology]:
+    """Build ``scenario`` (or one node's half, ``split``); yield the live :class:`Topology`;
+    delete it (LIFO) on exit."""
+    topo, resources = start(scenario, run, split)
     with resources:
         yield topo
 
 
-def start(scenario: Scenario, run: Run) -> tuple[Topology, ExitStack]:
+def start(scenario: Scenario, run: Run, split: Split | None = None) -> tuple[Topology, ExitStack]:
     """Build ``scenario`` (rolled back if any step fails) and hand over its owner: closing the
-    returned stack deletes the topology LIFO; never closing it keeps it (``linklab up``)."""
+    returned stack deletes the topology LIFO; never closing it keeps it (``linklab up``).
+    With ``split``, build only this node's half of a two-host scenario (:class:`Split`)."""
     sc = scenario
     with ExitStack() as stack:
         topo = Topology(sc, run)
         topo.stack = stack
-        _open_namespace(stack, topo, "upstream", forwarding=True)
-        _open_namespace(stack, topo, "remote", forwarding=False)
-        for h in sc.hosts:
+        topo.split = split
+        here = topo.here
+        hosts = [h for h in sc.hosts if here(h.name)]
+        containers = [c for c in sc.containers if here(c.name)]
+        for name in ("upstream", "remote"):
+            if here(name):
+                _open_namespace(stack, topo, name, forwarding=name == "upstream")
+        for h in hosts:
             _open_namespace(stack, topo, h.name, kinds.REGISTRY[h.kind].HOST_FORWARDS)
-        for c in sc.containers:
+        for c in containers:
             _open_namespace(stack, topo, c.name, forwarding=False)
-        up = topo.ns("upstream")
 
-        # upstream: the LAN switch (a bridge holding the router address) with one port per
-        # host's parent NIC, and the routed link to the remote host
-        lan = topo.add_link("upstream", sc.upstream.ifname, "bridge", mtu=sc.mtu)
-        topo.add_addrs("upstream", lan, sc.upstream.addrs)
-        for h in sc.hosts:
-            port_name = uplink_port(h.name)
-            _, port = topo.add_veth(h.name, h.node.ifname, "upstream", port_name, mtu=sc.mtu)
-            topo.enslave("upstream", port, lan)
-            if sc.hairpin:
-                # IFLA_PROTINFO needs pyroute2's nested bridge-port encoding: use its API here
-                topo._netlink("upstream", f"hairpin on {port_name}", up.ipr.brport, "set",
-                              index=port, mode=1)
-            topo.add_addrs(h.name, topo.index(h.name, h.node.ifname), h.node.addrs)
+        if here("upstream"):
+            # upstream: the LAN switch (a bridge holding the router address) with one port
+            # per host's parent NIC, and the routed link to the remote host
+            lan = topo.add_link("upstream", sc.upstream.ifname, "bridge", mtu=sc.mtu)
+            topo.add_addrs("upstream", lan, sc.upstream.addrs)
+            for h in hosts:
+                port_name = uplink_port(h.name)
+                _, port = topo.add_veth(h.name, h.node.ifname, "upstream", port_name,
+                                        mtu=sc.mtu)
+                _port_on_switch(topo, port, lan, port_name)
+                topo.add_addrs(h.name, topo.index(h.name, h.node.ifname), h.node.addrs)
+            if split is not None:    # the wire to the other node's half: one more port
+                port = _adopt(stack, topo, split.uplink, "upstream", split.uplink.ifname)
+                _port_on_switch(topo, port, lan, split.uplink.ifname)
 
-        rindex, _ = topo.add_veth("remote", sc.remote.ifname, "upstream", REMOTE_PORT)
-        topo.add_addrs("upstream", topo.index("upstream", REMOTE_PORT), sc.remote_gateway)
-        topo.add_addrs("remote", rindex, sc.remote.addrs)
+            rindex, _ = topo.add_veth("remote", sc.remote.ifname, "upstream", REMOTE_PORT)
+            topo.add_addrs("upstream", topo.index("upstream", REMOTE_PORT), sc.remote_gateway)
+            topo.add_addrs("remote", rindex, sc.remote.addrs)
+        else:                        # the placed host: the node's NIC is its parent NIC
+            for h in hosts:
+                index = _adopt(stack, topo, split.uplink, h.name, h.node.ifname)
+                topo.add_addrs(h.name, index, h.node.addrs)
 
-        for h in sc.hosts:
+        for h in hosts:
             kinds.REGISTRY[h.kind].prepare(topo, h)
-        for c in sc.containers:
+        for c in containers:
             host = sc.host_of(c.host)
             index = kinds.REGISTRY[host.kind].attach(topo, c, host)
             if index is not None:       # None: the kind configured the addresses (cni IPAM)
                 topo.add_addrs(c.name, index, c.addrs)
         for node in (sc.upstream, sc.remote, *(h.node for h in sc.hosts), *sc.containers):
-            topo.add_routes(node)
-        for h in sc.hosts:   # e.g. BPF programs, once every link and address exists
+            if here(node.name):
+                topo.add_routes(node)
+        for h in hosts:   # e.g. BPF programs, once every link and address exists
             if finish := getattr(kinds.REGISTRY[h.kind], "finish", None):
                 finish(topo, h, stack)
         return topo, stack.pop_all()
+
+
+def _port_on_switch(topo: Topology, port: int, lan: int, port_name: str) -> None:
+    topo.enslave("upstream", port, lan)
+    if topo.scenario.hairpin:
+        # IFLA_PROTINFO needs pyroute2's nested bridge-port encoding: use its API here
+        topo._netlink("upstream", f"hairpin on {port_name}", topo.ns("upstream").ipr.brport,
+                      "set", index=port, mode=1)
+
+
+def _adopt(stack: ExitStack, topo: Topology, uplink: Uplink, logical: str, new_name: str) -> int:
+    """Lend the node's NIC to ``logical`` as ``new_name``; it goes back before the namespace
+    is deleted (LIFO)."""
+    ns = topo.ns(logical)
+    try:
+        index, release = adopt(topo.run, uplink, ns.name, new_name, topo.scenario.mtu,
+                               f"{topo.scenario.name}: {logical}")
+    except UplinkError as exc:
+        raise BuildError(str(exc)) from exc
+    stack.callback(release)
+    topo.register(logical, new_name, index)
+    # the NIC keeps the per-device settings of the namespace it came from
+    for key in ("accept_dad", "accept_ra"):
+        path = f"net/ipv6/conf/{new_name}/{key}"
+        try:
+            ns.sysctl(path, 0)
+        except FileNotFoundError:   # no IPv6 on this NIC
+            pass
+    return index
 
 
 def uplink_port(host: str) -> str:

@@ -68,6 +68,15 @@ def endpoints(sc: Scenario, check: str) -> tuple[str, str]:
     return roles[src], roles[dst]
 
 
+def source(sc: Scenario, cell: Cell) -> str:
+    """The namespace a cell is observed from (on a split topology: the node that runs it)."""
+    if cell.check == "mtu-inherit":
+        return sc.containers[0].name
+    if cell.check == "second-child":
+        return next(h.name for h in sc.hosts if h.mode == "passthru")
+    return endpoints(sc, cell.check)[0]
+
+
 def applicable_checks(sc: Scenario) -> dict[str, tuple[str, ...]]:
     """check -> the families it runs in, for this scenario's shape."""
     if not sc.containers or not sc.containers[0].addrs:

@@ -27,6 +27,7 @@ RECORD_DIR = os.environ.get("LINKLAB_RECORD_DIR", "/run/linklab")
 # record lists such an object. Adding a kind of object is adding its module and one line here.
 OBJECT_KINDS: dict[str, str] = {
     "tracefs": "linklab.anatomy.tracefs",   # anatomy: tracefs instances (rmdir)
+    "uplink": "linklab.uplink",   # two-host split: a node's NIC lent to a topology (moved back)
     # the nightly's libvirt (linklab.nightly.virt): daemons in the run's namespace, its pool,
     # networks, domains and volumes
     "libvirt-daemon": "linklab.nightly.virt",

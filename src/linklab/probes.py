@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from linklab.build import Topology
-from linklab.checks import PATHS, UNSET, Cell, endpoints, errno_name
-from linklab.cmd import cmd, require
+from linklab.checks import PATHS, UNSET, Cell, endpoints, errno_name, source
+from linklab.cmd import require
 
 SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
 RESEND = 0.1 * SCALE
@@ -115,9 +115,7 @@ class Neigh(Probe):
     def __init__(self, topo: Topology, src: str, dst: str, family: int) -> None:
         self.ns = topo.ns(src)
         self.dst_ip = str(topo.addr(dst, family))
-        dst_ns = topo.ns(dst)
-        link = dst_ns.ipr.get_links(topo.index(dst, topo.ifname(dst)))[0]
-        self.mac = link.get_attr("IFLA_ADDRESS")
+        self.mac = mac_of(topo, dst)
         af = socket.AF_INET6 if family == 6 else socket.AF_INET
         with self.ns.enter():
             self.sock = socket.socket(af, socket.SOCK_DGRAM)
@@ -139,25 +137,98 @@ class Neigh(Probe):
                 self.result = Observation("pass", f"{self.what}: {lladdr} (state {state:#x})")
 
 
-class Broadcast(Probe):
+def mac_of(topo: Topology, name: str) -> str:
+    """The MAC of ``name``'s interface, read here or, on a split topology, from the other
+    node's facts."""
+    if not topo.here(name):
+        return topo.facts[name]["mac"]
+    return topo.ns(name).ipr.get_links(topo.index(name, topo.ifname(name)))[0] \
+        .get_attr("IFLA_ADDRESS")
+
+
+class Listener:
+    """A receiver in ``dst``'s namespace: UDP on an ephemeral port (``udp``: the broadcast
+    check) or a packet socket that joined :data:`PROBE_GROUP` (``l2``: the multicast check);
+    :meth:`drain` reads what arrived and says whether ``token`` was among it."""
+
+    def __init__(self, topo: Topology, dst: str, kind: str, token: bytes) -> None:
+        self.token, self.kind, self.heard = token, kind, False
+        dst_if = topo.ifname(dst)
+        with topo.ns(dst).enter():
+            if kind == "udp":
+                self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            else:
+                self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                                          socket.htons(ETH_P_PROBE))
+        if kind == "udp":
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(("0.0.0.0", 0))
+            self.port = self.sock.getsockname()[1]
+        else:
+            self.sock.bind((dst_if, ETH_P_PROBE))
+            mreq = struct.pack("iHH8s", topo.index(dst, dst_if), PACKET_MR_MULTICAST, 6,
+                               PROBE_GROUP)
+            self.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+            self.port = 0
+        self.sock.setblocking(False)
+
+    def drain(self) -> bool:
+        while not self.heard:
+            try:
+                data = self.sock.recv(2048)
+            except BlockingIOError:
+                break
+            self.heard = (data if self.kind == "udp" else data[14:22]) == self.token
+        return self.heard
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class _Received(Probe):
+    """A probe whose answer is a token heard by a :class:`Listener` in ``dst``: here, or on
+    the other node of a split topology (asked every ``RESEND`` s, or read after the batch)."""
+
+    def _listen(self, topo: Topology, dst: str, kind: str, cell_id: str) -> int:
+        self.token = os.urandom(8)
+        self.topo, self.cell_id = topo, cell_id
+        self.rx: Listener | None = None
+        self.asked = 0.0
+        if topo.here(dst):
+            self.rx = Listener(topo, dst, kind, self.token)
+            self.fds = (self.rx.sock,)
+            return self.rx.port
+        port, self.token = topo.remote_listen(cell_id, dst, kind, self.token)
+        return port
+
+    def readable(self, sock: socket.socket) -> None:
+        if self.rx is not None and self.rx.drain():
+            self.result = Observation("pass", f"{self.what}: received")
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        if self.rx is None and now - self.asked >= RESEND:
+            self.asked = now
+            if self.topo.remote_heard(self.cell_id):
+                self.result = Observation("pass", f"{self.what}: received on the peer")
+
+    def close(self) -> None:
+        super().close()
+        self.tx.close()
+
+
+class Broadcast(_Received):
     """A UDP datagram to ``src``'s subnet-directed broadcast address, heard by ``dst``?"""
 
-    def __init__(self, topo: Topology, src: str, dst: str) -> None:
+    def __init__(self, topo: Topology, src: str, dst: str, cell_id: str = "") -> None:
         iface = topo.node(src).addr(4)
         self.bcast = str(iface.network.broadcast_address)
-        with topo.ns(dst).enter():
-            self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.rx.bind(("0.0.0.0", 0))
-        self.port = self.rx.getsockname()[1]
+        self.port = self._listen(topo, dst, "udp", cell_id)
         with topo.ns(src).enter():
             self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.tx.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         self.tx.bind((str(iface.ip), 0))
-        self.rx.setblocking(False)
         self.tx.setblocking(False)
-        self.fds = (self.rx, self.tx)
-        self.token = os.urandom(8)
         self.what = f"{src} -> {self.bcast}:{self.port}, listening in {dst}"
 
     def send(self) -> None:
@@ -166,34 +237,20 @@ class Broadcast(Probe):
         except OSError as exc:
             self.result = Observation("blocked", f"{self.what}: {errno_name(exc.errno or 0)}")
 
-    def readable(self, sock: socket.socket) -> None:
-        data = sock.recv(64)
-        if sock is self.rx and data == self.token:
-            self.result = Observation("pass", f"{self.what}: received")
 
-
-class Multicast(Probe):
+class Multicast(_Received):
     """A raw Ethernet frame to a multicast MAC that ``dst`` joined (no IP address used)."""
 
-    def __init__(self, topo: Topology, src: str, dst: str) -> None:
+    def __init__(self, topo: Topology, src: str, dst: str, cell_id: str = "") -> None:
         dst_if, src_if = topo.ifname(dst), topo.ifname(src)
-        with topo.ns(dst).enter():
-            self.rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_PROBE))
-        self.rx.bind((dst_if, ETH_P_PROBE))
-        mreq = struct.pack("iHH8s", topo.index(dst, dst_if), PACKET_MR_MULTICAST, 6,
-                           PROBE_GROUP)
-        self.rx.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+        self._listen(topo, dst, "l2", cell_id)
         with topo.ns(src).enter():
             self.tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_PROBE))
         self.tx.bind((src_if, ETH_P_PROBE))
-        src_mac = bytes.fromhex(topo.ns(src).ipr.get_links(topo.index(src, src_if))[0]
-                                .get_attr("IFLA_ADDRESS").replace(":", ""))
-        self.token = os.urandom(8)
+        src_mac = bytes.fromhex(mac_of(topo, src).replace(":", ""))
         self.frame = PROBE_GROUP + src_mac + struct.pack("!H", ETH_P_PROBE) + self.token + \
             bytes(38)
-        self.rx.setblocking(False)
         self.tx.setblocking(False)
-        self.fds = (self.rx,)
         self.what = f"{src}/{src_if} -> {PROBE_GROUP.hex(':')} joined by {dst}/{dst_if}"
 
     def send(self) -> None:
@@ -201,15 +258,6 @@ class Multicast(Probe):
             self.tx.send(self.frame)
         except OSError as exc:
             self.result = Observation("blocked", f"{self.what}: {errno_name(exc.errno or 0)}")
-
-    def readable(self, sock: socket.socket) -> None:
-        data = sock.recv(2048)
-        if data[14:22] == self.token:
-            self.result = Observation("pass", f"{self.what}: received")
-
-    def close(self) -> None:
-        super().close()
-        self.tx.close()
 
 
 def make_probe(topo: Topology, cell: Cell) -> Probe:
@@ -227,9 +275,9 @@ def make_probe(topo: Topology, cell: Cell) -> Probe:
         src, dst = endpoints(sc, cell.check)
         probe = Neigh(topo, src, dst, _family(cell.family))
     elif cell.check == "broadcast":
-        probe = Broadcast(topo, *endpoints(sc, cell.check))
+        probe = Broadcast(topo, *endpoints(sc, cell.check), cell_id=cell.id)
     elif cell.check == "multicast":
-        probe = Multicast(topo, *endpoints(sc, cell.check))
+        probe = Multicast(topo, *endpoints(sc, cell.check), cell_id=cell.id)
     else:
         raise ValueError(f"{cell.id}: {cell.check} is not a batch probe")
     probe.expected = cell.expected
@@ -237,7 +285,47 @@ def make_probe(topo: Topology, cell: Cell) -> Probe:
 
 
 def observe(topo: Topology, cells: list[Cell]) -> dict[str, Observation]:
-    """Probe every cell concurrently; return cell id -> observation."""
+    """Probe every cell concurrently; return cell id -> observation. On node-a of a split
+    topology, the cells whose source namespace is on the peer are probed there (after these),
+    through the peer agent, with node-a's listeners for their receivers here."""
+    if topo.peer is None:
+        return _observe(topo, cells)
+    sc = topo.scenario
+    mine = [c for c in cells if topo.here(source(sc, c))]
+    theirs = [c for c in cells if not topo.here(source(sc, c))]
+    seen = _observe(topo, mine) if mine else {}
+    if theirs:
+        listeners: dict[str, Listener] = {}
+        try:
+            for c in theirs:
+                if c.check in ("broadcast", "multicast") and topo.here(endpoints(sc, c.check)[1]):
+                    listeners[c.id] = Listener(topo, endpoints(sc, c.check)[1],
+                                               "udp" if c.check == "broadcast" else "l2",
+                                               os.urandom(8))
+            there = topo.peer.observe(theirs, facts_of(topo), {
+                cid: (rx.port, rx.token.hex()) for cid, rx in listeners.items()})
+            for cid, rx in listeners.items():
+                if rx.drain():
+                    there[cid] = Observation("pass", f"{there[cid].detail}; received here")
+            seen |= there
+        finally:
+            for rx in listeners.values():
+                rx.close()
+    return seen
+
+
+def facts_of(topo: Topology) -> dict[str, dict[str, str]]:
+    """What the other node needs of this half: each namespace's interface MAC."""
+    return {name: {"mac": mac_of(topo, name)} for name in topo.namespaces
+            if name in _node_names(topo)}
+
+
+def _node_names(topo: Topology) -> set[str]:
+    sc = topo.scenario
+    return {"upstream", "remote", *(h.name for h in sc.hosts), *(c.name for c in sc.containers)}
+
+
+def _observe(topo: Topology, cells: list[Cell]) -> dict[str, Observation]:
     probes: dict[str, Probe] = {}
     try:
         for cell in cells:
@@ -306,9 +394,9 @@ def second_child(topo: Topology) -> Observation:
 @contextmanager
 def netfilter_drop(topo: Topology) -> Iterator[None]:
     """In c1's host namespace, drop echo requests to c1 at prerouting; removed on exit."""
-    nft = require("nft", "nftables")
+    nft = require("nft", "nftables") if topo.here(topo.scenario.containers[0].host) else "nft"
     c1 = topo.scenario.containers[0]
-    host = topo.ns(c1.host)
+    host = c1.host
     rules = []
     if c1.addr(4):
         rules.append(f"ip daddr {c1.addr(4).ip} icmp type echo-request drop")
@@ -317,11 +405,11 @@ def netfilter_drop(topo: Topology) -> Iterator[None]:
     ruleset = ("table inet linklab_probe {\n chain pre {\n"
                "  type filter hook prerouting priority 0; policy accept;\n  "
                + "\n  ".join(rules) + "\n }\n}\n")
-    cmd([nft, "-f", "-"], ns=host, input=ruleset, timeout=10 * SCALE)
+    topo.cmd([nft, "-f", "-"], host, input=ruleset, timeout=10 * SCALE)
     try:
         yield
     finally:
-        cmd([nft, "delete", "table", "inet", "linklab_probe"], ns=host, timeout=10 * SCALE)
+        topo.cmd([nft, "delete", "table", "inet", "linklab_probe"], host, timeout=10 * SCALE)
 
 
 SPECIAL = {"mtu-inherit": mtu_inherit, "second-child": second_child}
@@ -337,6 +425,8 @@ class Observer:
 
     def observe(self, cell: Cell) -> Observation:
         if cell.check in SPECIAL:
+            if not self.topo.here(source(self.topo.scenario, cell)):
+                return self.topo.peer.observe([cell], {}, {})[cell.id]
             return SPECIAL[cell.check](self.topo)
         if self._seen is None:
             batch = [c for c in self.cells if c.check not in SPECIAL]

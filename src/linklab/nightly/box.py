@@ -45,7 +45,7 @@ PACKAGES = (
     "systemd-sysv", "udev", "kmod", "linux-image-amd64", "initramfs-tools",
     "openssh-server", "sudo", "rsync", "ca-certificates",
     "iproute2", "util-linux", "procps", "ethtool", "nftables", "tcpdump",
-    "iperf3", "sockperf",
+    "iperf3", "sockperf", "iputils-ping",
     "kea-dhcp4-server", "dnsmasq-base", "busybox-static", "isc-dhcp-client",
     "python3", "python3-venv", "git",
 )

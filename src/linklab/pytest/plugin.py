@@ -74,6 +74,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cells-ahead", type=int, default=None, metavar="N",
                     help="run up to N DHCP cells at once ahead of their tests, in threads "
                          "(not under xdist; default: 1, in the VM leg's guests 3)")
+    group.addoption("--remote-env", default=None, metavar="FILE",
+                    help="a node.env file (LINKLAB_REMOTE_TYPE/_ARGS, LINKLAB_PARENT_IF, ...): "
+                         "split every two-host scenario of the matrix across this node and "
+                         "the peer it names (linklab.peer; host2 on the peer)")
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -82,8 +86,10 @@ def _is_worker(config: pytest.Config) -> bool:
 
 MARKERS = ("connectivity: reachability, L2 semantics, MTU and DHCP checks on live datapaths",
            "bench: throughput, latency and CPU cost measurements (iperf3, sockperf)",
-           "linklab_scenario(source): the scenario the linklab_live fixture builds (a name, "
-           "path, TOML text or dict)")
+           ("linklab_scenario(source): the scenario the linklab_live fixture builds (a name, "
+            "path, TOML text or dict)"),
+           ("two_host: a cell of a scenario with two hosts (split across two nodes with "
+            "--remote-env)"))
 
 
 def scenario_paths(config: pytest.Config) -> list[Path]:
@@ -235,6 +241,12 @@ def linklab_matrix(request: pytest.FixtureRequest, run: Run) -> Iterator[object]
     for h in sc.hosts:
         if why := missing_link(h.kind, h.mode, h.flag):
             pytest.skip(why)
+    if (env := request.config.getoption("--remote-env")) and len(sc.hosts) > 1:
+        from linklab.peer import PeerConfig, split_build
+
+        with split_build(sc, run, PeerConfig.from_env(Path(env))) as topo:
+            yield Observer(topo, cells(sc))
+        return
     with build(sc, run) as topo:
         yield Observer(topo, cells(sc))
 
@@ -246,7 +258,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     from linklab.checks import cells
 
-    cases = [pytest.param(sc, cell, id=cell.id, marks=[pytest.mark.xdist_group(sc.name)])
+    cases = [pytest.param(sc, cell, id=cell.id, marks=[pytest.mark.xdist_group(sc.name)] + (
+                 [pytest.mark.two_host] if len(sc.hosts) > 1 else []))
              for sc in matrix_scenarios(metafunc.config) for cell in cells(sc)]
     metafunc.parametrize("linklab_matrix, linklab_cell", cases, indirect=["linklab_matrix"],
                          scope="module")

@@ -1,0 +1,214 @@
+"""Two-host scenarios split across two nodes (linklab.peer), without VMs: two "node"
+namespaces joined by a veth pair stand for node-a, node-b and the libvirt L2 between them
+(REMOTE_TYPE=netns). node-a's half is built by this process, node-b's by a peer agent started
+inside node-b's namespace, from the same scenario file; each cell is observed on the node
+holding its source namespace and compared with the scenario's own [expect]."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from linklab.checks import cells, source
+from linklab.cmd import cmd
+from linklab.model import load_scenario
+from linklab.ownership import Run
+from linklab.peer import PeerConfig, PeerError, split_build
+from linklab.placement import PlacementError
+from linklab.probes import Observer
+from linklab.pytest.plugin import host_snapshot
+
+pytestmark = pytest.mark.two_host
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "scenarios"
+
+
+def netns_names() -> set[str]:
+    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+
+
+@dataclass
+class Nodes:
+    a: str
+    b: str
+    env: Path
+
+    def links(self, node: str) -> dict[str, int]:
+        """ifname -> MTU of the node namespace's links (lo and its own eth0/mgmt0 aside)."""
+        out = json.loads(cmd(["ip", "-j", "link", "show"], node).stdout)
+        return {link["ifname"]: link["mtu"] for link in out
+                if link["ifname"] not in ("lo", "eth0", "mgmt0")}
+
+    def write_env(self, **extra: str) -> Path:
+        lines = {"LINKLAB_REMOTE_TYPE": "netns", "LINKLAB_REMOTE_ARGS": self.b,
+                 "LINKLAB_PARENT_IF": "l2a", "LINKLAB_PARENT_NETNS": f"/run/netns/{self.a}",
+                 "LINKLAB_PEER_PARENT_IF": "l2b",
+                 "LINKLAB_PEER_PARENT_NETNS": f"/run/netns/{self.b}"} | extra
+        self.env.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+        return self.env
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
+    """Function scope; none. Two node namespaces (owned by a record of their own) joined by
+    the veth pair l2a/l2b, the stand-in for the libvirt L2, each with an eth0 of its own (as
+    a VM has: the lent NIC, named eth0 in host2's namespace, must come home beside it);
+    checks on exit that both NICs are back home under their names and MTU, and the default
+    namespace is unchanged."""
+    before = host_snapshot()
+    owner = Run()
+    a, b = owner.ns_name("nodeA"), owner.ns_name("nodeB")
+    n = Nodes(a, b, tmp_path / "node.env")
+    try:
+        for name in (a, b):
+            owner.own_namespace(name)
+            cmd(["ip", "netns", "add", name])
+        cmd(["ip", "-n", a, "link", "add", "l2a", "type", "veth", "peer", "name", "l2b",
+             "netns", b])
+        cmd(["ip", "-n", a, "link", "set", "l2a", "up"])
+        cmd(["ip", "-n", b, "link", "set", "l2b", "up"])
+        for name in (a, b):   # each node's own eth0 (a VM's management NIC): the scenarios
+            cmd(["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name",
+                 "mgmt0"])                 # name theirs eth0 (no dummy module here: a veth)
+        n.write_env()
+        yield n
+        assert n.links(a) == {"l2a": 1500} and n.links(b) == {"l2b": 1500}
+    finally:
+        for name in (b, a):
+            cmd(["ip", "netns", "del", name], check=False)
+            owner.disown_namespace(name)
+        owner.close()
+    assert host_snapshot() == before
+
+
+def observe_all(topo: object) -> dict[str, tuple[str, str, str]]:
+    """cell id -> (expected, observed, detail) for every cell of the live split topology."""
+    sc = topo.scenario  # type: ignore[attr-defined]
+    obs = Observer(topo, cells(sc))  # type: ignore[arg-type]
+    out = {}
+    for cell in cells(sc):
+        seen = obs.observe(cell)
+        out[cell.id] = (cell.expected, seen.result, seen.detail)
+    return out
+
+
+@pytest.mark.parametrize("name, peer_host", [
+    ("twohost-macvlan", "host2"), ("twohost-bridge", "host2"), ("twohost-veth", "host2"),
+    ("twohost-macvlan", "host1"),   # c1 on the peer: its cells are probed on node-b
+])
+def test_split_cells_pass_with_the_scenarios_own_expectations(nodes: Nodes, run: Run,
+                                                              name: str, peer_host: str) -> None:
+    sc = load_scenario(SCENARIOS / f"{name}.toml")
+    cfg = PeerConfig.from_env(nodes.write_env(LINKLAB_PEER_HOSTS=peer_host))
+    with split_build(sc, run, cfg) as topo:
+        built = {ns.name for ns in topo.namespaces.values()} | set(topo.peer.namespaces)
+        assert built <= netns_names()
+        # the placed host and its containers live on node-b only; the NICs were lent
+        on_peer = {peer_host, *(c.name for c in sc.containers_of(peer_host))}
+        assert not on_peer & set(topo.namespaces)
+        assert {"upstream", "remote"} <= set(topo.namespaces)
+        assert nodes.links(nodes.a) == {} and nodes.links(nodes.b) == {}
+        assert topo.peer.kernel == os.uname().release
+        seen = observe_all(topo)
+        peer_sourced = [c.id for c in cells(sc) if source(sc, c) in on_peer]
+    wrong = {cid: s for cid, s in seen.items() if s[0] != s[1]}
+    assert not wrong, wrong
+    assert len(seen) == 21
+    if peer_host == "host1":
+        assert len(peer_sourced) == 19     # all but host-netfilter v4/v6 (from upstream)
+    else:
+        assert peer_sourced == []
+        # c2's receivers are on node-b: the broadcast and multicast answers came from there
+        for cid in (f"{name}-v4-broadcast", f"{name}-l2-multicast"):
+            assert seen[cid][1] != "pass" or "received on the peer" in seen[cid][2]
+    assert not built & netns_names()
+
+
+def test_a_bad_placement_names_the_scenario_and_the_host(nodes: Nodes, run: Run) -> None:
+    sc = load_scenario(SCENARIOS / "twohost-macvlan.toml")
+    cfg = PeerConfig.from_env(nodes.write_env(LINKLAB_PEER_HOSTS="host3"))
+    with pytest.raises(PlacementError, match=r"twohost-macvlan.toml: scenario twohost-macvlan: "
+                                             r"placement names host 'host3'.*host1, host2"), \
+            split_build(sc, run, cfg):
+        pass
+    cfg = PeerConfig.from_env(nodes.write_env(LINKLAB_PEER_HOSTS="host1,host2"))
+    with pytest.raises(PlacementError, match="place exactly one host on the peer"), \
+            split_build(sc, run, cfg):
+        pass
+    one = load_scenario(SCENARIOS / "macvlan-bridge.toml")
+    with pytest.raises(PlacementError, match=r"macvlan-bridge has one host \(host\)"), \
+            split_build(one, run, PeerConfig.from_env(nodes.write_env())):
+        pass
+    assert not any(n.startswith(f"ll{run.marker}-") for n in netns_names())
+
+
+def test_a_missing_peer_nic_fails_the_agent_and_leaves_nothing(nodes: Nodes, run: Run) -> None:
+    sc = load_scenario(SCENARIOS / "twohost-macvlan.toml")
+    cfg = PeerConfig.from_env(nodes.write_env(LINKLAB_PEER_PARENT_IF="eth9"))
+    with pytest.raises(PeerError, match=r"twohost-macvlan: host2\).*build: twohost-macvlan: "
+                                        r"host2: uplink NIC eth9 not found") as err, \
+            split_build(sc, run, cfg):
+        pass
+    marker = err.value.marker
+    assert marker and not any(n.startswith(f"ll{marker}-") for n in netns_names())
+    assert not os.path.exists(f"/run/linklab/{marker}.jsonl")   # its record: nothing left
+
+
+HOLDER = textwrap.dedent("""
+    import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    import sys, time
+    from pathlib import Path
+    from linklab.model import load_scenario
+    from linklab.ownership import Run
+    from linklab.peer import PeerConfig, split_build
+    run = Run()
+    cfg = PeerConfig.from_env(Path(sys.argv[2]))
+    with split_build(load_scenario(sys.argv[1]), run, cfg) as topo:
+        print(run.marker, topo.peer.proc.pid, topo.peer.marker, flush=True)
+        time.sleep(120)
+""")
+
+
+def test_kill_9_of_both_nodes_processes_then_clean_leaves_nothing(nodes: Nodes) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER,
+                             str(SCENARIOS / "twohost-bridge.toml"), str(nodes.env)],
+                            text=True, stdout=subprocess.PIPE)
+    try:
+        marker, agent, agent_marker = proc.stdout.readline().split()  # type: ignore[union-attr]
+        assert nodes.links(nodes.a) == {} and nodes.links(nodes.b) == {}   # both NICs lent
+        ours = (f"ll{marker}-", f"ll{agent_marker}-")
+        built = {n for n in netns_names() if n.startswith(ours)}
+        assert {n.split("-", 1)[1] for n in built} == {"upstream", "remote", "host1", "c1",
+                                                         "host2", "c2"}
+        os.kill(int(agent), signal.SIGKILL)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    subprocess.run([sys.executable, "-m", "linklab.cli", "clean"], check=True,
+                   capture_output=True)
+    assert not built & netns_names()
+    # the lent NICs came back to their node namespaces, under their names and MTU
+    assert nodes.links(nodes.a) == {"l2a": 1500} and nodes.links(nodes.b) == {"l2b": 1500}
+
+
+def test_a_lent_nic_goes_back_in_its_old_state(nodes: Nodes, run: Run) -> None:
+    cmd(["ip", "-n", nodes.a, "link", "set", "l2a", "down"])
+    cmd(["ip", "-n", nodes.a, "link", "set", "l2a", "mtu", "1450"])
+    sc = load_scenario(SCENARIOS / "twohost-veth.toml")
+    with split_build(sc, run, PeerConfig.from_env(nodes.env)) as topo:
+        port = topo.ns("upstream").ipr.get_links(ifname="l2a")[0]
+        assert port.get_attr("IFLA_MTU") == sc.mtu and port["flags"] & 1   # up, scenario MTU
+    link = json.loads(cmd(["ip", "-j", "link", "show", "l2a"], nodes.a).stdout)[0]
+    assert "UP" not in link["flags"] and link["mtu"] == 1450
+    cmd(["ip", "-n", nodes.a, "link", "set", "l2a", "mtu", "1500", "up"])
