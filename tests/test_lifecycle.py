@@ -54,6 +54,7 @@ def test_a_build_that_fails_halfway_is_rolled_back(tmp_path: Path, run: Run) -> 
 
 HOLDER = textwrap.dedent("""
     import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the test
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a CI shell may start us ignoring it
     import sys, time
     from linklab.build import build
     from linklab.model import load_scenario

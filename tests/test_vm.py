@@ -449,8 +449,12 @@ def test_ctrl_c_of_pytest_vm_stops_every_guest(tmp_path: Path) -> None:
                 out.append(int(pid))
         return out
 
+    # SIGINT back to its default first: a CI shell may start us with it ignored
+    reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+             "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "--vm", "--vm-guests=2", "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-c", reset, "-m", "pytest", "--vm", "--vm-guests=2", "-q", "-p",
+         "no:cacheprovider",
          f"--results-dir={tmp_path}", "--run-id=ctrlc",
          "tests/test_vm.py::test_ipvlan_modes_in_guest",
          "tests/test_vm.py::test_covering_drops_nested_paths"],
