@@ -233,7 +233,7 @@ def test_dry_run_prints_the_exact_steps(tmp_path: Path) -> None:
         run = at(f"{node} -- 'sudo env -C /vagrant .venv/bin/python -m pytest")
         assert up < at(f"/home/vagrant/linklab-baseline/{passed[node].name}") < run
         assert f"--run-id 20260103T010000Z-{node} " in lines[run]
-        assert f"--bench-baseline /home/vagrant/linklab-baseline/{passed[node].name} " \
+        assert f"--bench-baseline=/home/vagrant/linklab-baseline/{passed[node].name} " \
                "--bench-fail-on throughput:7%" in lines[run]
         collect = at(f"{node}:/vagrant/results/")
         assert run < collect
@@ -387,7 +387,7 @@ def test_two_host_plan_trusts_then_drives_the_peer(tmp_path: Path) -> None:
     steps = [s.show() for s in nightly.make_plan(cfg).body]
     key = next(i for i, s in enumerate(steps) if "node-a -- 'sudo /vagrant/ci/peer-ssh key'" in s)
     auth = next(i for i, s in enumerate(steps) if "node-b -- 'sudo /vagrant/ci/peer-ssh auth" in s)
-    drive = next(i for i, s in enumerate(steps) if "--remote-env /etc/linklab/node.env" in s)
+    drive = next(i for i, s in enumerate(steps) if "--remote-env=/etc/linklab/node.env" in s)
     assert key < auth < drive
     assert steps[auth].endswith(f"< {cfg.night / 'work' / 'node-a.pub'}")
 
