@@ -64,4 +64,8 @@ def test_bpf_versus_veth(bench: Bench) -> None:
     for e in found:
         bench.progress(f"  {e.measure}: {e.verdict}: {e.detail}")
     measured = [e for e in found if e.verdict != "not measured"]
+    if not measured:   # the datapath this compares could not be built here: say why
+        bpf = next((d for d in (*BESIDE, *REMOTE) if d.kind == "veth-bpf"), None)
+        if bpf is not None and (why := missing(bpf)):
+            pytest.skip(why)
     assert measured, "no veth-bpf and veth figures in this run: select them with -k bpf"
