@@ -222,30 +222,40 @@ def test_vm_hang_stops_at_timeout() -> None:
     assert qemu_left(name) == []
 
 
-@needs_vm
-def test_vm_ctrl_c_stops_qemu() -> None:
-    """SIGINT (Ctrl-C) while the guest boots: QEMU and vng are stopped, nothing is left."""
-    name = f"linklab-test-{secrets.token_hex(3)}"
-    # SIGINT back to its default first: a CI shell may start us with it ignored
-    reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-             "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
-    proc = subprocess.Popen([sys.executable, "-c", reset, *LINKLAB_VM[1:], "--name", name, "--",
-                             "sleep", "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+# SIGINT back to its default first: a CI shell may start us with it ignored
+SIGINT_DEFAULT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                  "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
+def ctrl_c_when(argv: list[str], ready, what: str, **kw) -> tuple[int, str, str]:
+    """Start ``python argv`` with SIGINT at its default, wait (120 s at most) until
+    ``ready()``, send it SIGINT, return its exit status, stdout and stderr."""
+    proc = subprocess.Popen([sys.executable, "-c", SIGINT_DEFAULT, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
     try:
         deadline = time.monotonic() + 120
-        while not any(b"qemu-system-x86_64" in Path(f"/proc/{p}/cmdline").read_bytes()
-                      for p in vm_processes(name) if Path(f"/proc/{p}").exists()):
-            assert time.monotonic() < deadline, "QEMU did not start within 120 s"
+        while not ready():
+            assert time.monotonic() < deadline, f"{what} did not start within 120 s"
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err
+    return proc.returncode, out, err
+
+
+@needs_vm
+def test_vm_ctrl_c_stops_qemu() -> None:
+    """SIGINT (Ctrl-C) while the guest boots: QEMU and vng are stopped, nothing is left."""
+    name = f"linklab-test-{secrets.token_hex(3)}"
+    rc, _, err = ctrl_c_when(
+        [*LINKLAB_VM[1:], "--name", name, "--", "sleep", "600"],
+        lambda: any(b"qemu-system-x86_64" in Path(f"/proc/{p}/cmdline").read_bytes()
+                    for p in vm_processes(name) if Path(f"/proc/{p}").exists()), "QEMU")
+    assert rc == 130, err
     assert "interrupted; QEMU stopped" in err
     assert vm_processes(name) == []
 
@@ -438,39 +448,25 @@ def test_cells_ahead_run_at_most_n_at_once_in_order_and_hand_back_errors() -> No
 def test_ctrl_c_of_pytest_vm_stops_every_guest(tmp_path: Path) -> None:
     """A Ctrl-C while two guests run: pytest reports the interruption and no vng or QEMU of
     either guest is left (both share the results directory ``tmp_path`` in their argv)."""
-    def guests() -> list[int]:
+    def guests(qemu_only: bool = False) -> list[int]:
         out = []
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if str(tmp_path).encode() in argv and int(pid) != os.getpid():
+            if str(tmp_path).encode() in argv and int(pid) != os.getpid() and \
+                    (not qemu_only or b"qemu-system" in argv.split(b"\0")[0]):
                 out.append(int(pid))
         return out
 
-    # SIGINT back to its default first: a CI shell may start us with it ignored
-    reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-             "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", reset, "-m", "pytest", "--vm", "--vm-guests=2", "-q", "-p",
-         "no:cacheprovider",
+    rc, out, err = ctrl_c_when(
+        ["-m", "pytest", "--vm", "--vm-guests=2", "-q", "-p", "no:cacheprovider",
          f"--results-dir={tmp_path}", "--run-id=ctrlc",
          "tests/test_vm.py::test_ipvlan_modes_in_guest",
          "tests/test_vm.py::test_covering_drops_nested_paths"],
-        cwd=vm.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        lambda: len(guests(qemu_only=True)) == 2, "both guests' QEMU", cwd=vm.REPO,
         env={k: v for k, v in os.environ.items() if k != "LINKLAB_RUN_ID"})
-    try:
-        deadline = time.monotonic() + 120
-        while len([p for p in guests() if p != proc.pid]) < 4:   # two vng + two QEMU
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 2, out[-2000:] + err[-2000:]   # pytest: interrupted
+    assert rc == 2, out[-2000:] + err[-2000:]   # pytest: interrupted
     assert "KeyboardInterrupt" in out + err
     assert guests() == []
