@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-NETNS_DIR = "/run/netns"
+from linklab.nsfs import NETNS_DIR, entered
 
 
 class NamespaceLike(Protocol):
@@ -87,8 +87,6 @@ def spawning_in(ns: NamespaceLike | str | None, full: Sequence[str]) -> Iterator
     if path is None:
         yield
         return
-    from linklab.netns import entered
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:

@@ -11,35 +11,21 @@ import ctypes
 import errno
 import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from pyroute2 import IPRoute
 
-from linklab.cmd import NETNS_DIR
 from linklab.nl import Rtnl
+from linklab.nsfs import CLONE_NEWNET, NETNS_DIR, entered, setns
+from linklab.nsfs import check as _check
+from linklab.nsfs import libc as _libc
 
-CLONE_NEWNET = 0x40000000
+__all__ = ["NETNS_DIR", "NetNS", "delete_named", "entered", "setns"]
+
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_void_p]
-
-
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def setns(fd: int) -> None:
-    """Move the calling thread into the network namespace open as ``fd``."""
-    _check(_libc.setns(fd, CLONE_NEWNET), "setns")
-
 
 def _is_mount_point(path: str) -> bool:
     with open("/proc/self/mountinfo") as fh:
@@ -65,20 +51,6 @@ def _prepare_netns_dir() -> None:
         _check(_libc.mount(b"none", NETNS_DIR.encode(), None, MS_SHARED | MS_REC, None),
                f"make {NETNS_DIR} shared")
     _netns_dir_ready = True
-
-
-@contextmanager
-def entered(fd: int) -> Iterator[None]:
-    """Run the body with this thread inside the namespace ``fd``; always come back."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        setns(fd)
-        try:
-            yield
-        finally:
-            setns(home)
-    finally:
-        os.close(home)
 
 
 class NetNS:
@@ -120,7 +92,7 @@ class NetNS:
                 self._ipr = IPRoute()
         return self._ipr
 
-    def enter(self) -> "contextmanager[None]":  # type: ignore[type-arg]
+    def enter(self) -> AbstractContextManager[None]:
         """Context manager: the calling thread runs inside this namespace."""
         return entered(self.fd)
 
