@@ -61,3 +61,6 @@ def test_the_section_holds_both_claims_with_their_rows() -> None:
     data = build(Saved())
     assert [c for c, _, _ in data["claims"]] == [1, 2]
     assert all(rows for _, _, rows in data["claims"])   # "not measured" rows say why
+    # each claim says whose it is (a reader has never heard of the notes linklab began from)
+    assert all(text.startswith("Cilium's documentation claims") and "seed" not in text
+               for _, text, _ in data["claims"])

@@ -11,8 +11,9 @@ import pandas as pd
 from linklab.report.aggregate import Leg, Results, datapath_label
 
 MAIN_CHECKS = ("child-to-child", "child-to-remote", "host-to-child")
-# the seed's claim, per datapath: stack entries of one v4 packet (label, check, direction,
-# count only the entries on the container's own host — its host and container namespaces)
+# the claim in Cilium's documentation (with ipvlan, no second stack traversal), per datapath:
+# stack entries of one v4 packet (label, check, direction, count only the entries on the
+# container's own host — its host and container namespaces)
 SEED_COLUMNS = (("host → child", "host-to-child", "request", False),
                 ("child → child", "child-to-child", "request", False),
                 ("wire → child (on this host)", "child-to-remote", "reply", True))

@@ -1,10 +1,11 @@
-"""The report's "Which datapath?" section: the seed note's two claims as rows, each with the
-evidence a saved run holds, and a plain statement where this machine cannot measure it.
+"""The report's "Which datapath?" section: two claims of Cilium's documentation as rows, each
+with the evidence a saved run holds, and a plain statement where this machine cannot measure it.
 
-Claim 1 (Cilium 1.9, life of a packet): ipvlan beats veth because packets do not cross the
-kernel stack twice. Claim 2 (Cilium's deprecation of ipvlan): eBPF host routing on veth
-already performs better, so ipvlan is not needed. Computed from rows only (``evidence``),
-rendered by the report template ``sections/which.html``.
+Claim 1 (Cilium 1.9 documentation, "Life of a Packet", veth-based versus ipvlan-based
+datapath): ipvlan beats veth because packets from the host namespace to a container do not
+cross the kernel stack twice. Claim 2 (Cilium's upgrade guide, which deprecates ipvlan): eBPF
+host routing on veth already performs better, so ipvlan is not needed. Computed from rows
+only (``evidence``), rendered by the report template ``sections/which.html``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from linklab.compare import finish, judge_one
 from linklab.stats import Summary, summarise
 
 CLAIMS = {
-    1: "ipvlan is faster than veth: packets do not traverse the host's stack twice "
-       "(Cilium 1.9, life of a packet)",
-    2: "eBPF on veth performs better, so ipvlan is no longer needed (Cilium's deprecation)",
+    1: "Cilium's documentation claims ipvlan is faster than veth: packets do not traverse the "
+       "host's stack twice (Cilium 1.9, Life of a Packet)",
+    2: "Cilium's documentation claims eBPF on veth performs better, so ipvlan is no longer "
+       "needed (Cilium's upgrade guide, ipvlan deprecated)",
 }
 # (label, direction, streams, metric, higher is better, scale, unit)
 FIGURES = (
