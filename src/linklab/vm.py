@@ -50,6 +50,15 @@ CACHE_QEMU_OPTS = (f"-fsdev local,id={CACHE_TAG},path=/,security_model=none,read
 # int3): "Oops: int3" in __schedule / sched_clock_cpu, a panic in 2 of 2 fresh-clone CI runs.
 # The two vCPUs still let the two workers overlap their waits.
 TCG_OPTS = "-accel tcg,thread=single"
+# The instruction clock (--clock instructions): the guest's clock advances 1 ns per executed
+# guest instruction (shift=0), idle time is skipped rather than slept (sleep=off), the RTC
+# follows the guest clock, and RDRAND/the guest's randomness come from a seeded generator.
+# icount works with single-threaded TCG only.
+CLOCKS = ("wall", "instructions")
+ICOUNT = "shift=0,sleep=off,align=off"
+ICOUNT_SEED = 1
+ICOUNT_OPTS = f"-icount {ICOUNT} -rtc clock=vm -seed {ICOUNT_SEED}"
+ICOUNT_VIRT = "tcg-icount"
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KVM_PROBE_CACHE = Path("/run/linklab/kvm-probe.json")
 # Exit statuses of linklab vm itself (the command's own status is passed through).
@@ -136,6 +145,31 @@ def _is_static(path: str) -> bool:
         fh.seek(phoff)
         table = fh.read(phentsize * phnum)
     return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
+
+
+def check_clock(clock: str, cpus: int, kvm: bool | None) -> None:
+    """Refuse a combination the instruction clock cannot honour, saying which and why."""
+    if clock not in CLOCKS:
+        raise VMError(f"clock {clock!r}: use one of {', '.join(CLOCKS)}")
+    if clock != "instructions":
+        return
+    if kvm:
+        raise VMError("the instruction clock (QEMU -icount) needs TCG: it cannot run under "
+                      "KVM (drop the KVM request, or use --clock wall)")
+    if cpus != 1:
+        raise VMError(f"the instruction clock (QEMU -icount) needs single-threaded TCG with "
+                      f"one vCPU per guest: {cpus} vCPUs asked (use 1 vCPU, or --clock wall)")
+
+
+def qemu_version() -> str:
+    """``QEMU emulator version 7.2.22 (...)``'s version, or "" when it cannot be read."""
+    try:
+        out = subprocess.run([require("qemu-system-x86_64", "qemu-system-x86"), "--version"],
+                             capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired, MissingTool):
+        return ""
+    m = re.search(r"version (\S+)", out)
+    return m.group(1) if m else ""
 
 
 def check_tools() -> str:
@@ -302,8 +336,11 @@ def _run_once(argv: Sequence[str], *, kernel: Kernel, cpus: int = DEFAULT_CPUS,
               rwdirs: Iterable[Path] = (), env: dict[str, str] | None = None,
               owner: object = None, kvm: bool | None = None, name: str | None = None,
               out: BinaryIO | None = None, err: BinaryIO | None = None,
-              cancel: threading.Event | None = None) -> Outcome:
+              cancel: threading.Event | None = None, clock: str = "wall") -> Outcome:
     """One boot of :func:`run`.
+
+    ``clock="instructions"``: TCG with QEMU's instruction counter as the guest clock
+    (:data:`ICOUNT_OPTS`), labelled ``tcg-icount``; KVM or more than one vCPU is refused.
 
     ``owner`` (a :class:`linklab.ownership.Run`) records vng's and QEMU's PIDs and the
     script's directory so ``linklab clean`` can remove them if this process dies. ``cancel``
@@ -311,13 +348,18 @@ def _run_once(argv: Sequence[str], *, kernel: Kernel, cpus: int = DEFAULT_CPUS,
     """
     out = out or sys.stdout.buffer
     err = err or sys.stderr.buffer
+    check_clock(clock, cpus, kvm)
     vng = check_tools()
-    use_kvm = probe_kvm(kernel) if kvm is None else kvm
-    virt = "kvm" if use_kvm else "tcg"
+    icount = clock == "instructions"
+    use_kvm = False if icount else probe_kvm(kernel) if kvm is None else kvm
+    virt = ICOUNT_VIRT if icount else "kvm" if use_kvm else "tcg"
     guest_env = {k: v for k, v in os.environ.items() if k.startswith("LINKLAB_")}
     guest_env.update({"LINKLAB_VIRT": virt, "LINKLAB_IN_VM": "1", "PYTHONUNBUFFERED": "1"})
     # the guest runs Python ~20x and traffic ~25x slower: stretch every wait (probes, servers)
-    guest_env.setdefault("LINKLAB_TIME_SCALE", "5" if virt == "tcg" else "2")
+    guest_env.setdefault("LINKLAB_TIME_SCALE", "2" if use_kvm else "5")
+    if icount:   # the same hash order in every boot, and what the clock was, for meta.json
+        guest_env.update({"PYTHONHASHSEED": "0", "LINKLAB_VM_QEMU": qemu_version(),
+                          "LINKLAB_VM_ICOUNT": ICOUNT_OPTS})
     guest_env.update(env or {})
     if owner is not None:
         scriptdir = Path(owner.tmpdir("vm"))  # type: ignore[attr-defined]
@@ -341,6 +383,8 @@ def _run_once(argv: Sequence[str], *, kernel: Kernel, cpus: int = DEFAULT_CPUS,
     if not use_kvm:
         # one host thread per vCPU (QEMU 7.2's default for x86 on x86, stated so it stays)
         vng_argv[3:3] = ["--disable-kvm", f"--qemu-opts={TCG_OPTS}"]  # after --run IMAGE
+    if icount:   # and no address-space randomisation: the same code layout every boot
+        vng_argv[3:3] = [f"--qemu-opts={ICOUNT_OPTS}", "--append", "norandmaps"]
     vng_env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', GUEST_PATH)}")
     tail: deque[str] = deque(maxlen=40)
     started = time.monotonic()
@@ -457,8 +501,9 @@ def cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", metavar="PATH|RELEASE",
                         help="kernel image or release (prefix such as 6.1); default: newest "
                              "/boot/vmlinuz-* whose modules include ipvlan")
-    parser.add_argument("--cpus", type=int, default=DEFAULT_CPUS,
-                        help="guest CPUs (default: %(default)s)")
+    parser.add_argument("--cpus", type=int, default=None,
+                        help=f"guest CPUs (default: {DEFAULT_CPUS}; 1 with --clock "
+                             "instructions)")
     parser.add_argument("--memory", default="2G", help="guest memory (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=1800, metavar="S",
                         help="stop the guest after S seconds, boot included (default: "
@@ -466,6 +511,9 @@ def cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rwdir", action="append", default=[], type=Path, metavar="DIR",
                         help="another host directory the guest may write (results/ always is)")
     parser.add_argument("--tcg", action="store_true", help="skip the KVM probe, use TCG")
+    parser.add_argument("--clock", choices=CLOCKS, default="wall",
+                        help="guest clock: wall, or instructions (TCG with QEMU -icount, "
+                             "1 ns per guest instruction; 1 vCPU; default: %(default)s)")
     parser.add_argument("--name", help="guest hostname and QEMU -name (default: linklab-<run>)")
     parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...",
                         help="command to run in the guest")
@@ -484,9 +532,11 @@ def cli_main(args: argparse.Namespace) -> int:
         kernel = find_kernel(args.kernel)
         run_owner = Run()
         try:
-            outcome = run(command, kernel=kernel, cpus=args.cpus, memory=args.memory,
+            cpus = args.cpus or (1 if args.clock == "instructions" else DEFAULT_CPUS)
+            outcome = run(command, kernel=kernel, cpus=cpus, memory=args.memory,
                           timeout=args.timeout, rwdirs=args.rwdir, owner=run_owner,
-                          kvm=False if args.tcg else None, name=args.name)
+                          kvm=False if args.tcg else None, name=args.name,
+                          clock=args.clock)
         finally:
             run_owner.close()
     except (VMError, MissingTool) as exc:
