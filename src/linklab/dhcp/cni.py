@@ -17,7 +17,6 @@ import os
 import socket
 import struct
 import time
-import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from linklab.build import Topology
 from linklab.cmd import bkg
 from linklab.dhcp.cell import LEASE_WAIT_S, classify_id, link_mac
 from linklab.dhcp.leases import Lease
-from linklab.dhcp.matrix import ANY_SERVER, LEASE_OUTCOMES, Expected, _expected, _fail, _table
+from linklab.dhcp.matrix import ANY_SERVER, LEASE_OUTCOMES, Expected, parse_expected
+from linklab.format import Validator, load_toml
 from linklab.dhcp.servers import OPTIONS, Pool, dhcp_server
 from linklab.model import SHIPPED, Scenario
 from linklab.ownership import Run
@@ -80,57 +80,52 @@ class CniDhcpCell:
 def load_cni_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list[CniDhcpCell]:
     """``setup.NAME = { description, scenario, daemons }`` and
     ``expect.NAME.DAEMON.SERVER-OPTION`` (or ``any-server``) = { lease, stored, why }."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise _fail(path, "", f"not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise _fail(path, "", f"cannot read: {exc}") from None
-    _table(path, data, "", {"setup", "expect"}, set())
+    v = Validator(Path(path))
+    data = load_toml(path)
+    v.table(data, "", {"setup", "expect"}, set())
     cells = []
     for name, raw in data["setup"].items():
         w = f"setup.{name}"
-        _table(path, raw, w, {"description", "scenario", "daemons"},
+        v.table(raw, w, {"description", "scenario", "daemons"},
                {"requests_reach_server", "why_no_request"})
         reach = raw.get("requests_reach_server", True)
         if not isinstance(reach, bool) or (not reach and not raw.get("why_no_request")):
-            raise _fail(path, f"{w}.requests_reach_server", "true or false; false needs "
+            raise v.fail(f"{w}.requests_reach_server", "true or false; false needs "
                                                             "why_no_request")
         sname = raw["scenario"]
         sc = scenarios.get(sname)
         if sc is None:
-            raise _fail(path, f"{w}.scenario", f"no scenario named {sname!r}")
+            raise v.fail(f"{w}.scenario", f"no scenario named {sname!r}")
         if sc.kind != "cni" or sc.dhcp is None or \
                 sc.cni["netconf"].get("ipam", {}).get("type") != "dhcp":
-            raise _fail(path, f"{w}.scenario", f"{sname!r} is not a cni scenario with dhcp "
+            raise v.fail(f"{w}.scenario", f"{sname!r} is not a cni scenario with dhcp "
                                                "IPAM and a [dhcp] table")
         daemons = raw["daemons"]
         if not isinstance(daemons, list) or not daemons or \
                 not all(d in DAEMONS for d in daemons):
-            raise _fail(path, f"{w}.daemons", f"{daemons!r}: a non-empty list of "
+            raise v.fail(f"{w}.daemons", f"{daemons!r}: a non-empty list of "
                                               f"{' | '.join(DAEMONS)}")
         setup = CniSetup(name, str(raw["description"]), sname, tuple(daemons), reach,
                          str(raw.get("why_no_request", "")))
         expect = data["expect"].get(name)
         if not isinstance(expect, Mapping):
-            raise _fail(path, f"expect.{name}", "missing: every setup needs expected outcomes")
-        _table(path, expect, f"expect.{name}", set(), set(DAEMONS))
+            raise v.fail(f"expect.{name}", "missing: every setup needs expected outcomes")
+        v.table(expect, f"expect.{name}", set(), set(DAEMONS))
         for daemon in setup.daemons:
             per_server = expect.get(daemon)
             wd = f"expect.{name}.{daemon}"
             if per_server is None:
-                raise _fail(path, wd, "missing: give outcomes for every daemon variant")
-            _table(path, per_server, wd, set(), {ANY_SERVER, *OPTIONS})
+                raise v.fail(wd, "missing: give outcomes for every daemon variant")
+            v.table(per_server, wd, set(), {ANY_SERVER, *OPTIONS})
             fake = _IdSetup({c.name: "" for c in sc.containers})
             for server in OPTIONS:
                 raw_exp = per_server.get(server, per_server.get(ANY_SERVER))
                 if raw_exp is None:
-                    raise _fail(path, f"{wd}.{server}", "missing: give it or 'any-server'")
+                    raise v.fail(f"{wd}.{server}", "missing: give it or 'any-server'")
                 released = isinstance(raw_exp, Mapping) and raw_exp.get("lease") == RELEASED
                 if released:      # validated as "same", the outcome it refines
                     raw_exp = {**raw_exp, "lease": LEASE_OUTCOMES[0]}
-                exp = _expected(path, raw_exp, f"{wd}.{server}", fake)  # type: ignore[arg-type]
+                exp = parse_expected(v, raw_exp, f"{wd}.{server}", fake)  # type: ignore[arg-type]
                 if released:
                     exp = Expected(RELEASED, exp.stored, exp.why)
                 cells.append(CniDhcpCell(setup, sc, daemon, server, exp))
@@ -139,7 +134,7 @@ def load_cni_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list
 
 @dataclass(frozen=True)
 class _IdSetup:
-    """What :func:`_expected` needs of a setup: the containers an identifier may name."""
+    """What :func:`~linklab.dhcp.matrix.parse_expected` needs of a setup: the containers an identifier may name."""
 
     client_ids: Mapping[str, str]
 

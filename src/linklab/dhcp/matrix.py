@@ -9,7 +9,6 @@ setup x scenario x server option x client. Every error names the file and the fi
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Any
 
 from linklab.dhcp.clients import CLIENTS, ClientError, check_client_id
 from linklab.dhcp.servers import OPTIONS
-from linklab.model import SHIPPED, Scenario, ScenarioError
+from linklab.format import Validator, load_toml
+from linklab.model import SHIPPED, Scenario
 
 LEASE_OUTCOMES = ("same", "distinct", "none")
 ANY_SERVER = "any-server"
@@ -65,59 +65,37 @@ class DhcpCell:
         return f"dhcp-{self.setup.name}-{short}-{self.server}-{self.client}"
 
 
-def _fail(path: Path, where: str, message: str) -> ScenarioError:
-    return ScenarioError(path, where, message)
+def _str(v: Validator, data: Mapping[str, Any], key: str, where: str) -> str:
+    """A required string field (its presence already checked by :meth:`Validator.table`)."""
+    return v.typed(data, key, f"{where}.", str)
 
 
-def _table(path: Path, data: Any, where: str, required: set[str], optional: set[str]) -> None:
-    if not isinstance(data, Mapping):
-        raise _fail(path, where, f"must be a table, got {type(data).__name__}")
-    missing = sorted(required - set(data))
-    if missing:
-        raise _fail(path, f"{where}.{missing[0]}", "missing required field")
-    unknown = sorted(set(data) - required - optional)
-    if unknown:
-        raise _fail(path, f"{where}.{unknown[0]}",
-                    f"unknown field (known: {', '.join(sorted(required | optional))})")
-
-
-def _str(path: Path, data: Mapping[str, Any], key: str, where: str) -> str:
-    value = data[key]
-    if not isinstance(value, str):
-        raise _fail(path, f"{where}.{key}", f"must be a string, got {type(value).__name__}")
-    return value
-
-
-def _expected(path: Path, raw: Any, where: str, setup: Setup,
-              base: Expected | None = None) -> Expected:
-    _table(path, raw, where, set() if base else {"lease", "stored", "why"},
-           {"lease", "stored", "why"})
+def parse_expected(v: Validator, raw: Any, where: str, setup: Setup,
+                   base: Expected | None = None) -> Expected:
+    """One ``{ lease, stored, why }`` outcome; ``base`` gives the fields a refinement omits."""
+    v.table(raw, where, set() if base else {"lease", "stored", "why"},
+            {"lease", "stored", "why"})
     lease = raw.get("lease", base.lease if base else None)
     if lease not in LEASE_OUTCOMES:
-        raise _fail(path, f"{where}.lease", f"{lease!r}: must be one of "
+        raise v.fail(f"{where}.lease", f"{lease!r}: must be one of "
                                             f"{' | '.join(LEASE_OUTCOMES)}")
     stored = raw.get("stored", list(base.stored) if base else None)
     classes = {"none", "mac", *setup.client_ids}
     if not isinstance(stored, list) or not all(isinstance(s, str) and s in classes
                                                for s in stored):
-        raise _fail(path, f"{where}.stored", f"{stored!r}: must be a list of identifier classes "
+        raise v.fail(f"{where}.stored", f"{stored!r}: must be a list of identifier classes "
                                              f"({', '.join(sorted(classes))})")
     why = raw.get("why", base.why if base else None)
     if not isinstance(why, str) or not why:
-        raise _fail(path, f"{where}.why", "must be a non-empty string")
+        raise v.fail(f"{where}.why", "must be a non-empty string")
     return Expected(lease, tuple(sorted(stored)), why)
 
 
 def load_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list[DhcpCell]:
     """Parse and validate the matrix; ``scenarios`` maps names to loaded scenarios."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise _fail(path, "", f"not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise _fail(path, "", f"cannot read: {exc}") from None
-    _table(path, data, "", {"setup", "expect"}, {"scenario"})
+    v = Validator(Path(path))
+    data = load_toml(path)
+    v.table(data, "", {"setup", "expect"}, {"scenario"})
 
     # per-scenario client settings
     bflag: dict[str, bool] = {}
@@ -126,89 +104,89 @@ def load_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list[Dhc
     for name, raw in (data.get("scenario") or {}).items():
         w = f"scenario.{name}"
         if name not in scenarios:
-            raise _fail(path, w, f"no scenario named {name!r}")
-        _table(path, raw, w, {"why"}, {"broadcast_flag", "duplicate_address", "no_lease"})
-        _str(path, raw, "why", w)
+            raise v.fail(w, f"no scenario named {name!r}")
+        v.table(raw, w, {"why"}, {"broadcast_flag", "duplicate_address", "no_lease"})
+        _str(v, raw, "why", w)
         if not isinstance(raw.get("broadcast_flag", False), bool):
-            raise _fail(path, f"{w}.broadcast_flag", "must be true or false")
+            raise v.fail(f"{w}.broadcast_flag", "must be true or false")
         bflag[name] = raw.get("broadcast_flag", False)
         dup = raw.get("duplicate_address", "allowed")
         if dup not in ("allowed", "refused"):
-            raise _fail(path, f"{w}.duplicate_address", f"{dup!r}: must be allowed | refused")
+            raise v.fail(f"{w}.duplicate_address", f"{dup!r}: must be allowed | refused")
         dup_refused[name] = dup == "refused"
         rules = raw.get("no_lease", [])
         if not isinstance(rules, list):
-            raise _fail(path, f"{w}.no_lease", "must be a list of { client | server, why }")
+            raise v.fail(f"{w}.no_lease", "must be a list of { client | server, why }")
         softwares = sorted({o.software for o in OPTIONS.values()})
         for i, rule in enumerate(rules):
             wr = f"{w}.no_lease[{i}]"
-            _table(path, rule, wr, {"why"}, {"client", "server"})
+            v.table(rule, wr, {"why"}, {"client", "server"})
             if "client" not in rule and "server" not in rule:
-                raise _fail(path, wr, "give 'client' and/or 'server' (whom the rule is about)")
+                raise v.fail(wr, "give 'client' and/or 'server' (whom the rule is about)")
             if rule.get("client", CLIENTS[0]) not in CLIENTS:
-                raise _fail(path, f"{wr}.client", f"{rule['client']!r}: must be one of "
+                raise v.fail(f"{wr}.client", f"{rule['client']!r}: must be one of "
                                                   f"{' | '.join(CLIENTS)}")
             if rule.get("server", softwares[0]) not in softwares:
-                raise _fail(path, f"{wr}.server", f"{rule['server']!r}: must be one of "
+                raise v.fail(f"{wr}.server", f"{rule['server']!r}: must be one of "
                                                   f"{' | '.join(softwares)}")
             no_lease.setdefault(name, []).append(
-                (rule.get("client"), rule.get("server"), _str(path, rule, "why", wr)))
+                (rule.get("client"), rule.get("server"), _str(v, rule, "why", wr)))
 
     setups: dict[str, Setup] = {}
     for name, raw in data["setup"].items():
         w = f"setup.{name}"
-        _table(path, raw, w, {"description", "client_ids", "scenarios"}, set())
+        v.table(raw, w, {"description", "client_ids", "scenarios"}, set())
         ids = raw["client_ids"]
         if not isinstance(ids, Mapping) or not ids:
-            raise _fail(path, f"{w}.client_ids", "must be a non-empty table container = id")
+            raise v.fail(f"{w}.client_ids", "must be a non-empty table container = id")
         for cname, cid in ids.items():
             try:
                 check_client_id(cid if isinstance(cid, str) else repr(cid))
             except ClientError as exc:
-                raise _fail(path, f"{w}.client_ids.{cname}", str(exc)) from None
+                raise v.fail(f"{w}.client_ids.{cname}", str(exc)) from None
         scs = raw["scenarios"]
         if not isinstance(scs, list) or not scs:
-            raise _fail(path, f"{w}.scenarios", "must be a non-empty list of scenario names")
+            raise v.fail(f"{w}.scenarios", "must be a non-empty list of scenario names")
         for i, sname in enumerate(scs):
             sc = scenarios.get(sname)
             if sc is None:
-                raise _fail(path, f"{w}.scenarios[{i}]", f"no scenario named {sname!r}")
+                raise v.fail(f"{w}.scenarios[{i}]", f"no scenario named {sname!r}")
             if sc.dhcp is None:
-                raise _fail(path, f"{w}.scenarios[{i}]", f"scenario {sname!r} has no [dhcp] "
+                raise v.fail(f"{w}.scenarios[{i}]", f"scenario {sname!r} has no [dhcp] "
                                                          "table (who serves which pool)")
             names = {c.name for c in sc.containers}
             for cname in ids:
                 if cname not in names:
-                    raise _fail(path, f"{w}.client_ids.{cname}",
+                    raise v.fail(f"{w}.client_ids.{cname}",
                                 f"scenario {sname!r} has no container {cname!r} "
                                 f"(has: {', '.join(sorted(names))})")
-        setups[name] = Setup(name, _str(path, raw, "description", w), dict(ids), tuple(scs))
+        setups[name] = Setup(name, _str(v, raw, "description", w), dict(ids), tuple(scs))
 
     cells = []
     expect = data["expect"]
     if not isinstance(expect, Mapping):
-        raise _fail(path, "expect", "must be a table expect.SETUP.SERVER-OPTION")
+        raise v.fail("expect", "must be a table expect.SETUP.SERVER-OPTION")
     for name in expect:
         if name not in setups:
-            raise _fail(path, f"expect.{name}", f"no setup named {name!r}")
+            raise v.fail(f"expect.{name}", f"no setup named {name!r}")
     for name, setup in setups.items():
         w = f"expect.{name}"
         if name not in expect:
-            raise _fail(path, w, "missing: every setup needs expected outcomes")
+            raise v.fail(w, "missing: every setup needs expected outcomes")
         per_server = expect[name]
-        _table(path, per_server, w, set(), {ANY_SERVER, *OPTIONS})
+        v.table(per_server, w, set(), {ANY_SERVER, *OPTIONS})
         for server in OPTIONS:
             raw = per_server.get(server, per_server.get(ANY_SERVER))
             ws = f"{w}.{server if server in per_server else ANY_SERVER}"
             if raw is None:
-                raise _fail(path, f"{w}.{server}", "missing: give it or 'any-server'")
+                raise v.fail(f"{w}.{server}", "missing: give it or 'any-server'")
             base_raw = {k: v for k, v in raw.items() if k not in CLIENTS} \
                 if isinstance(raw, Mapping) else raw
-            base = _expected(path, base_raw, ws, setup)
+            base = parse_expected(v, base_raw, ws, setup)
             for client in CLIENTS:
                 exp = base
                 if isinstance(raw, Mapping) and client in raw:
-                    exp = _expected(path, raw[client], f"{ws}.{client}", setup, base)
+                    exp = parse_expected(v, raw[client], f"{ws}.{client}", setup, base)
                 for sname in setup.scenarios:
                     cexp = exp
                     software = OPTIONS[server].software

@@ -21,7 +21,12 @@ from contextlib import ExitStack
 from typing import Any
 
 from linklab import cni
-from linklab.kinds import container_count, no_bridge
+from linklab.format import fields
+from linklab.kinds.bridge import probe as probe_bridge
+from linklab.kinds.ipvlan import probe as probe_ipvlan
+from linklab.kinds.macvlan import probe as probe_macvlan
+from linklab.kinds.veth import probe as probe_veth
+from linklab.kinds.common import check_choice, container_count, no_bridge
 
 # mode -> (plugin, the plugin's own mode or None)
 PLUGINS: dict[str, tuple[str, str | None]] = {
@@ -36,6 +41,9 @@ NATIVE: dict[str, tuple[str, str | None, str | None]] = {
     **{m: ("ipvlan", pm, "bridge") for m, (p, pm) in PLUGINS.items() if p == "ipvlan"},
     "bridge": ("bridge", None, None), "ptp": ("veth", None, None),
 }
+# the native kinds' probes (the registry imports this module, so not through the registry)
+NATIVE_PROBES: dict[str, Callable[..., None]] = {
+    "macvlan": probe_macvlan, "ipvlan": probe_ipvlan, "bridge": probe_bridge, "veth": probe_veth}
 MODES = tuple(PLUGINS)
 FLAGS: tuple[str, ...] = ()
 FOREIGN = True              # the plugin names and creates the links (kinds.foreign)
@@ -44,8 +52,6 @@ IPAM_TYPES = ("host-local", "static", "dhcp")
 
 
 def validate_mode(ctx, mode, flag, prefix: str = "") -> None:
-    from linklab.kinds import check_choice
-
     check_choice(ctx, "mode", mode, MODES, "cni", prefix)
     check_choice(ctx, "flag", flag, FLAGS, "cni", prefix)
 
@@ -73,8 +79,6 @@ def validate(ctx, sc, host, where: str) -> None:
     if raw is None:
         raise ctx.fail("cni", "missing: kind 'cni' needs a [cni] table with the plugin's "
                               "netconf ([cni.netconf])")
-    from linklab.model import fields
-
     ctx.table(raw, "cni", *fields("cni"))
     ctx.typed(raw, "native", "cni.", str)
     differs = ctx.typed(raw, "differs", "cni.", list, [])
@@ -226,7 +230,5 @@ def attach(topo, c, host) -> None:
 
 
 def probe(nl, parent: int, mode, flag) -> None:
-    from linklab import kinds
-
     kind, native_mode, native_flag = NATIVE[mode]
-    kinds.REGISTRY[kind].probe(nl, parent, native_mode, native_flag)
+    NATIVE_PROBES[kind](nl, parent, native_mode, native_flag)

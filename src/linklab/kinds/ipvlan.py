@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from linklab.kinds import macvlan, validate_choices
+from linklab.kinds.common import validate_choices
+from linklab.kinds.macvlan import child_validate
 
 MODES = ("l2", "l3", "l3s")
 FLAGS = ("bridge", "private", "vepa")
@@ -25,7 +26,7 @@ def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
         if c.host == host.name and c.mac is not None:
             raise ctx.fail(f"container[{i}].mac", "ipvlan children share the parent's MAC; "
                                                   "a child MAC cannot be set")
-    macvlan.child_validate(ctx, sc, host, where, single=False)
+    child_validate(ctx, sc, host, where, single=False)
 
 
 def prepare(topo, host) -> None:  # noqa: ANN001

@@ -13,7 +13,9 @@ import sys
 from contextlib import ExitStack
 
 from linklab import bpf
-from linklab.kinds import validate_choices, veth, veth_bpf
+from linklab.kinds.common import validate_choices
+from linklab.kinds.veth import validate  # validated as veth: the same shape
+from linklab.kinds.veth_bpf import FROM_PARENT, destinations
 
 MODES = ("l3", "l2")
 FLAGS = ("forward", "bpf")
@@ -23,7 +25,6 @@ MODE_VALUE = {"l2": 0, "l3": 1}   # enum netkit_mode
 NETKIT_PASS = 0                   # enum netkit_action: the default policy, "forward"
 PEER_SECTION = "tc/netkit_peer"
 validate_mode = validate_choices(sys.modules[__name__], "netkit")
-validate = veth.validate
 
 
 def link_data(mode: str, peer: dict) -> list:
@@ -66,8 +67,8 @@ def finish(topo, host, stack: ExitStack) -> None:
     progs = [stack.enter_context(bpf.netkit_attach(ns, topo.index(host.name, c.peer.ifname),
                                                    objs, PEER_SECTION, "peer", topo.run))
              for c in topo.scenario.containers_of(host.name)]
-    progs.append(bpf.tc_attach(ns, host.node.ifname, objs.redirect, veth_bpf.FROM_PARENT))
-    bpf.fill(progs, veth_bpf.destinations(topo, host), topo.index(host.name, host.node.ifname))
+    progs.append(bpf.tc_attach(ns, host.node.ifname, objs.redirect, FROM_PARENT))
+    bpf.fill(progs, destinations(topo, host), topo.index(host.name, host.node.ifname))
     topo.programs[host.name] = progs
     with ns.enter():
         for key in ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"):

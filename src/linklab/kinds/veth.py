@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from linklab.kinds import container_count, no_bridge, validate_choices
+from linklab.kinds.common import container_count, no_bridge, validate_choices
 
 MODES: tuple[str, ...] = ()
 FLAGS: tuple[str, ...] = ()

@@ -14,17 +14,15 @@ import sys
 from contextlib import ExitStack
 
 from linklab import bpf
-from linklab.kinds import validate_choices, veth
+from linklab.kinds.common import validate_choices
+# validated, prepared, attached and probed as veth: the BPF programs come in finish()
+from linklab.kinds.veth import attach, prepare, probe, validate
 
 MODES: tuple[str, ...] = ()
 FLAGS: tuple[str, ...] = ()
 HOST_FORWARDS = False
 KCONFIG = "CONFIG_NET_CLS_BPF, CONFIG_NET_SCH_INGRESS"
 validate_mode = validate_choices(sys.modules[__name__], "veth-bpf")
-validate = veth.validate
-prepare = veth.prepare
-attach = veth.attach
-probe = veth.probe
 FROM_CONTAINER, FROM_PARENT = "tc/from_container", "tc/from_parent"
 
 
