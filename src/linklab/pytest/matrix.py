@@ -10,7 +10,7 @@ import pytest
 from linklab.capabilities import missing_tool
 from linklab.checks import Cell
 from linklab.probes import Observer
-from linklab.pytest.plugin import record_observation
+from linklab.pytest.cells import record_observation
 
 pytestmark = pytest.mark.connectivity
 

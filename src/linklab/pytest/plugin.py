@@ -36,8 +36,16 @@ from pathlib import Path
 import pytest
 
 from linklab import results as store
+from linklab.build import build
+from linklab.capabilities import missing_link
+from linklab.checks import cells
+from linklab.live import LiveTopology, Source, scenario_from
 from linklab.model import SHIPPED, Scenario, ScenarioError, load_paths
 from linklab.ownership import Run, clean
+from linklab.peer import PeerConfig, split_build
+from linklab.probes import Observer
+from linklab.pytest import matrix
+from linklab.pytest.cells import CELL_KEY
 
 SNAPSHOT_CMDS = (["ip", "-j", "link", "show"], ["ip", "-j", "addr", "show"],
                  ["ip", "-j", "-4", "route", "show", "table", "all"],
@@ -133,8 +141,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--scenarios"):
         matrix_scenarios(config)          # a bad file stops the run here, named
     if _matrix_module_wanted(config):
-        from linklab.pytest import matrix
-
         config.args.append(matrix.__file__)
     if config.getoption("--results-dir") is None:   # the rootdir's results/ (or the cwd's)
         base = config.rootpath if config.inipath is not None else config.invocation_params.dir
@@ -198,10 +204,6 @@ def linklab_topology(run: Run, pytestconfig: pytest.Config) -> Iterator[Callable
     leftovers first); everything built is released last-in-first-out when the test ends (a
     teardown error fails the test). A datapath this kernel lacks skips the test, naming it.
     """
-    from linklab.build import build
-    from linklab.capabilities import missing_link
-    from linklab.live import LiveTopology, Source, scenario_from
-
     search = [SHIPPED, *scenario_paths(pytestconfig)]
     with ExitStack() as stack:
         def make(source: Source) -> LiveTopology:
@@ -232,18 +234,11 @@ def linklab_matrix(request: pytest.FixtureRequest, run: Run) -> Iterator[object]
     for tests that take ``linklab_cell``). The scenario's live topology, built once for all
     its cells and torn down LIFO, as an :class:`~linklab.probes.Observer` that observes the
     packet cells in one batch. A datapath this kernel lacks skips its cells, naming it."""
-    from linklab.build import build
-    from linklab.capabilities import missing_link
-    from linklab.checks import cells
-    from linklab.probes import Observer
-
     sc: Scenario = request.param
     for h in sc.hosts:
         if why := missing_link(h.kind, h.mode, h.flag):
             pytest.skip(why)
     if (env := request.config.getoption("--remote-env")) and len(sc.hosts) > 1:
-        from linklab.peer import PeerConfig, split_build
-
         with split_build(sc, run, PeerConfig.from_env(Path(env))) as topo:
             yield Observer(topo, cells(sc))
         return
@@ -256,8 +251,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     with ids such as ``macvlan-private-v4-child-to-child``."""
     if "linklab_cell" not in metafunc.fixturenames:
         return
-    from linklab.checks import cells
-
     cases = [pytest.param(sc, cell, id=cell.id, marks=[pytest.mark.xdist_group(sc.name)] + (
                  [pytest.mark.two_host] if len(sc.hosts) > 1 else []))
              for sc in matrix_scenarios(metafunc.config) for cell in cells(sc)]
@@ -269,20 +262,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The packaged matrix runs once: a test module importing it takes precedence."""
     if not _matrix_module_wanted(config):
         return
-    from linklab.pytest import matrix
-
     def packaged(item: pytest.Item) -> bool:
         return getattr(item, "module", None) is matrix
     if any(getattr(i, "function", None) is matrix.test_cell and not packaged(i) for i in items):
         items[:] = [i for i in items if not packaged(i)]
-
-
-CELL_KEY = pytest.StashKey[dict]()
-
-
-def record_observation(item: pytest.Item, observed: str, detail: str) -> None:
-    """Called by a cell test before it asserts: what the kernel actually did."""
-    item.stash[CELL_KEY] = {"observed": observed, "detail": detail}
 
 
 @pytest.hookimpl(hookwrapper=True)
