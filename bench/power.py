@@ -10,7 +10,7 @@ What it does (one topology, default the veth-pair reference, built once):
    gets less than the configured rate), alternating A and B so that a drift of the machine
    hits both alike;
 2. A/A: splits the A pool at random into two sets of n repetitions, many times, and judges
-   each split with the report's own test (linklab.compare: Welch on logs, threshold 5 %):
+   each split with the report's own test (linklab.bench.compare: Welch on logs, threshold 5 %):
    the share judged "regressed" is the false alarm rate;
 3. A/B: draws n repetitions from A as baseline and n from B as current run, many times: the
    share judged "regressed" is the detection rate;
@@ -42,9 +42,9 @@ from linklab.bench.datapaths import VETH_PAIR, datapaths, missing, open_datapath
 from linklab.bench.measure import MATRIX, Layout, Params, measure
 from linklab.bench.runner import Settings
 from linklab.cmd import cmd
-from linklab.compare import ALPHA, Threshold, judge
+from linklab.bench.compare import ALPHA, Threshold, judge
 from linklab.ownership import Run
-from linklab.stats import detectable_change
+from linklab.bench.stats import detectable_change
 
 ROOT = Path(__file__).resolve().parents[1]
 GATE = Threshold("throughput", 5.0)         # what `linklab report` applies by default

@@ -14,7 +14,7 @@ from linklab.bench.measure import MATRIX, Params
 from linklab.bench.runner import Bench, Settings, against_baseline, format_deltas
 from linklab.capabilities import missing_tool
 from linklab.cmd import cmd
-from linklab.compare import Threshold
+from linklab.bench.compare import Threshold
 
 pytestmark = pytest.mark.bench
 

@@ -1,3 +1,3 @@
 """Benchmarks: tool parsers (tools), measurements in live namespaces (measure), the
-datapaths measured (datapaths) and the run that ties them to the results store (runner).
-Statistics live in :mod:`linklab.stats`, baseline comparison in :mod:`linklab.compare`."""
+datapaths measured (datapaths), the run that ties them to the results store (runner), the
+statistics of repetitions (stats) and the verdicts and regression gate (compare)."""

@@ -28,7 +28,7 @@ from linklab import results as store
 from linklab.bench.datapaths import LOOPBACK, Datapath
 from linklab.bench.measure import MATRIX, Endpoints, Layout, Outcome, Params, Spec, measure
 from linklab.cmd import cmd
-from linklab.compare import KEY, Delta, Threshold, compare, machine_mismatch, summaries
+from linklab.bench.compare import KEY, Delta, Threshold, compare, machine_mismatch, summaries
 
 BASE_PORT = 20000
 SYSCTLS = ("net/ipv4/tcp_congestion_control", "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem",

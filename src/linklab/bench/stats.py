@@ -124,3 +124,7 @@ def detectable_change(se: float, df: float, alpha: float = 0.05, power: float = 
     if not math.isfinite(se) or se <= 0 or not df > 0:
         return math.nan if not math.isfinite(se) else 0.0
     return math.exp((t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * se) - 1
+
+
+__all__ = ["Z975", "LogRatio", "Summary", "detectable_change", "holm", "overlap", "summarise",
+           "t975", "t_quantile", "t_two_sided_p", "welch_log"]

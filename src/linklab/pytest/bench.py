@@ -19,7 +19,7 @@ import pytest
 from linklab import results as store
 from linklab.bench.measure import MATRIX, Params
 from linklab.bench.runner import Bench, Settings, load_rows, summary_lines
-from linklab.compare import FailOnError, Threshold, parse_fail_on
+from linklab.bench.compare import FailOnError, Threshold, parse_fail_on
 
 SMOKE_DATAPATH = "veth"
 

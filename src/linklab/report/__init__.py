@@ -36,7 +36,7 @@ def cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from linklab.compare import FailOnError, parse_fail_on
+    from linklab.bench.compare import FailOnError, parse_fail_on
     from linklab.report.aggregate import Rules
     from linklab.report.render import link_latest, render
 

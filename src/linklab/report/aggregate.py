@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from linklab import compare as cmp
+from linklab.bench import compare as cmp
 from linklab.results import SCHEMA_VERSION, TABLES
-from linklab.stats import summarise
+from linklab.bench.stats import summarise
 
 
 class ReportError(Exception):

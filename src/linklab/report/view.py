@@ -490,7 +490,7 @@ def _figure_values(ok: pd.DataFrame) -> dict[tuple[str, ...], list[float]]:
 def rankings(inputs: Inputs) -> list[Ranking]:
     """Per leg, family and key figure: datapaths best first, each judged against the next
     (Holm over the comparisons of one ranking)."""
-    from linklab import compare as cmp
+    from linklab.bench import compare as cmp
 
     bench = inputs.results.tables["bench"]
     ok = bench[(bench["error"] == "") & bench["value"].notna()]

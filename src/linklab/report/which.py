@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from linklab.compare import finish, judge_one
-from linklab.stats import Summary, summarise
+from linklab.bench.compare import finish, judge_one
+from linklab.bench.stats import Summary, summarise
 
 CLAIMS = {
     1: "Cilium's documentation claims ipvlan is faster than veth: packets do not traverse the "
