@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from linklab.stats import Summary, detectable_change, holm, overlap, summarise, welch_log
+from linklab.bench.stats import Summary, detectable_change, holm, overlap, summarise, welch_log
 
 KEY = ("virt", "datapath", "mode", "flag", "family", "direction", "streams", "metric", "unit")
 HIGHER_IS_BETTER = ("throughput", "goodput", "bps")   # metric name tokens
