@@ -22,9 +22,9 @@ from pathlib import Path
 
 from linklab.bench.datapaths import VETH_PAIR, datapaths, open_datapath
 from linklab.bench.measure import MATRIX, Endpoints, Params, measure
+from linklab.bench.stats import summarise
 from linklab.cmd import proc_starttime, stop_pid
 from linklab.ownership import Run
-from linklab.bench.stats import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO, TARGET_CV = 0.97, 0.05

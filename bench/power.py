@@ -38,13 +38,13 @@ import sys
 import time
 from pathlib import Path
 
+from linklab.bench.compare import ALPHA, Threshold, judge
 from linklab.bench.datapaths import VETH_PAIR, datapaths, missing, open_datapath
 from linklab.bench.measure import MATRIX, Layout, Params, measure
 from linklab.bench.runner import Settings
-from linklab.cmd import cmd
-from linklab.bench.compare import ALPHA, Threshold, judge
-from linklab.ownership import Run
 from linklab.bench.stats import detectable_change
+from linklab.cmd import cmd
+from linklab.ownership import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 GATE = Threshold("throughput", 5.0)         # what `linklab report` applies by default

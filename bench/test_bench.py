@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from linklab.bench.baseline import against_baseline, format_deltas
 from linklab.bench.datapaths import Datapath, missing, open_datapath
-from linklab.bench.runner import Bench, against_baseline, format_deltas
-from linklab.pytest.bench import DATAPATHS_KEY, THRESHOLDS_KEY, warn_mismatch
+from linklab.bench.runner import Bench
 from linklab.capabilities import missing_tool
+from linklab.pytest.bench import DATAPATHS_KEY, THRESHOLDS_KEY, warn_mismatch
 
 pytestmark = pytest.mark.bench
 

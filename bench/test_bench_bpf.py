@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from linklab.bench.baseline import filter_leg
 from linklab.bench.datapaths import (
     BPF_BESIDE,
     BPF_REMOTE,
@@ -17,7 +18,7 @@ from linklab.bench.datapaths import (
     missing,
     open_datapath,
 )
-from linklab.bench.runner import Bench, filter_leg
+from linklab.bench.runner import Bench
 from linklab.capabilities import missing_tool
 from linklab.report.which import evidence
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from linklab import results as store
+from linklab.bench.baseline import against_baseline, format_deltas
+from linklab.bench.compare import Threshold
 from linklab.bench.datapaths import VETH_PAIR, open_datapath
 from linklab.bench.measure import MATRIX, Params
-from linklab.bench.runner import Bench, Settings, against_baseline, format_deltas
+from linklab.bench.runner import Bench, Settings
 from linklab.capabilities import missing_tool
 from linklab.cmd import cmd
-from linklab.bench.compare import Threshold
 
 pytestmark = pytest.mark.bench
 

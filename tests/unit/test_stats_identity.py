@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from linklab.bench import compare, stats
-from linklab.bench.runner import format_deltas, summary_lines
+from linklab.bench.baseline import format_deltas, summary_lines
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SAMPLE = DATA / "results-sample"

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from linklab import results as store
-from linklab.bench.measure import MATRIX, Params
-from linklab.bench.runner import Bench, Settings, load_rows, summary_lines
+from linklab.bench.baseline import load_rows, summary_lines
 from linklab.bench.compare import FailOnError, Threshold, parse_fail_on
+from linklab.bench.measure import MATRIX, Params
+from linklab.bench.runner import Bench, Settings
 
 SMOKE_DATAPATH = "veth"
 

@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 
 from linklab.bench import compare as cmp
-from linklab.results import SCHEMA_VERSION, TABLES
 from linklab.bench.stats import summarise
+from linklab.results import SCHEMA_VERSION, TABLES
 
 
 class ReportError(Exception):
