@@ -1,11 +1,9 @@
-"""Datapath anatomy: parsers and attribution (units), what the kernel's code documents about
-each datapath's path (live, on the host and in the VM leg), and that a measurement leaves no
-tracefs instance, nft table or trace setting behind, even after kill -9."""
+"""Datapath anatomy, live: what the kernel's code documents about each datapath's path (on the
+host and in the VM leg), and that a measurement leaves no tracefs instance, nft table or trace
+setting behind, even after kill -9. The parsers and attribution are in tests/unit."""
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import signal
 import subprocess
@@ -19,30 +17,20 @@ import pytest
 from linklab import ownership
 from linklab.anatomy import nftcount, tracefs
 from linklab.anatomy.datapaths import (
-    Cell,
     open_scenario,
     open_veth_pair,
-    renamed,
-    scenario_cells,
     scenario_datapaths,
 )
 from linklab.anatomy.measure import (
-    BASE_BYTES,
-    MARK,
-    STRIDE,
     Anatomy,
-    Probe,
-    attribute,
-    minus,
-    probes_of,
     rows,
     trace,
 )
 from linklab.capabilities import missing_link, missing_tool
 from linklab.model import SHIPPED, load_scenario
-from linklab.results import TABLES, kernel_release, virtualisation
+from linklab.results import kernel_release, virtualisation
+from tests import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = scenario_datapaths(SHIPPED)
 
 
@@ -55,97 +43,6 @@ def _needs_tracing() -> None:
                 pytest.skip("kernel lacks the skb:kfree_skb tracepoint (CONFIG_TRACEPOINTS)")
     except tracefs.TracefsError as exc:
         pytest.skip(str(exc))
-
-
-# ---- units: no kernel objects ---------------------------------------------------------------
-
-TRACE = textwrap.dedent("""\
-    # tracer: nop
-    #
-    # entries-in-buffer/entries-written: 6/6   #P:2
-    #
-              python-123     [001] b..1.   100.000100: tracing_mark_write: linklab-probe 0
-              python-123     [001] b..1.   100.000200: net_dev_queue: dev=a1234p1 skbaddr=00000000aaaa0001 len=714
-              python-123     [001] b..1.   100.000300: netif_rx: dev=a1234p2 skbaddr=00000000aaaa0001 len=700
-              python-123     [001] b..1.   100.000400: kfree_skb: skbaddr=00000000aaaa0001 rx_sk=0000000000000000 protocol=2048 location=ip_rcv_finish_core+0x1c9/0x4a0 reason: IP_LOCAL_SOURCE
-              python-123     [001] b..1.   100.000500: tracing_mark_write: linklab-probe 1
-              python-123     [001] b..1.   100.000600: kfree_skb: skbaddr=00000000aaaa0001 rx_sk=0000000000000000 protocol=34525 location=ip6_mc_input+0x1/0x2 reason: NOT_SPECIFIED
-    """)
-
-
-def test_a_trace_parses_into_events_in_order() -> None:
-    events = tracefs.parse(TRACE)
-    assert [e.event for e in events] == ["tracing_mark_write", "net_dev_queue", "netif_rx",
-                                         "kfree_skb", "tracing_mark_write", "kfree_skb"]
-    assert events[1].dev == "a1234p1" and events[1].len == 714
-    assert events[3].location == "ip_rcv_finish_core" and events[3].reason == "IP_LOCAL_SOURCE"
-    assert events[0].mark == f"{MARK} 0"
-    assert tracefs.lost(TRACE) == 0
-    assert tracefs.lost(TRACE.replace("6/6", "4/9")) == 5
-
-
-def test_drops_go_to_the_probe_that_last_carried_the_skb_within_its_window() -> None:
-    cell = Cell("child-to-child", "v4", "c1", "c2", "blocked")
-    results = {p.index: Anatomy(p, sent=True) for p in probes_of([cell])}
-    attribute(tracefs.parse(TRACE), results, {"a1234p1": "c1/eth0", "a1234p2": "c2/eth0"})
-    request, reply = results[0], results[1]
-    assert request.steps == [("queue", "c1/eth0"), ("rx", "c2/eth0")]
-    # the second drop reuses the address inside the next probe's window: not the request's
-    assert request.drops == [("IP_LOCAL_SOURCE", "ip_rcv_finish_core")]
-    assert request.end == "dropped" and reply.drops == []
-
-
-def test_probe_lengths_are_distinct_and_fit_the_mtu() -> None:
-    sc = load_scenario(SHIPPED / "veth.toml")
-    probes = probes_of(scenario_cells(sc))
-    spans = [p.lengths for p in probes]
-    assert len(probes) == 20
-    assert all(hi < lo2 for (_, hi), (lo2, _) in itertools.pairwise(spans))
-    assert spans[-1][1] < sc.mtu
-    assert all(len(p.payload()) + (28 if p.cell.family == "v4" else 48) == p.ip_bytes
-               for p in probes)
-    assert probes[0].ip_bytes == BASE_BYTES and probes[1].ip_bytes == BASE_BYTES + STRIDE
-
-
-@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_renaming_gives_every_interface_a_unique_name(sc) -> None:
-    live, names = renamed(sc, "a1f2c")
-    ifnames = [n.ifname for n in (*(h.node for h in live.hosts), live.upstream, live.remote,
-                                  *live.containers)]
-    ifnames += [c.peer.ifname for c in live.containers if c.peer]
-    ifnames += [h.bridge.ifname for h in live.hosts if h.bridge]
-    assert len(set(ifnames)) == len(ifnames)
-    assert all(len(n) <= 15 and n in names for n in ifnames)
-    for node in (*live.containers, live.upstream, live.remote, *(h.node for h in live.hosts)):
-        for r in node.routes:
-            assert r.dev is None or r.dev in names, f"{sc.name}: route {r} names an old device"
-
-
-def test_counting_ruleset_and_counters_parse() -> None:
-    text = nftcount.ruleset("inet", {"p0": (700, 731), "p1": (732, 763)})
-    assert text.count("meta length 700-731 counter") == len(nftcount.HOOKS)
-    sample = {"nftables": [
-        {"rule": {"family": "inet", "table": nftcount.TABLE, "chain": "forward",
-                  "comment": "p1", "expr": [{"match": {}}, {"counter": {"packets": 2,
-                                                                        "bytes": 1}}]}},
-        {"rule": {"family": "inet", "table": "other", "chain": "forward", "comment": "p1",
-                  "expr": [{"counter": {"packets": 9, "bytes": 1}}]}}]}
-    assert nftcount.parse_counters(json.dumps(sample)) == {("inet", "forward", "p1"): 2}
-
-
-def test_the_results_table_takes_every_row_field() -> None:
-    cell = Cell("host-to-child", "v6", "host", "c1", "pass")
-    a = Anatomy(Probe(0, cell, "request"), sent=True, delivered=True,
-                steps=[("queue", "host/eth0"), ("stack", "c1/eth0")])
-
-    class T:
-        name, kind, mode, flag = "x", "veth", "", ""
-    (row,) = rows(T(), [a], "6.18", "none")  # type: ignore[arg-type]
-    assert set(row) == set(TABLES["anatomy"])
-    assert row["queue"] == 1 and row["stack"] == 1 and row["stack_ns"] == "c1"
-    assert a.line("veth") == ("anatomy veth host-to-child/v6 request: queue=1 xmit=0 rx=0 "
-                              "stack=1 nf=0 drop=-")
-    assert Anatomy(Probe(1, cell, "reply")).line("v").endswith("drop=not-sent")
 
 
 # ---- live: what the kernel's code documents --------------------------------------------------
@@ -312,7 +209,7 @@ def test_kill_9_mid_measurement_is_cleaned_by_ownership(tmp_path: Path) -> None:
     _needs_tracing()
     before = _top_level()
     proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+                            cwd=REPO)
     try:
         line = proc.stdout.readline().split()
         assert line, "the child did not start its measurement"
@@ -332,23 +229,6 @@ def test_kill_9_mid_measurement_is_cleaned_by_ownership(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not any(os.path.exists(f"/run/netns/{n}") for n in namespaces)
     assert _top_level() == before
-
-
-def test_a_loopback_hit_counts_only_on_the_probes_own_skb() -> None:
-    """Every namespace's loopback is "lo": a hit is the probe's only if the same skb carried
-    the probe in the step before, inside its window (ipvlan l3 delivers to the master's own
-    address through lo)."""
-    text = textwrap.dedent("""\
-        p-1 [000] b..1. 1.000001: tracing_mark_write: linklab-probe 0
-        p-1 [000] b..1. 1.000002: net_dev_queue: dev=a1234p1 skbaddr=00000000000000a1 len=714
-        p-1 [000] b..1. 1.000003: net_dev_queue: dev=lo skbaddr=00000000000000a1 len=700
-        p-1 [000] b..1. 1.000004: netif_rx: dev=lo skbaddr=00000000000000ff len=700
-        p-1 [000] b..1. 1.000005: netif_receive_skb: dev=lo skbaddr=00000000000000a1 len=700
-        """)
-    cell = Cell("child-to-host", "v4", "c1", "host", "pass")
-    results = {p.index: Anatomy(p, sent=True) for p in probes_of([cell])}
-    attribute(tracefs.parse(text), results, {"a1234p1": "c1/eth0"})
-    assert results[0].steps == [("queue", "c1/eth0"), ("queue", "lo"), ("stack", "lo")]
 
 
 # receive-stack entries (netif_receive_skb) on the container's host — the host's and the
@@ -382,67 +262,3 @@ def test_a_packet_from_the_wire_enters_the_stack_once_on_ipvlan_twice_on_veth(
     assert inbound.delivered, inbound.path
     here = [ns for ns in inbound.stack_ns.split(",") if ns in ("host", "c1")]
     assert len(here) == WIRE_TO_CONTAINER[name], inbound.path
-
-
-# ---- report ----------------------------------------------------------------------------------
-
-def test_the_report_shows_the_anatomy_and_why_a_matrix_cell_is_blocked(tmp_path: Path) -> None:
-    """From saved rows only: the Anatomy section with the datapath's counts, the stack-entry
-    summary, and "blocked because" on the matrix cell whose round trip did not complete."""
-    import shutil
-
-    from linklab.report.aggregate import load_results
-    from linklab.report.render import render
-    from linklab.results import RunDir
-
-    run_dir = Path(shutil.copytree(ROOT / "tests" / "data" / "results-sample",
-                                   tmp_path / "20250101T100000Z-sample"))
-    cell = Cell("child-to-child", "v4", "c1", "c2", "blocked")
-    request, reply = (Anatomy(p, sent=True) for p in probes_of([cell]))
-    request.steps = [("queue", "c1/eth0"), ("xmit", "c1/eth0")]
-    request.drops = [("OTHERHOST", "ip_rcv_core")]
-    reply.sent = False
-    reply.send_error = "request not delivered"
-
-    class T:
-        name, kind, mode, flag = "macvlan-private", "macvlan", "private", ""
-    store = RunDir(run_dir)
-    for row in rows(T(), [request, reply], "6.18.44-linklab", "none"):  # type: ignore[arg-type]
-        store.append("anatomy", row)
-    html = render(load_results(run_dir), tmp_path / "index.html").path.read_text()
-    section = html[html.index('<section id="anatomy">'):]
-    assert "macvlan private" in section and "dropped: OTHERHOST in ip_rcv_core" in section
-    assert "blocked because: request dropped: OTHERHOST in ip_rcv_core" in html.split(
-        '<section id="anatomy">')[0]
-
-
-def test_a_shared_port_name_counts_only_the_probes_own_skb() -> None:
-    """The upstream switch's ports have fixed names (p-host, to-remote) in every run: another
-    run's packet of the probe's length there is not counted (seen once under load)."""
-    text = textwrap.dedent("""\
-        p-1 [000] b..1. 1.000001: tracing_mark_write: linklab-probe 0
-        p-1 [000] b..1. 1.000002: net_dev_queue: dev=a1234p1 skbaddr=00000000000000a1 len=714
-        p-1 [000] b..1. 1.000003: netif_rx: dev=p-host skbaddr=00000000000000a1 len=700
-        p-1 [001] b..1. 1.000004: net_dev_queue: dev=p-host skbaddr=00000000000000b2 len=714
-        p-1 [000] b..1. 1.000005: netif_receive_skb: dev=p-host skbaddr=00000000000000a1 len=700
-        """)
-    cell = Cell("child-to-remote", "v4", "c1", "remote", "pass")
-    results = {p.index: Anatomy(p, sent=True) for p in probes_of([cell])}
-    attribute(tracefs.parse(text), results, {"a1234p1": "c1/eth0", "p-host": "upstream/p-host"},
-              frozenset({"p-host"}))
-    assert results[0].steps == [("queue", "c1/eth0"), ("rx", "upstream/p-host"),
-                                ("stack", "upstream/p-host")]
-
-
-def test_the_reply_is_the_round_trip_minus_the_request() -> None:
-    cell = Cell("host-to-child", "v4", "host", "c1", "pass")
-    req, rt = (Anatomy(p, sent=True, delivered=True) for p in probes_of([cell]))
-    req.steps = [("queue", "host/vc1"), ("stack", "c1/eth0")]
-    req.hooks = [("host", "inet", "output", 1), ("c1", "inet", "input", 1)]
-    rt.steps = [*req.steps, ("queue", "c1/eth0"), ("stack", "host/vc1")]
-    rt.hooks = [("host", "inet", "output", 1), ("c1", "inet", "input", 1),
-                ("c1", "inet", "output", 1), ("host", "inet", "input", 1)]
-    reply = minus(rt, req)
-    assert reply.steps == [("queue", "c1/eth0"), ("stack", "host/vc1")]
-    assert reply.hooks == [("c1", "inet", "output", 1), ("host", "inet", "input", 1)]
-    assert reply.probe.direction == "reply" and reply.delivered

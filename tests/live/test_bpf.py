@@ -1,37 +1,28 @@
-"""The eBPF datapaths: netkit attributes reach the wire, the BPF programs do the forwarding
-(detached, the forwarded cells change), the host's netfilter no longer sees redirected
-container traffic, and nothing survives a kill -9 beyond the next clean."""
+"""The eBPF datapaths, live: the programs build (clang), they do the forwarding (detached, the
+forwarded cells change), the host's netfilter no longer sees redirected container traffic, and
+nothing survives a kill -9 beyond the next clean. Netkit's attributes are in tests/unit."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from linklab import bpf, kinds, ownership
 from linklab.build import Topology, build
 from linklab.capabilities import missing_link, missing_tool
 from linklab.checks import Cell, cells
 from linklab.cmd import cmd, require
-from linklab.kinds import netkit
-from linklab.model import SHIPPED, Scenario, load_scenario
-from linklab.nl import Rtnl
+from linklab.model import Scenario
 from linklab.probes import Observer, observe
 
 BPF_SCENARIOS = ("veth-bpf", "netkit-l3-bpf", "netkit-l2-bpf")
-
-
-def scenario(name: str) -> Scenario:
-    return load_scenario(SHIPPED / f"{name}.toml")
 
 
 def skip_unless_buildable(sc: Scenario) -> None:
@@ -40,31 +31,7 @@ def skip_unless_buildable(sc: Scenario) -> None:
             pytest.skip(why)
 
 
-# ---- encoding -----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("mode", netkit.MODES)
-def test_netkit_attributes_reach_the_wire(mode: str) -> None:
-    peer = {"index": 42, "attrs": [("IFLA_IFNAME", "eth0"), ("IFLA_MTU", 1400)]}
-    msg = ifinfmsg()
-    msg["attrs"] = [("IFLA_IFNAME", "nk0"), ("IFLA_LINKINFO", {"attrs": [
-        ("IFLA_INFO_KIND", "netkit"), ("IFLA_INFO_DATA", {"attrs": netkit.link_data(mode, peer)})
-    ]})]
-    msg.encode()
-    got = Rtnl.encoded_info_data(msg)
-    peer_back = got.pop("IFLA_NETKIT_PEER_INFO")
-    assert got == {"IFLA_NETKIT_MODE": netkit.MODE_VALUE[mode], "IFLA_NETKIT_POLICY": 0,
-                   "IFLA_NETKIT_PEER_POLICY": 0}
-    assert peer_back["index"] == 42
-    assert peer_back.get_attr("IFLA_IFNAME") == "eth0"
-    assert peer_back.get_attr("IFLA_MTU") == 1400
-    assert netkit.MODE_VALUE == {"l2": 0, "l3": 1}   # enum netkit_mode (uapi if_link.h)
-
-
-def test_map_keys_map_ipv4_into_ipv6() -> None:
-    assert bpf.addr_key(ipaddress.ip_address("198.18.10.2")).hex() == \
-        "00000000000000000000ffffc6120a02"
-    assert bpf.addr_key(ipaddress.ip_address("2001:db8::1")) == \
-        ipaddress.ip_address("2001:db8::1").packed
+# ---- the programs build -----------------------------------------------------------------------
 
 
 def test_programs_compile_into_a_cache_keyed_by_their_source() -> None:
@@ -96,7 +63,7 @@ LOCAL = {"child-to-host", "host-to-child"}
 
 @pytest.mark.connectivity
 @pytest.mark.parametrize("name", BPF_SCENARIOS)
-def test_detaching_the_programs_changes_the_forwarded_cells(name: str, run) -> None:
+def test_detaching_the_programs_changes_the_forwarded_cells(name: str, run, scenario) -> None:
     sc = scenario(name)
     skip_unless_buildable(sc)
     if why := missing_tool("nft"):
@@ -143,7 +110,7 @@ def drop_echo_to(topo: Topology, node: str) -> Iterator[None]:
 
 @pytest.mark.connectivity
 @pytest.mark.parametrize("name", NETFILTER_C2C)
-def test_host_netfilter_and_container_to_container(name: str, run) -> None:
+def test_host_netfilter_and_container_to_container(name: str, run, scenario) -> None:
     expected, why = NETFILTER_C2C[name]
     sc = scenario(name)
     skip_unless_buildable(sc)
@@ -173,18 +140,9 @@ with build(load_scenario(sys.argv[1]), run) as topo:
 """
 
 
-def wait_for(cond, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
-
-
 @pytest.mark.connectivity
 @pytest.mark.parametrize("name", BPF_SCENARIOS)
-def test_nothing_survives_a_kill_9(name: str, run) -> None:
+def test_nothing_survives_a_kill_9(name: str, run, scenario, poll) -> None:
     sc = scenario(name)
     skip_unless_buildable(sc)
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(sc.path)], text=True,
@@ -206,5 +164,5 @@ def test_nothing_survives_a_kill_9(name: str, run) -> None:
     ownership.clean(log=lambda _m: None)
     # ... and the next clean, which removes exactly those, takes every program and map along
     assert not any(os.path.lexists(f"/run/netns/{n}") for n in live["ns"])
-    assert wait_for(lambda: not any(bpf.loaded(*o) for o in objs)), \
+    assert poll(lambda: not any(bpf.loaded(*o) for o in objs)), \
         f"still loaded after clean: {[o for o in objs if bpf.loaded(*o)]}"

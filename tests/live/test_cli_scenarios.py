@@ -1,4 +1,5 @@
-"""The scenario CLI: check, up / exec / ls / down (pinned record, nothing left), record."""
+"""The scenario CLI, live: up / exec / ls / down (pinned record, nothing left) and record
+(its output pasted makes the matrix pass). ``check`` and bad input are in tests/unit."""
 
 from __future__ import annotations
 
@@ -8,46 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from linklab.cmd import NETNS_DIR, proc_starttime
 from linklab.model import SHIPPED, load_scenario
 from linklab.ownership import RECORD_DIR
-
-LINKLAB = [sys.executable, "-m", "linklab.cli"]
-
-
-def linklab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*LINKLAB, *args], capture_output=True, text=True, timeout=timeout,
-                          check=False)
+from tests import LINKLAB
 
 
-def without_expect(tmp_path: Path, name: str) -> Path:
-    text = (SHIPPED / "veth.toml").read_text()
-    path = tmp_path / f"{name}.toml"
-    path.write_text(text[:text.index("[expect]")].replace('name = "veth"', f'name = "{name}"'))
-    return path
-
-
-def test_check_prints_every_cell_and_names_a_bad_field(tmp_path: Path) -> None:
-    good = linklab("check", str(SHIPPED / "macvlan-private.toml"))
-    assert good.returncode == 0, good.stderr
-    assert "macvlan-private-v4-child-to-child" in good.stdout
-    line = next(ln for ln in good.stdout.splitlines() if "v4-child-to-child" in ln)
-    assert "blocked" in line and "private mode" in line, line
-    bad = tmp_path / "bad.toml"
-    bad.write_text((SHIPPED / "veth.toml").read_text().replace('mtu = 1400', 'mtu = 99'))
-    done = linklab("check", str(SHIPPED / "veth.toml"), str(bad))
-    assert done.returncode == 1
-    assert done.stderr.startswith(f"{bad}: mtu: 99 is out of range"), done.stderr
-    partial = linklab("check", str(without_expect(tmp_path, "partial")))
-    assert partial.returncode == 1 and "expect: missing required field" in partial.stderr
-
-
-def test_up_exec_down_leaves_nothing(tmp_path: Path) -> None:
+def test_up_exec_down_leaves_nothing(linklab_cli, process_state) -> None:
     name = f"t{os.getpid()}"
     # held by this test's process: a drill's kill -9 of the session leaves nothing pinned
-    up = linklab("up", str(SHIPPED / "veth.toml"), "--name", name, "--held-by", str(os.getpid()))
+    up = linklab_cli("up", str(SHIPPED / "veth.toml"), "--name", name, "--held-by", str(os.getpid()))
     assert up.returncode == 0, up.stderr
     try:
         record = next(w for w in up.stdout.split() if w.startswith(RECORD_DIR))
@@ -55,15 +26,15 @@ def test_up_exec_down_leaves_nothing(tmp_path: Path) -> None:
         namespaces = [f"ll{marker}-{n}" for n in ("upstream", "remote", "host", "c1", "c2")]
         assert all(os.path.exists(f"{NETNS_DIR}/{n}") for n in namespaces)
         assert "c1" in up.stdout and "198.18.10.2/24" in up.stdout
-        shown = linklab("exec", name, "c1", "--", "ip", "-br", "addr")
+        shown = linklab_cli("exec", name, "c1", "--", "ip", "-br", "addr")
         assert shown.returncode == 0 and "198.18.10.2/24" in shown.stdout, shown.stdout
-        assert linklab("exec", name, "c1", "--", "sh", "-c", "exit 7").returncode == 7
-        nosuch = linklab("exec", name, "c9", "--", "true")
+        assert linklab_cli("exec", name, "c1", "--", "sh", "-c", "exit 7").returncode == 7
+        nosuch = linklab_cli("exec", name, "c9", "--", "true")
         assert nosuch.returncode == 1 and "no node 'c9'" in nosuch.stderr
         # a concurrent clean (and a test session's) leaves a pinned topology alone
-        assert linklab("clean").returncode == 0
+        assert linklab_cli("clean").returncode == 0
         assert all(os.path.exists(f"{NETNS_DIR}/{n}") for n in namespaces)
-        assert name in linklab("ls").stdout
+        assert name in linklab_cli("ls").stdout
         # a process left running inside the topology is stopped by down
         sleeper = subprocess.Popen([*LINKLAB, "exec", name, "c2", "--", "sleep", "600"])
         deadline = time.monotonic() + 10
@@ -76,13 +47,13 @@ def test_up_exec_down_leaves_nothing(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert inside is not None
     finally:
-        down = linklab("down", name)
+        down = linklab_cli("down", name)
     assert down.returncode == 0, down.stderr
-    assert proc_starttime(inside) is None or _state(inside) == "Z"
+    assert proc_starttime(inside) is None or process_state(inside) == "Z"
     sleeper.wait(timeout=10)
     assert not [n for n in namespaces if os.path.exists(f"{NETNS_DIR}/{n}")]
     assert not os.path.exists(record)
-    assert name not in linklab("ls").stdout
+    assert name not in linklab_cli("ls").stdout
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
     assert f"ll{marker}" not in links.stdout
 
@@ -101,23 +72,10 @@ def _netns(pid: int) -> int | None:
         return None
 
 
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
-
-
-def test_up_refuses_a_name_that_is_up_and_bad_input(tmp_path: Path) -> None:
-    bad = linklab("up", str(tmp_path / "missing.toml"))
-    assert bad.returncode == 1 and "missing.toml: cannot read" in bad.stderr
-    assert linklab("down", "no-such-topology").returncode == 1
-    assert linklab("down").returncode == 2
-
-
-def test_record_output_pasted_makes_the_matrix_pass(tmp_path: Path) -> None:
-    path = without_expect(tmp_path, "fresh")
-    done = linklab("record", str(path))
+def test_record_output_pasted_makes_the_matrix_pass(tmp_path: Path, linklab_cli,
+                                                     without_expect) -> None:
+    path = without_expect("fresh")
+    done = linklab_cli("record", str(path))
     assert done.returncode == 0, done.stderr
     kernel = os.uname().release
     assert done.stdout.startswith("[expect]\n")

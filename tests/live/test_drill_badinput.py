@@ -2,8 +2,8 @@
 message naming the file/field/option, a non-zero exit (or, for a missing tool, a skip naming
 the Debian package), and leaves nothing behind (records, namespaces, temp dirs, processes).
 
-Scenario cases are the ones of tests/test_scenarios.py (imported, not copied), loaded the way
-the suite loads a scenario directory; option and file cases run the real commands.
+Option and file cases run the real commands. The scenario corpus, loaded the way the suite
+loads a scenario directory, is tests/unit/test_scenarios.py (the drill counts both).
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_scenarios import BAD
 
-from linklab.model import ScenarioError, load_all
-from linklab.netns import NetNS
+from linklab.model import SHIPPED
+from tests import DATA, REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "tests" / "data" / "results-sample"
+SAMPLE = DATA / "results-sample"
 PY = sys.executable
 LINKLAB = [PY, "-m", "linklab.cli"]
 PYTEST = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
@@ -62,7 +60,8 @@ def corrupt_parquet_only(tmp: Path) -> dict[str, str]:
 def bad_scenario_dir(tmp: Path) -> dict[str, str]:
     d = tmp / "scenarios"
     d.mkdir()
-    (d / "bad.toml").write_text(BAD[1][1])      # unknown kind
+    (d / "bad.toml").write_text((SHIPPED / "macvlan-bridge.toml").read_text().replace(
+        'kind = "macvlan"', 'kind = "macvtap"'))     # unknown kind
     return {"DIR": str(d)}
 
 
@@ -120,7 +119,7 @@ CASES = [
          ("--bench-",)),
     Case("bench-baseline-missing", [*PYTEST, "-m", "bench", "--co", "--bench-baseline",
                                     "/nonexistent/base"], ("/nonexistent/base",)),
-    Case("results-dir-unwritable", [*PYTEST, "tests/test_drill.py", "--results-dir",
+    Case("results-dir-unwritable", [*PYTEST, "tests/live/test_drill.py", "--results-dir",
                                     "/etc/hostname/results"], ("/etc/hostname/results",)),
     Case("scenario-file-via-pytest", [*PYTEST, "bench/test_bench.py", "--co", "--scenarios",
                                       "{DIR}"], ("{DIR}/bad.toml", "kind", "unknown kind"),
@@ -128,7 +127,7 @@ CASES = [
     Case("missing-iperf3", [*hide_tool("iperf3"), *PYTEST, "-m", "bench", "bench/test_bench.py",
                             "--bench-smoke", "-rs"], ("iperf3", "Debian package iperf3"),
          skip_ok=True),
-    Case("missing-kea", [*hide_tool("kea-dhcp4"), *PYTEST, "tests/test_dhcp.py", "-rs", "-k",
+    Case("missing-kea", [*hide_tool("kea-dhcp4"), *PYTEST, "tests/live/test_dhcp.py", "-rs", "-k",
                          "dhcp-C-macvlan-kea-match-client-id-udhcpc"],
          ("kea-dhcp4", "Debian package kea-dhcp4-server"), skip_ok=True),
 ]
@@ -148,7 +147,7 @@ def test_bad_option_or_file(case: Case, tmp_path: Path) -> None:
     records = tmp_path / "records"
     records.mkdir()
     with open(tmp_path / "out.txt", "w") as log:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 env=os.environ | {"LINKLAB_RECORD_DIR": str(records)},
                                 start_new_session=True)
     markers: set[str] = set()       # every run the command started, seen while it lives
@@ -182,20 +181,3 @@ def test_bad_option_or_file(case: Case, tmp_path: Path) -> None:
     assert not left, f"{case.id}: left {left}"
 
 
-@pytest.mark.parametrize("text, field, words", [pytest.param(t, f, w, id=i) for i, t, f, w in BAD])
-def test_bad_scenario_in_a_scenario_dir(tmp_path: Path, text: str, field: str, words: str,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The scenario corpus of tests/test_scenarios.py, loaded as the suite loads a directory
-    (``load_all``, what --scenarios and the connectivity matrix use): one ScenarioError naming
-    the file and the field, before any namespace exists."""
-    (tmp_path / "good.toml").write_text((ROOT / "scenarios" / "veth.toml").read_text())
-    (tmp_path / "zz-bad.toml").write_text(text)
-
-    def no_namespace(*_a: object, **_k: object) -> None:
-        raise AssertionError("loading scenarios must not create anything")
-
-    monkeypatch.setattr(NetNS, "__init__", no_namespace)
-    with pytest.raises(ScenarioError) as err:
-        load_all(tmp_path)
-    assert str(err.value).startswith(f"{tmp_path / 'zz-bad.toml'}: {field}"), str(err.value)
-    assert words in str(err.value)

@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 
 from linklab.build import BuildError, build
-from linklab.model import load_scenario
+from linklab.model import SHIPPED, load_scenario
 from linklab.netns import NetNS
 from linklab.ownership import Run, clean, read_record
 from linklab.pytest.plugin import host_snapshot
 
-ROOT = Path(__file__).resolve().parents[1]
-SCENARIO = ROOT / "scenarios" / "macvlan-bridge.toml"
+SCENARIO = SHIPPED / "macvlan-bridge.toml"
 
 
 def netns_names() -> set[str]:
@@ -58,7 +57,7 @@ HOLDER = textwrap.dedent("""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # a CI shell may start us ignoring it
     import sys, time
     from linklab.build import build
-    from linklab.model import load_scenario
+    from linklab.model import SHIPPED, load_scenario
     from linklab.ownership import Run
     run = Run()
     with build(load_scenario(sys.argv[1]), run) as topo:

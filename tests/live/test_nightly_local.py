@@ -20,8 +20,6 @@ from linklab.cmd import CmdError, cmd
 from linklab.netns import NetNS
 from linklab.nightly import box
 
-REPO = Path(__file__).resolve().parent.parent
-
 needs_libvirt = pytest.mark.skipif(
     any(shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None
         for t in ("libvirtd", "virtlogd", "virsh")),

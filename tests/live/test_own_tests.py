@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests import REPO
 
 from linklab.model import SHIPPED
 from linklab.ownership import RECORD_DIR
@@ -69,8 +70,7 @@ def test_dhcp_matrix_and_bench_datapaths_come_from_the_users_scenarios(tmp_path:
     (d / "dhcp" / "matrix.toml").write_text(
         '[setup.C]\ndescription = "mine"\nclient_ids = { c1 = "none", c2 = "none" }\n'
         f'scenarios = ["dhcp-mymac"]\n\n{expect_c}')
-    root = Path(__file__).resolve().parents[1]
-    done = pytest_in(root, "--co", "-q", f"--scenarios={d}", "tests/test_dhcp.py",
+    done = pytest_in(REPO, "--co", "-q", f"--scenarios={d}", "tests/test_dhcp.py",
                      "bench/test_bench.py", "-k", "test_dhcp[ or test_bench")
     ids = re.findall(r"\[([\w.-]+)\]", done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr

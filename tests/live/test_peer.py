@@ -20,7 +20,7 @@ import pytest
 
 from linklab.checks import cells, source
 from linklab.cmd import cmd
-from linklab.model import load_scenario
+from linklab.model import SHIPPED, load_scenario
 from linklab.ownership import Run
 from linklab.peer import PeerConfig, PeerError, split_build
 from linklab.placement import PlacementError
@@ -29,8 +29,6 @@ from linklab.pytest.plugin import host_snapshot
 
 pytestmark = pytest.mark.two_host
 
-ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ROOT / "scenarios"
 
 
 def netns_names() -> set[str]:
@@ -108,7 +106,7 @@ def observe_all(topo: object) -> dict[str, tuple[str, str, str]]:
 ])
 def test_split_cells_pass_with_the_scenarios_own_expectations(nodes: Nodes, run: Run,
                                                               name: str, peer_host: str) -> None:
-    sc = load_scenario(SCENARIOS / f"{name}.toml")
+    sc = load_scenario(SHIPPED / f"{name}.toml")
     cfg = PeerConfig.from_env(nodes.write_env(LINKLAB_PEER_HOSTS=peer_host))
     with split_build(sc, run, cfg) as topo:
         built = {ns.name for ns in topo.namespaces.values()} | set(topo.peer.namespaces)
@@ -135,7 +133,7 @@ def test_split_cells_pass_with_the_scenarios_own_expectations(nodes: Nodes, run:
 
 
 def test_a_bad_placement_names_the_scenario_and_the_host(nodes: Nodes, run: Run) -> None:
-    sc = load_scenario(SCENARIOS / "twohost-macvlan.toml")
+    sc = load_scenario(SHIPPED / "twohost-macvlan.toml")
     cfg = PeerConfig.from_env(nodes.write_env(LINKLAB_PEER_HOSTS="host3"))
     with pytest.raises(PlacementError, match=r"twohost-macvlan.toml: scenario twohost-macvlan: "
                                              r"placement names host 'host3'.*host1, host2"), \
@@ -145,7 +143,7 @@ def test_a_bad_placement_names_the_scenario_and_the_host(nodes: Nodes, run: Run)
     with pytest.raises(PlacementError, match="place exactly one host on the peer"), \
             split_build(sc, run, cfg):
         pass
-    one = load_scenario(SCENARIOS / "macvlan-bridge.toml")
+    one = load_scenario(SHIPPED / "macvlan-bridge.toml")
     with pytest.raises(PlacementError, match=r"macvlan-bridge has one host \(host\)"), \
             split_build(one, run, PeerConfig.from_env(nodes.write_env())):
         pass
@@ -153,7 +151,7 @@ def test_a_bad_placement_names_the_scenario_and_the_host(nodes: Nodes, run: Run)
 
 
 def test_a_missing_peer_nic_fails_the_agent_and_leaves_nothing(nodes: Nodes, run: Run) -> None:
-    sc = load_scenario(SCENARIOS / "twohost-macvlan.toml")
+    sc = load_scenario(SHIPPED / "twohost-macvlan.toml")
     cfg = PeerConfig.from_env(nodes.write_env(LINKLAB_PEER_PARENT_IF="eth9"))
     with pytest.raises(PeerError, match=r"twohost-macvlan: host2\).*build: twohost-macvlan: "
                                         r"host2: uplink NIC eth9 not found") as err, \
@@ -168,7 +166,7 @@ HOLDER = textwrap.dedent("""
     import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     import sys, time
     from pathlib import Path
-    from linklab.model import load_scenario
+    from linklab.model import SHIPPED, load_scenario
     from linklab.ownership import Run
     from linklab.peer import PeerConfig, split_build
     run = Run()
@@ -181,7 +179,7 @@ HOLDER = textwrap.dedent("""
 
 def test_kill_9_of_both_nodes_processes_then_clean_leaves_nothing(nodes: Nodes) -> None:
     proc = subprocess.Popen([sys.executable, "-c", HOLDER,
-                             str(SCENARIOS / "twohost-bridge.toml"), str(nodes.env)],
+                             str(SHIPPED / "twohost-bridge.toml"), str(nodes.env)],
                             text=True, stdout=subprocess.PIPE)
     try:
         marker, agent, agent_marker = proc.stdout.readline().split()  # type: ignore[union-attr]
@@ -205,7 +203,7 @@ def test_kill_9_of_both_nodes_processes_then_clean_leaves_nothing(nodes: Nodes) 
 def test_a_lent_nic_goes_back_in_its_old_state(nodes: Nodes, run: Run) -> None:
     cmd(["ip", "-n", nodes.a, "link", "set", "l2a", "down"])
     cmd(["ip", "-n", nodes.a, "link", "set", "l2a", "mtu", "1450"])
-    sc = load_scenario(SCENARIOS / "twohost-veth.toml")
+    sc = load_scenario(SHIPPED / "twohost-veth.toml")
     with split_build(sc, run, PeerConfig.from_env(nodes.env)) as topo:
         port = topo.ns("upstream").ipr.get_links(ifname="l2a")[0]
         assert port.get_attr("IFLA_MTU") == sc.mtu and port["flags"] & 1   # up, scenario MTU

@@ -12,11 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests import DATA
 
 from linklab.report.aggregate import load_results
 from linklab.report.render import render
 
-SAMPLE = Path(__file__).parent / "data" / "results-sample"
+SAMPLE = DATA / "results-sample"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -12,10 +12,9 @@ import pytest
 from linklab.dhcp import clients, matrix, servers
 from linklab.dhcp.cell import classify_id
 from linklab.dhcp.leases import LeaseFileError, parse_dnsmasq, parse_kea_csv, read_leases
-from linklab.model import ScenarioError, load_scenario
+from linklab.model import SHIPPED, ScenarioError, load_scenario
 
-ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = {sc.name: sc for sc in map(load_scenario, sorted(ROOT.glob("scenarios/dhcp-*.toml")))}
+SCENARIOS = {sc.name: sc for sc in map(load_scenario, sorted(SHIPPED.glob("dhcp-*.toml")))}
 POOL = servers.Pool(ipaddress.IPv4Network("198.18.20.0/24"),
                     ipaddress.IPv4Address("198.18.20.100"), ipaddress.IPv4Address("198.18.20.150"))
 

@@ -7,11 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests import DATA
 
 from linklab.cli import main
 from linklab.report import history
 
-SAMPLE = Path(__file__).parent / "data" / "results-sample"
+SAMPLE = DATA / "results-sample"
 
 
 def make_runs(root: Path, n: int = 4) -> Path:

@@ -7,15 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
+from tests import DATA
 
 from linklab.bench.measure import pct_name
 from linklab.bench.tools import ToolFailure, parse_iperf3, parse_sockperf
 
-DATA = Path(__file__).parent / "data" / "bench"
+BENCH = DATA / "bench"
 
 
 def text(name: str) -> str:
-    return (DATA / name).read_text()
+    return (BENCH / name).read_text()
 
 
 def test_tcp_forward_uses_the_servers_intervals_after_the_warm_up() -> None:

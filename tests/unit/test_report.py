@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests import DATA
 
 from linklab.cli import main
 from linklab.compare import Delta, Threshold, judge
@@ -27,7 +28,7 @@ from linklab.report.render import render
 from linklab.report.view import build
 from linklab.stats import summarise
 
-SAMPLE = Path(__file__).parent / "data" / "results-sample"
+SAMPLE = DATA / "results-sample"
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from tests import REPO
 
 from linklab import schema
 from linklab.model import FORMAT, SHIPPED, ScenarioError, load_data
@@ -18,8 +19,7 @@ from linklab.model import FORMAT, SHIPPED, ScenarioError, load_data
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (the dev "
                                  "extra: pip install -e '.[dev]')")
 
-ROOT = Path(__file__).resolve().parents[1]
-FILES = sorted(SHIPPED.glob("*.toml")) + sorted((ROOT / "examples").glob("*/scenarios/*.toml"))
+FILES = sorted(SHIPPED.glob("*.toml")) + sorted((REPO / "examples").glob("*/scenarios/*.toml"))
 
 
 def validator() -> jsonschema.protocols.Validator:

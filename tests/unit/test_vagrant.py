@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests import DATA, REPO
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data" / "vagrant"
 
 needs_vagrant = pytest.mark.skipif(
     shutil.which("vagrant") is None,
@@ -40,7 +39,7 @@ def vagrant_validate(cwd: Path, tmp: Path, provider: str, **env: str) -> subproc
     if provider == "virtualbox":
         # VirtualBox cannot be installed here; Vagrant only asks `VBoxManage --version`
         # before validating the provider block, and the shim refuses anything else.
-        full["PATH"] = f"{DATA}:{full['PATH']}"
+        full["PATH"] = f"{DATA / 'vagrant'}:{full['PATH']}"
     return subprocess.run(["vagrant", "validate"], cwd=cwd, env=full, capture_output=True,
                           text=True, timeout=120, check=False)
 
@@ -453,7 +452,7 @@ class CollectSample(Machines):
         if argv[0] == "rsync" and argv[-2].endswith("/vagrant/results/"):
             self.calls.append(argv)
             node = argv[-2].split(":")[0]
-            shutil.copytree(REPO / "tests" / "data" / "results-sample",
+            shutil.copytree(DATA / "results-sample",
                             Path(argv[-1]) / f"{Path(argv[-1]).parent.parent.name}-{node}")
             return 0
         if len(argv) > 1 and argv[1] == "report":
@@ -467,7 +466,7 @@ class CollectSample(Machines):
 def test_execute_renders_the_baseline_comparison(tmp_path: Path) -> None:
     """The report steps as ci/nightly writes them, run by the real `linklab report`."""
     prev = tmp_path / "nights" / "20260101T010000Z"
-    shutil.copytree(REPO / "tests" / "data" / "results-sample",
+    shutil.copytree(DATA / "results-sample",
                     prev / "node-a" / "results" / "20260101T010000Z-node-a")
     (prev / "nightly.json").write_text(json.dumps(
         {"status": "passed", "runs": {"node-a": "node-a/results/20260101T010000Z-node-a"}}))

@@ -1,0 +1,88 @@
+"""Helpers shared by ``tests/unit`` and ``tests/live``.
+
+``tests/unit``: no root, no namespace, no QEMU; runs in seconds on any machine
+(``pytest tests/unit``, ``make unit``). ``tests/live``: root, network namespaces, QEMU or
+tools such as clang, nft, dnsmasq, vagrant and chromium. Both read ``tests/data`` (:data:`tests.DATA`).
+
+Each fixture's docstring says its scope and what it depends on; the linklab fixtures
+(``run``, ``results``, ``linklab_topology``, ...) come from the plugin's entry point.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from linklab.model import SHIPPED, Scenario, load_scenario
+from tests import LINKLAB
+
+@functools.cache
+def _shipped(name: str) -> Scenario:
+    return load_scenario(SHIPPED / f"{name}.toml")
+
+
+@pytest.fixture(scope="session")
+def scenario() -> Callable[[str], Scenario]:
+    """Session scope; none. ``scenario(name)``: the shipped scenario ``name``, loaded once
+    (only the scenarios a test asks for: the VM leg's guests pay ~0.1 s per file)."""
+    return _shipped
+
+
+def _proc_state(pid: int) -> str:
+    """The state letter of ``/proc/<pid>/stat`` (``R``, ``S``, ``Z``, ...), or ``gone``."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
+
+
+@pytest.fixture(scope="session")
+def process_state() -> Callable[[int], str]:
+    """Session scope; none. ``process_state(pid)``: the process's state letter from
+    ``/proc/<pid>/stat`` (``Z`` for a zombie), or ``"gone"``."""
+    return _proc_state
+
+
+def _poll(cond: Callable[[], object], timeout_s: float = 10.0, step_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step_s)
+    return bool(cond())
+
+
+@pytest.fixture(scope="session")
+def poll() -> Callable[..., bool]:
+    """Session scope; none. ``poll(cond, timeout_s=10)``: wait until ``cond()`` is true,
+    checking every 50 ms; whether it became true (asked once more at the deadline)."""
+    return _poll
+
+
+@pytest.fixture(scope="session")
+def linklab_cli() -> Callable[..., subprocess.CompletedProcess]:
+    """Session scope; none. ``linklab_cli(*args, env=None, timeout=120)``: the ``linklab``
+    command of this interpreter, run to completion, output captured as text, never raising on
+    a non-zero exit."""
+    def run(*args: str, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([*LINKLAB, *args], capture_output=True, text=True, env=env,
+                              timeout=timeout, check=False)
+    return run
+
+
+@pytest.fixture
+def without_expect(tmp_path: Path) -> Callable[[str], Path]:
+    """Function scope; tmp_path. ``without_expect(name)``: the shipped ``veth.toml`` renamed
+    ``name``, without its ``[expect]`` table (what ``linklab record`` fills in), in tmp_path."""
+    def write(name: str) -> Path:
+        text = (SHIPPED / "veth.toml").read_text()
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text[:text.index("[expect]")].replace('name = "veth"', f'name = "{name}"'))
+        return path
+    return write
