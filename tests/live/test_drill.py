@@ -1,5 +1,5 @@
-"""Drill helpers and the ownership fixes the drill found, as ordinary tests (the long drill
-itself is ``make drill``)."""
+"""Drill helpers and the ownership fixes the drill found, as ordinary tests, live (the long
+drill itself is ``make drill``; the unit ones are in tests/unit)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,40 @@ import sys
 import textwrap
 from pathlib import Path
 
-from linklab import ownership
+import pytest
+
 from linklab.cmd import proc_starttime
-from linklab.ownership import Run, read_record
+
+# a run that dies without releasing anything: its record and its directory stay
+DEAD_RUN = textwrap.dedent("""
+    import os, sys
+    from linklab.ownership import Run
+    run = Run()
+    run.own_path(sys.argv[1])
+    os.mkdir(sys.argv[1])
+    print(run.record, flush=True)
+    os._exit(0)
+""")
 
 
-def test_next_session_cleaned_every_dead_run_at_start(run: Run) -> None:
-    """The drill's "next run": once the session's ``run`` fixture exists, no record of a run
-    that died before this session started is left (its leftovers were removed)."""
-    started = os.stat(run.record).st_mtime
-    for entry in os.listdir(ownership.RECORD_DIR):
-        path = os.path.join(ownership.RECORD_DIR, entry)
-        if ".jsonl" not in entry or path == run.record:
-            continue
-        try:
-            left, mtime = read_record(path), os.stat(path).st_mtime
-        except FileNotFoundError:
-            continue           # cleaned meanwhile by another session
-        if mtime < started - 1 and ".clean-" not in entry:
-            assert ownership._alive(left.owner, getattr(left, "owner_start", None)), \
-                f"{entry}: record of dead run {left.owner} was not cleaned"
+@pytest.mark.usefixtures("run")   # the drill runs this as its next session (drill/runner.py)
+def test_next_session_cleaned_every_dead_run_at_start(tmp_path: Path) -> None:
+    """The drill's "next run": a pytest session whose ``run`` fixture exists has removed what
+    a run that died before it left behind; here a dead run of this test's own, in a record
+    directory of its own, and a session of its own."""
+    env = os.environ | {"LINKLAB_RECORD_DIR": str(tmp_path / "records")}
+    left = tmp_path / "left-by-a-dead-run"
+    record = subprocess.run([sys.executable, "-c", DEAD_RUN, str(left)], env=env, text=True,
+                            capture_output=True, check=True, timeout=60).stdout.strip()
+    assert left.is_dir() and os.path.exists(record)
+    (tmp_path / "test_next.py").write_text("def test_next(run):\n    pass\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           f"--results-dir={tmp_path / 'results'}", "test_next.py"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert "1 passed" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert not left.exists(), "the next session did not remove the dead run's directory"
+    assert not os.path.exists(record), "the next session left the dead run's record"
 
 
 HOLDER = textwrap.dedent("""
@@ -73,22 +87,3 @@ def test_clean_stops_an_unrecorded_process_inside_a_dead_runs_namespace(tmp_path
     assert not os.path.exists(f"/run/netns/{name}")
 
 
-def test_run_close_keeps_a_record_that_still_lists_something(tmp_path: Path,
-                                                              monkeypatch) -> None:
-    monkeypatch.setattr(ownership, "RECORD_DIR", str(tmp_path))
-    (tmp_path / "never-released").mkdir()
-    interrupted = Run()
-    interrupted.own_path(str(tmp_path / "never-released"))
-    interrupted.close()
-    assert os.path.exists(interrupted.record)       # for the next clean
-    tidy = Run()
-    tidy.own_path(str(tmp_path / "released"))
-    tidy.disown_path(str(tmp_path / "released"))
-    tidy.close()
-    assert not os.path.exists(tidy.record)
-    # listed but already gone (Ctrl-C between deleting and disowning): nothing to keep
-    gone = Run()
-    gone.own_path(str(tmp_path / "removed-before-disown"))
-    gone.own_namespace("ll0000-never-created")
-    gone.close()
-    assert not os.path.exists(gone.record)

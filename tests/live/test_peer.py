@@ -31,10 +31,6 @@ pytestmark = pytest.mark.two_host
 
 
 
-def netns_names() -> set[str]:
-    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-
-
 @dataclass
 class Nodes:
     a: str
@@ -105,7 +101,8 @@ def observe_all(topo: object) -> dict[str, tuple[str, str, str]]:
     ("twohost-macvlan", "host1"),   # c1 on the peer: its cells are probed on node-b
 ])
 def test_split_cells_pass_with_the_scenarios_own_expectations(nodes: Nodes, run: Run,
-                                                              name: str, peer_host: str) -> None:
+                                                              name: str, peer_host: str,
+                                                              netns_names) -> None:
     sc = load_scenario(SHIPPED / f"{name}.toml")
     cfg = PeerConfig.from_env(nodes.write_env(LINKLAB_PEER_HOSTS=peer_host))
     with split_build(sc, run, cfg) as topo:
@@ -132,7 +129,8 @@ def test_split_cells_pass_with_the_scenarios_own_expectations(nodes: Nodes, run:
     assert not built & netns_names()
 
 
-def test_a_bad_placement_names_the_scenario_and_the_host(nodes: Nodes, run: Run) -> None:
+def test_a_bad_placement_names_the_scenario_and_the_host(nodes: Nodes, run: Run,
+                                                         netns_names) -> None:
     sc = load_scenario(SHIPPED / "twohost-macvlan.toml")
     cfg = PeerConfig.from_env(nodes.write_env(LINKLAB_PEER_HOSTS="host3"))
     with pytest.raises(PlacementError, match=r"twohost-macvlan.toml: scenario twohost-macvlan: "
@@ -150,7 +148,8 @@ def test_a_bad_placement_names_the_scenario_and_the_host(nodes: Nodes, run: Run)
     assert not any(n.startswith(f"ll{run.marker}-") for n in netns_names())
 
 
-def test_a_missing_peer_nic_fails_the_agent_and_leaves_nothing(nodes: Nodes, run: Run) -> None:
+def test_a_missing_peer_nic_fails_the_agent_and_leaves_nothing(nodes: Nodes, run: Run,
+                                                               netns_names) -> None:
     sc = load_scenario(SHIPPED / "twohost-macvlan.toml")
     cfg = PeerConfig.from_env(nodes.write_env(LINKLAB_PEER_PARENT_IF="eth9"))
     with pytest.raises(PeerError, match=r"twohost-macvlan: host2\).*build: twohost-macvlan: "
@@ -177,7 +176,8 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def test_kill_9_of_both_nodes_processes_then_clean_leaves_nothing(nodes: Nodes) -> None:
+def test_kill_9_of_both_nodes_processes_then_clean_leaves_nothing(nodes: Nodes,
+                                                                  netns_names) -> None:
     proc = subprocess.Popen([sys.executable, "-c", HOLDER,
                              str(SHIPPED / "twohost-bridge.toml"), str(nodes.env)],
                             text=True, stdout=subprocess.PIPE)
