@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from markupsafe import Markup
 
+from linklab.report import charts
 from linklab.report.aggregate import ReportError, Results, bench_summary, load_results
+from linklab.report.render import environment
 from linklab.report.view import KEY_FIGURES, _epoch, _scale
+from linklab.results import atomic_write
 
 MACHINE_FIELDS = (("kernel", "kernel"), ("cpu_model", "CPU"), ("cores", "cores"),
                   ("virt", "virtualisation"))
@@ -148,8 +152,6 @@ def build(directory: Path | str) -> HistoryView:
 def chart(view: HistoryView, metric: Metric) -> str:
     """A line per datapath and family across the runs, 95 % CI whiskers, dashed lines where
     the kernel or machine changed."""
-    from linklab.report import charts
-
     plt = charts.plt
     with plt.rc_context(charts._STYLE):
         fig, ax = plt.subplots(figsize=(max(6.5, 0.55 * len(view.runs) + 4), 3.6))
@@ -180,11 +182,6 @@ def chart(view: HistoryView, metric: Metric) -> str:
 
 def render(view: HistoryView, output: Path) -> int:
     """Write the history page; returns the number of charts."""
-    from markupsafe import Markup
-
-    from linklab.report.render import environment
-    from linklab.results import atomic_write
-
     svgs = {m.chart_id: Markup(chart(view, m)) for m in view.metrics}
     page = environment().get_template("history.html").render(h=view, svgs=svgs, time=time)
     output.parent.mkdir(parents=True, exist_ok=True)

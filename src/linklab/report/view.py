@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from linklab.bench import compare as cmp
 from linklab.report import anatomy, which
 from linklab.report.aggregate import (
     LOOPBACK,
@@ -490,8 +491,6 @@ def _figure_values(ok: pd.DataFrame) -> dict[tuple[str, ...], list[float]]:
 def rankings(inputs: Inputs) -> list[Ranking]:
     """Per leg, family and key figure: datapaths best first, each judged against the next
     (Holm over the comparisons of one ranking)."""
-    from linklab.bench import compare as cmp
-
     bench = inputs.results.tables["bench"]
     ok = bench[(bench["error"] == "") & bench["value"].notna()]
     summary = inputs.bench_summary

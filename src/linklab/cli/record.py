@@ -8,7 +8,12 @@ import argparse
 import os
 import sys
 
+from linklab.build import BuildError, build
+from linklab.capabilities import missing_link, missing_tool
+from linklab.checks import cells
 from linklab.model import ScenarioError, load_scenario
+from linklab.ownership import Run
+from linklab.probes import Observer
 
 
 def cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,12 +35,6 @@ def expect_table(observed: dict[str, dict[str, str]], kernel: str) -> list[str]:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from linklab.build import BuildError, build
-    from linklab.capabilities import missing_link, missing_tool
-    from linklab.checks import cells
-    from linklab.ownership import Run
-    from linklab.probes import Observer
-
     try:
         sc = load_scenario(args.file, require_expect=False)
     except ScenarioError as exc:

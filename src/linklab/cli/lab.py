@@ -15,7 +15,10 @@ import subprocess
 import sys
 import time
 
+from linklab.build import BuildError, start
+from linklab.capabilities import missing_link
 from linklab.cmd import NETNS_DIR, proc_starttime, wrap
+from linklab.live import LiveTopology
 from linklab.model import SCENARIO_NAME_RE, ScenarioError, load_scenario
 from linklab.ownership import RECORD_DIR, Leftovers, Run, claim_and_release, read_record
 
@@ -49,10 +52,6 @@ def up_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def up_main(args: argparse.Namespace) -> int:
-    from linklab.build import BuildError, start
-    from linklab.capabilities import missing_link
-    from linklab.live import LiveTopology
-
     try:
         sc = load_scenario(args.file, require_expect=False)
     except ScenarioError as exc:

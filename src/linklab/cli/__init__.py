@@ -1,5 +1,8 @@
 """The ``linklab`` command: one subcommand per module, imported only when used."""
 
+# The command modules live in this package; ``doctor`` and ``vm`` are the faces of
+# linklab.capabilities and linklab.vm. ``linklab --help`` imports none of them.
+
 from __future__ import annotations
 
 import argparse
@@ -9,19 +12,19 @@ import sys
 # subcommand -> ("module" providing cli_arguments(parser) and cli_main(args) -> int, or
 # "module:prefix" providing prefix_arguments and prefix_main; help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "check": ("linklab.validate", "validate scenario files; print every cell, expected result "
+    "check": ("linklab.cli.validate", "validate scenario files; print every cell, expected result "
                                   "and reason"),
-    "up": ("linklab.lab:up", "build a scenario and keep it up (pinned: clean leaves it alone)"),
-    "exec": ("linklab.lab:exec", "run a command in a node's namespace of a topology that is up"),
-    "down": ("linklab.lab:down", "release a topology that is up (LIFO), or --all"),
-    "ls": ("linklab.lab:ls", "list the topologies that are up"),
-    "record": ("linklab.record", "build a scenario, observe every cell, print its [expect] "
+    "up": ("linklab.cli.lab:up", "build a scenario and keep it up (pinned: clean leaves it alone)"),
+    "exec": ("linklab.cli.lab:exec", "run a command in a node's namespace of a topology that is up"),
+    "down": ("linklab.cli.lab:down", "release a topology that is up (LIFO), or --all"),
+    "ls": ("linklab.cli.lab:ls", "list the topologies that are up"),
+    "record": ("linklab.cli.record", "build a scenario, observe every cell, print its [expect] "
                                  "table"),
-    "schema": ("linklab.schema", "print the JSON Schema of the scenario format"),
+    "schema": ("linklab.cli.schema", "print the JSON Schema of the scenario format"),
     "doctor": ("linklab.capabilities", "show which link kinds, modes and tools this machine has"),
-    "clean": ("linklab.cleanup", "remove what dead linklab runs left behind (by ownership record)"),
+    "clean": ("linklab.cli.cleanup", "remove what dead linklab runs left behind (by ownership record)"),
     "vm": ("linklab.vm", "run a command on a stock distro kernel under QEMU (virtme-ng)"),
-    "report": ("linklab.report", "render the HTML report from a saved results directory"),
+    "report": ("linklab.cli.report", "render the HTML report from a saved results directory"),
 }
 
 
@@ -41,7 +44,3 @@ def entry(target: str, what: str):  # noqa: ANN201
     """The function ``what`` (arguments | main) of a COMMANDS target."""
     module, _, prefix = target.partition(":")
     return getattr(importlib.import_module(module), f"{prefix or 'cli'}_{what}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
