@@ -8,3 +8,4 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"   # saved tool output (bench/), results-sample/, vagrant/
 LINKLAB = (sys.executable, "-m", "linklab.cli")   # the linklab command of this interpreter
+PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider")   # and its pytest

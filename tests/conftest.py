@@ -2,7 +2,7 @@
 
 ``tests/unit``: no root, no namespace, no QEMU; runs in seconds on any machine
 (``pytest tests/unit``, ``make unit``). ``tests/live``: root, network namespaces, QEMU or
-tools such as clang, nft, dnsmasq, vagrant and chromium. Both read ``tests/data`` (:data:`tests.DATA`).
+tools such as clang, nft, dnsmasq, vagrant and chromium. Both read :data:`tests.DATA`.
 
 Each fixture's docstring says its scope and what it depends on; the linklab fixtures
 (``run``, ``results``, ``linklab_topology``, ...) come from the plugin's entry point.
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from linklab.model import SHIPPED, Scenario, load_scenario
-from tests import LINKLAB
+from tests import LINKLAB, PYTEST
+
 
 @functools.cache
 def _shipped(name: str) -> Scenario:
@@ -86,3 +87,29 @@ def without_expect(tmp_path: Path) -> Callable[[str], Path]:
         path.write_text(text[:text.index("[expect]")].replace('name = "veth"', f'name = "{name}"'))
         return path
     return write
+
+
+@pytest.fixture
+def user_scenarios(tmp_path: Path) -> Callable[..., Path]:
+    """Function scope; tmp_path. ``user_scenarios(name="mine")``: a user's scenario directory
+    outside the repo (``tmp_path/scenarios``) holding the shipped ``veth.toml`` renamed
+    ``name``."""
+    def write(name: str = "mine") -> Path:
+        d = tmp_path / "scenarios"
+        d.mkdir(exist_ok=True)
+        text = (SHIPPED / "veth.toml").read_text().replace('name = "veth"', f'name = "{name}"')
+        (d / f"{name}.toml").write_text(text)
+        return d
+    return write
+
+
+@pytest.fixture(scope="session")
+def run_pytest() -> Callable[..., subprocess.CompletedProcess]:
+    """Session scope; none. ``run_pytest(cwd, *args, env=None, timeout=300)``: a pytest session
+    of this interpreter (the linklab plugin from its entry point) in ``cwd``, run to
+    completion, output captured as text."""
+    def run(cwd: Path, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([*PYTEST, *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+    return run

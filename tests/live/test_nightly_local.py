@@ -1,9 +1,10 @@
-"""The local nightly's parts that run in seconds: the box recipe, libvirt in a namespace of
-the run's own with its ownership records and ``linklab clean``, and the remote executor."""
+"""The local nightly's live parts that run in seconds: libvirt in a namespace of the run's own
+with its ownership records and ``linklab clean``, and the remote executor at work (the box
+recipe and node.env's bad input are in tests/unit)."""
 
 from __future__ import annotations
 
-import json
+import fcntl
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ import pytest
 from linklab import ownership, remote
 from linklab.cmd import CmdError, cmd
 from linklab.netns import NetNS
-from linklab.nightly import box
+from linklab.nightly import virt
 
 needs_libvirt = pytest.mark.skipif(
     any(shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None
@@ -27,55 +28,10 @@ needs_libvirt = pytest.mark.skipif(
            "libvirt-clients)")
 
 
-# the box recipe
-
-def test_recipe_digest_follows_every_input(tmp_path: Path) -> None:
-    base = box.Recipe(box.PACKAGES, ("pyroute2==0.9.7",), "ssh-ed25519 AAAA k")
-    same = box.Recipe(tuple(reversed(box.PACKAGES)), ("pyroute2==0.9.7",), "ssh-ed25519 AAAA k")
-    assert base.digest() == same.digest(), "package order must not rebuild the box"
-    changed = [
-        box.Recipe(box.PACKAGES + ("strace",), ("pyroute2==0.9.7",), "ssh-ed25519 AAAA k"),
-        box.Recipe(box.PACKAGES, ("pyroute2==0.9.8",), "ssh-ed25519 AAAA k"),
-        box.Recipe(box.PACKAGES, ("pyroute2==0.9.7",), "ssh-ed25519 BBBB k"),
-        box.Recipe(box.PACKAGES, ("pyroute2==0.9.7",), "ssh-ed25519 AAAA k", cmdline="x"),
-    ]
-    assert len({r.digest() for r in changed} | {base.digest()}) == len(changed) + 1
-
-
-def test_requirements_come_from_pyproject_without_host_only_ones(tmp_path: Path) -> None:
-    reqs = box.requirements()
-    assert any(r.startswith("pyroute2") for r in reqs)
-    assert not any(r.startswith("virtme-ng") for r in reqs)
-    bad = tmp_path / "pyproject.toml"
-    bad.write_text("[project]\nname = 'x'\n")
-    with pytest.raises(box.BoxError, match=f"{bad}: cannot read project.dependencies"):
-        box.requirements(bad)
-
-
-def test_guest_files_are_what_vagrant_and_the_node_need() -> None:
-    rec = box.Recipe(box.PACKAGES, ("pyroute2==0.9.7",), "ssh-ed25519 AAAA k")
-    text = "\n".join(box.hooks(rec, Path("/w")))
-    assert "ssh-ed25519 AAAA k" in text and "authorized_keys" in text
-    assert "NOPASSWD: ALL" in text and "Name=eth0" in text and "DHCP=ipv4" in text
-    assert "systemctl mask" in text and "kea-dhcp4-server.service" in text
-    for needed in ("openssh-server", "sudo", "rsync", "linux-image-amd64", "python3-venv",
-                   "iperf3", "iputils-ping", "kea-dhcp4-server"):
-        assert needed in box.PACKAGES
-    assert 'config.ssh.private_key_path = File.join(dir, "vagrant_key")' in box.BOX_VAGRANTFILE
-    assert "lv.kernel" in box.BOX_VAGRANTFILE and f"LABEL={box.ROOT_LABEL}" in box.CMDLINE
-
-
 # libvirt inside a namespace of the run's own
-
-def _dead_owner(record: str) -> None:
-    lines = Path(record).read_text().splitlines()
-    lines[0] = json.dumps({"owner": 2 ** 22 + 11, "start": 1})
-    Path(record).write_text("\n".join(lines) + "\n")
-
 
 def _libvirtd_free() -> None:
     """Wait for libvirt to be free (a nightly or the other libvirt test may hold it)."""
-    from linklab.nightly import virt
     deadline = time.monotonic() + 120
     while virt.libvirtd_answers() or _locked(virt.LOCK):
         if time.monotonic() > deadline:
@@ -84,7 +40,6 @@ def _libvirtd_free() -> None:
 
 
 def _locked(path: str) -> bool:
-    import fcntl
     with open(path, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -94,8 +49,7 @@ def _locked(path: str) -> bool:
 
 
 @needs_libvirt
-def test_daemons_run_inside_the_runs_namespace_and_leave_nothing() -> None:
-    from linklab.nightly import virt
+def test_daemons_run_inside_the_runs_namespace_and_leave_nothing(process_state) -> None:
     _libvirtd_free()
     run = ownership.Run()
     env = virt.Libvirt(run, lock_wait_s=120)
@@ -113,18 +67,17 @@ def test_daemons_run_inside_the_runs_namespace_and_leave_nothing() -> None:
         env.close()
         run.close()
     for pid in pids.values():
-        state = Path(f"/proc/{pid}/stat")
-        assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        assert process_state(pid) in ("gone", "Z")
     assert not os.path.exists(env.ns.path) and not env.state.exists()
     assert not Path(run.record).exists(), "a clean close removes the record"
 
 
 @needs_libvirt
-def test_clean_removes_a_killed_runs_network_pool_and_daemons(tmp_path: Path) -> None:
+def test_clean_removes_a_killed_runs_network_pool_and_daemons(tmp_path: Path,
+                                                              process_state) -> None:
     """kill -9 of the process that started libvirt: ``linklab clean`` removes its domain,
     volume, network, pool and both daemons (found by the record, not by name), then the
     namespace."""
-    from linklab.nightly import virt
     _libvirtd_free()
     script = tmp_path / "start.py"
     script.write_text(
@@ -171,8 +124,7 @@ def test_clean_removes_a_killed_runs_network_pool_and_daemons(tmp_path: Path) ->
                                                "libvirt-volume"}
     time.sleep(0.5)
     for pid in pids:
-        stat = Path(f"/proc/{pid}/stat")
-        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        assert process_state(pid) in ("gone", "Z")
     assert not os.path.exists(f"/run/netns/{ns}")
     assert not Path(state).exists()
     assert not (virt.ETC / "networks" / f"{prefix}l2.xml").exists()
@@ -201,21 +153,6 @@ def test_remote_cmd_runs_on_the_peer(tmp_path: Path, peer_ns: str) -> None:
     assert there.strip() == f"net:[{os.stat(f'/run/netns/{peer_ns}').st_ino}]"
     with pytest.raises(CmdError, match="exited 3"):
         remote.cmd(["sh", "-c", "exit 3"], host=host)
-
-
-@pytest.mark.parametrize("text, message", [
-    ("LINKLAB_REMOTE_TYPE=telnet\nLINKLAB_REMOTE_ARGS=x\n", "LINKLAB_REMOTE_TYPE=telnet: use"),
-    ("LINKLAB_REMOTE_TYPE=ssh\n", "LINKLAB_REMOTE_ARGS is missing"),
-    ("LINKLAB_REMOTE_TYPE=ssh\nLINKLAB_REMOTE_ARGS=root@10.0.0.2\n", "outside 198.18.0.0/15"),
-    ("LINKLAB_REMOTE_TYPE=ssh\nLINKLAB_REMOTE_ARGS=root@node-b\n", "give an address"),
-    ("just words\n", ":1: not KEY=value"),
-])
-def test_remote_env_bad_input(tmp_path: Path, text: str, message: str) -> None:
-    env = tmp_path / "node.env"
-    env.write_text(text)
-    with pytest.raises(remote.RemoteError, match=message) as err:
-        remote.remote_from_env(env)
-    assert str(env) in str(err.value)
 
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="ssh not installed (openssh-client)")

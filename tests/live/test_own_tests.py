@@ -1,83 +1,35 @@
-"""Your own topologies and tests: ``--scenarios`` from outside the repo, the DHCP matrix and
-bench datapaths beside them, and the ``linklab_topology`` factory (leak-free, LIFO)."""
+"""Your own topologies and tests, live: ``--scenarios`` from outside the repo runs only those,
+and the ``linklab_topology`` factory (leak-free, LIFO). Collection alone is in tests/unit."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from tests import REPO
 
 from linklab.model import SHIPPED
 from linklab.ownership import RECORD_DIR
 
-PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
-
-
-def mine(tmp_path: Path, name: str = "mine") -> Path:
-    """A user's scenario directory outside the repo: veth.toml renamed ``name``."""
-    d = tmp_path / "scenarios"
-    d.mkdir(exist_ok=True)
-    text = (SHIPPED / "veth.toml").read_text().replace('name = "veth"', f'name = "{name}"')
-    (d / f"{name}.toml").write_text(text)
-    return d
-
-
-def pytest_in(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*PYTEST, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
 
 @pytest.mark.connectivity
 @pytest.mark.parametrize("form", ["equals", "space"])
-def test_scenarios_option_from_outside_the_repo_runs_only_those(tmp_path: Path,
+def test_scenarios_option_from_outside_the_repo_runs_only_those(tmp_path: Path, user_scenarios,
+                                                                run_pytest,
                                                                 form: str) -> None:
-    d = mine(tmp_path)
+    d = user_scenarios()
     work = tmp_path / "work"
     work.mkdir()
     opt = [f"--scenarios={d}"] if form == "equals" else ["--scenarios", str(d)]
-    done = pytest_in(work, "-m", "connectivity", "-v", *opt)
+    done = run_pytest(work, "-m", "connectivity", "-v", *opt)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     ran = re.findall(r"test_cell\[([\w-]+)\] PASSED", out)
     assert "mine-v4-child-to-child" in ran and "mine-v6-host-to-child" in ran, out[-3000:]
     assert all(r.startswith("mine-") for r in ran), ran
     assert len(ran) == 21, ran
-
-
-def test_duplicate_names_across_paths_name_both_files(tmp_path: Path) -> None:
-    d = mine(tmp_path)
-    other = tmp_path / "other.toml"
-    other.write_text((d / "mine.toml").read_text())
-    done = pytest_in(tmp_path, "--co", f"--scenarios={d}", f"--scenarios={other}")
-    assert done.returncode != 0
-    assert f"{other}: name: 'mine' is also the name of {d / 'mine.toml'}" in done.stderr, \
-        done.stderr
-
-
-def test_dhcp_matrix_and_bench_datapaths_come_from_the_users_scenarios(tmp_path: Path) -> None:
-    d = mine(tmp_path)
-    text = (SHIPPED / "dhcp-macvlan.toml").read_text()
-    (d / "dhcp-mymac.toml").write_text(text.replace('name = "dhcp-macvlan"',
-                                                    'name = "dhcp-mymac"'))
-    shipped = (SHIPPED / "dhcp" / "matrix.toml").read_text()
-    expect_c = re.search(r"\[expect\.C\]\n.*?\n\n", shipped, re.S).group(0)
-    (d / "dhcp").mkdir()
-    (d / "dhcp" / "matrix.toml").write_text(
-        '[setup.C]\ndescription = "mine"\nclient_ids = { c1 = "none", c2 = "none" }\n'
-        f'scenarios = ["dhcp-mymac"]\n\n{expect_c}')
-    done = pytest_in(REPO, "--co", "-q", f"--scenarios={d}", "tests/test_dhcp.py",
-                     "bench/test_bench.py", "-k", "test_dhcp[ or test_bench")
-    ids = re.findall(r"\[([\w.-]+)\]", done.stdout)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "dhcp-C-mymac-kea-match-client-id-udhcpc" in ids, ids
-    assert not [i for i in ids if "dhcp-macvlan" in i or i.startswith("dhcp-A")], ids
-    assert {"loopback", "veth-pair", "mine"} <= set(ids), ids
-    assert not [i for i in ids if i.startswith("macvlan")], ids
 
 
 USER_TEST = '''
@@ -116,17 +68,15 @@ def test_mine(linklab_topology):
 '''
 
 
-def test_topology_factory_is_leak_free_and_releases_lifo(tmp_path: Path) -> None:
-    d = mine(tmp_path)
+def test_topology_factory_is_leak_free_and_releases_lifo(tmp_path: Path, user_scenarios,
+                                                          run_pytest) -> None:
+    d = user_scenarios()
     (tmp_path / "test_user.py").write_text(USER_TEST)
     env = dict(os.environ, LINKLAB_TEST_LOG=str(tmp_path / "closed.log"),
                LINKLAB_TEST_NS=str(tmp_path / "ns.json"),
                LINKLAB_TEST_SCENARIO=str(d / "mine.toml"))
-    done = subprocess.run([*PYTEST, "-q", "test_user.py"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = run_pytest(tmp_path, "-q", "test_user.py", env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    import json
-
     *paths, a_names, b_names, records = json.loads((tmp_path / "ns.json").read_text())
     assert paths and not [p for p in paths if os.path.exists(p)]
     for record in records:
