@@ -21,8 +21,8 @@ from linklab.cmd import Result, cmd
 from linklab.model import IPIface, Node, Scenario
 from linklab.netns import NetNS, delete_named
 from linklab.ownership import Run
-from linklab.placement import Placement
-from linklab.uplink import Uplink, UplinkError, adopt
+from linklab.twohost.placement import Placement
+from linklab.twohost.uplink import Uplink, UplinkError, adopt
 
 FIRST_INDEX = 10          # interface indices we choose ourselves, unique per topology
 REMOTE_PORT = "to-remote"  # upstream's end of the remote link
@@ -72,7 +72,7 @@ class Topology:
         self.kind_state: dict[Any, Any] = {}  # per-kind data of this topology (e.g. cni dirs)
         self.programs: dict[str, list[int]] = {}   # host -> ids of its BPF programs
         self.split: Split | None = None
-        self.peer: Any = None        # node-a of a split: the linklab.peer.PeerClient
+        self.peer: Any = None        # node-a of a split: the linklab.twohost.peer.PeerClient
         self.facts: dict[str, dict[str, str]] = {}   # split: the other half's MACs by name
         self.listening: dict[str, tuple[int, str]] = {}  # peer: node-a's listeners by cell id
 

@@ -8,6 +8,7 @@ anything found by a name pattern.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import secrets
@@ -27,7 +28,7 @@ RECORD_DIR = os.environ.get("LINKLAB_RECORD_DIR", "/run/linklab")
 # record lists such an object. Adding a kind of object is adding its module and one line here.
 OBJECT_KINDS: dict[str, str] = {
     "tracefs": "linklab.anatomy.tracefs",   # anatomy: tracefs instances (rmdir)
-    "uplink": "linklab.uplink",   # two-host split: a node's NIC lent to a topology (moved back)
+    "uplink": "linklab.twohost.uplink",  # two-host split: a node's NIC lent to a topology (moved back)
     # the nightly's libvirt (linklab.nightly.virt): daemons in the run's namespace, its pool,
     # networks, domains and volumes
     "libvirt-daemon": "linklab.nightly.virt",
@@ -40,8 +41,6 @@ OBJECT_KINDS: dict[str, str] = {
 
 def object_module(kind: str):  # noqa: ANN201
     """The module owning objects of ``kind`` (KeyError names the unknown kind)."""
-    import importlib
-
     return importlib.import_module(OBJECT_KINDS[kind])
 
 

@@ -20,9 +20,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from linklab import kinds
 from linklab.build import Topology
 from linklab.checks import PATHS, UNSET, Cell, endpoints, errno_name, source
 from linklab.cmd import require
+from linklab.nl import NetlinkError
 
 SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
 RESEND = 0.1 * SCALE
@@ -377,9 +379,6 @@ def mtu_inherit(topo: Topology) -> Observation:
 
 def second_child(topo: Topology) -> Observation:
     """Try to add another child of the same kind and mode to the parent: what does the kernel say?"""
-    from linklab import kinds
-    from linklab.nl import NetlinkError
-
     h = next(h for h in topo.scenario.hosts if h.mode == "passthru")
     ns = topo.ns(h.name)
     try:

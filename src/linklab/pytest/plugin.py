@@ -42,7 +42,7 @@ from linklab.checks import cells
 from linklab.live import LiveTopology, Source, scenario_from
 from linklab.model import SHIPPED, Scenario, ScenarioError, load_paths
 from linklab.ownership import Run, clean
-from linklab.peer import PeerConfig, split_build
+from linklab.twohost.peer import PeerConfig, split_build
 from linklab.probes import Observer
 from linklab.pytest import matrix
 from linklab.pytest.cells import CELL_KEY
@@ -85,7 +85,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--remote-env", default=None, metavar="FILE",
                     help="a node.env file (LINKLAB_REMOTE_TYPE/_ARGS, LINKLAB_PARENT_IF, ...): "
                          "split every two-host scenario of the matrix across this node and "
-                         "the peer it names (linklab.peer; host2 on the peer)")
+                         "the peer it names (linklab.twohost.peer; host2 on the peer)")
 
 
 def _is_worker(config: pytest.Config) -> bool:
