@@ -11,15 +11,19 @@ Each fixture's docstring says its scope and what it depends on; the linklab fixt
 from __future__ import annotations
 
 import functools
+import importlib.machinery
+import importlib.util
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from linklab.model import SHIPPED, Scenario, load_scenario
-from tests import LINKLAB, PYTEST
+from tests import LINKLAB, PYTEST, REPO
 
 
 @functools.cache
@@ -113,3 +117,15 @@ def run_pytest() -> Callable[..., subprocess.CompletedProcess]:
         return subprocess.run([*PYTEST, *args], cwd=cwd, env=env, capture_output=True,
                               text=True, timeout=timeout, check=False)
     return run
+
+
+@pytest.fixture(scope="session")
+def ci_nightly() -> ModuleType:
+    """Session scope; none. ``ci/nightly`` (a command: no .py suffix) imported as a module, to
+    test its plan, gate and runners without running a night."""
+    loader = importlib.machinery.SourceFileLoader("linklab_ci_nightly", str(REPO / "ci/nightly"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = module      # its dataclasses look their module up by name
+    loader.exec_module(module)
+    return module

@@ -1,11 +1,10 @@
-"""The Vagrantfile passes `vagrant validate`, broken copies fail it; ci/nightly's plan and gate."""
+"""The nightly without a machine: the Vagrantfile's addresses, ci/node-env, ci/peer-ssh and
+ci/nightly's plan and gate (``vagrant validate`` itself is in tests/live)."""
 
 from __future__ import annotations
 
 import dataclasses
 import fcntl
-import importlib.machinery
-import importlib.util
 import ipaddress
 import json
 import os
@@ -13,91 +12,11 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from tests import DATA, REPO
-
-
-needs_vagrant = pytest.mark.skipif(
-    shutil.which("vagrant") is None,
-    reason="vagrant not installed (Debian packages vagrant vagrant-libvirt; `make setup`)")
-
-
-def vagrant_validate(cwd: Path, tmp: Path, provider: str, **env: str) -> subprocess.CompletedProcess:
-    """`vagrant validate` in cwd, offline, with a throwaway Vagrant home and state dir."""
-    full = {
-        **os.environ,
-        "VAGRANT_CHECKPOINT_DISABLE": "1",       # no version check over the network
-        "VAGRANT_HOME": str(tmp / "vagrant-home"),
-        "VAGRANT_DOTFILE_PATH": str(tmp / "vagrant-state"),   # no .vagrant/ in the tree
-        "VAGRANT_DEFAULT_PROVIDER": provider,
-        "VAGRANT_CWD": str(cwd),
-        **env,
-    }
-    if provider == "virtualbox":
-        # VirtualBox cannot be installed here; Vagrant only asks `VBoxManage --version`
-        # before validating the provider block, and the shim refuses anything else.
-        full["PATH"] = f"{DATA / 'vagrant'}:{full['PATH']}"
-    return subprocess.run(["vagrant", "validate"], cwd=cwd, env=full, capture_output=True,
-                          text=True, timeout=120, check=False)
-
-
-def copy_tree(dest: Path) -> Path:
-    """The Vagrantfile and the files its provisioners name, copied to dest."""
-    (dest / "ci").mkdir(parents=True)
-    shutil.copy2(REPO / "Vagrantfile", dest / "Vagrantfile")
-    shutil.copy2(REPO / "ci" / "node-env", dest / "ci" / "node-env")
-    return dest
-
-
-@needs_vagrant
-@pytest.mark.parametrize("provider", ["libvirt", "virtualbox"])
-@pytest.mark.parametrize("box", ["debian", "ubuntu"])
-def test_vagrantfile_validates(tmp_path: Path, provider: str, box: str) -> None:
-    out = vagrant_validate(REPO, tmp_path, provider, LINKLAB_BOX=box)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "validated successfully" in out.stdout
-    assert not (REPO / ".vagrant").exists() or (REPO / ".vagrant").is_dir()
-
-
-@dataclass(frozen=True)
-class Breakage:
-    """One way to break a copy of the real Vagrantfile, and what validate must say."""
-
-    anchor: str          # text that must be in the real Vagrantfile
-    replacement: str
-    provider: str
-    message: tuple[str, ...]
-
-
-BREAKAGES = {
-    "libvirt-unknown-setting": Breakage(
-        "lv.memory = MEMORY_MIB", "lv.memory = MEMORY_MIB\n    lv.memroy = 2048", "libvirt",
-        ("Libvirt Provider", "shouldn't exist: memroy")),
-    "virtualbox-unknown-setting": Breakage(
-        "vb.cpus = 2", "vb.cpus = 2\n    vb.cpu = 2", "virtualbox",
-        ("VirtualBox Provider", "shouldn't exist: cpu")),
-    "syntax-error": Breakage(
-        'config.vm.define name do |node|', 'config.vm.define name do |node', "libvirt",
-        ("syntax error", "Vagrantfile:")),
-}
-
-
-@needs_vagrant
-@pytest.mark.parametrize("name", sorted(BREAKAGES))
-def test_broken_vagrantfile_fails(tmp_path: Path, name: str) -> None:
-    brk = BREAKAGES[name]
-    tree = copy_tree(tmp_path / "tree")
-    text = (tree / "Vagrantfile").read_text()
-    assert text.count(brk.anchor) == 1, f"Vagrantfile changed: {brk.anchor!r} not found once"
-    (tree / "Vagrantfile").write_text(text.replace(brk.anchor, brk.replacement))
-    out = vagrant_validate(tree, tmp_path, brk.provider)
-    assert out.returncode != 0
-    said = out.stdout + out.stderr
-    for fragment in brk.message:
-        assert fragment in said, said
 
 
 def test_vagrantfile_addresses_in_range() -> None:
@@ -110,22 +29,6 @@ def test_vagrantfile_addresses_in_range() -> None:
         net = addr if addr.count(".") == 3 else addr + ".0"
         network = ipaddress.ip_network(f"{net}/{prefix or 24}", strict=False)
         assert network.subnet_of(allowed), f"Vagrantfile: {addr} is outside {allowed}"
-
-
-@needs_vagrant
-def test_missing_provisioning_script_fails(tmp_path: Path) -> None:
-    tree = copy_tree(tmp_path / "tree")
-    (tree / "ci" / "node-env").unlink()
-    out = vagrant_validate(tree, tmp_path, "libvirt")
-    assert out.returncode != 0
-    assert "ci/node-env" in out.stdout + out.stderr
-
-
-@needs_vagrant
-def test_unknown_box_names_the_variable(tmp_path: Path) -> None:
-    out = vagrant_validate(REPO, tmp_path, "libvirt", LINKLAB_BOX="fedora")
-    assert out.returncode != 0
-    assert "LINKLAB_BOX=fedora" in out.stderr and "debian, ubuntu" in out.stderr
 
 
 # ci/node-env: runs in the guest at provisioning; here it only reads this machine's links.
@@ -175,19 +78,6 @@ def test_node_env_bad_input(tmp_path: Path, bad: tuple[str, str], field: str) ->
 
 
 # ci/nightly: the plan (--dry-run) and the gate, with a runner that plays the machines.
-
-def load_nightly():
-    """ci/nightly as a module (it has no .py suffix: it is a command)."""
-    loader = importlib.machinery.SourceFileLoader("linklab_ci_nightly", str(REPO / "ci/nightly"))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[loader.name] = module
-    loader.exec_module(module)
-    return module
-
-
-nightly = load_nightly()
-
 
 def earlier_night(root: Path, stamp: str, status: str) -> dict[str, Path]:
     """A night directory as ci/nightly leaves it, with one run per node."""
@@ -303,16 +193,16 @@ class Machines:
         return next(i for i, c in enumerate(self.calls) if c[:len(prefix)] == prefix)
 
 
-def config(root: Path, stamp: str = "20260105T010000Z"):
-    return nightly.Config(nightly_dir=root, provider="libvirt", box="debian", keep=30,
+def config(ci_nightly, root: Path, stamp: str = "20260105T010000Z"):
+    return ci_nightly.Config(nightly_dir=root, provider="libvirt", box="debian", keep=30,
                           two_host=False, bench_fail_on="", stamp=stamp)
 
 
-def test_execute_passes_and_records_the_next_baseline(tmp_path: Path) -> None:
+def test_execute_passes_and_records_the_next_baseline(tmp_path: Path, ci_nightly) -> None:
     prev = earlier_night(tmp_path, "20260101T010000Z", "passed")
-    cfg = config(tmp_path)
+    cfg = config(ci_nightly, tmp_path)
     machines = Machines()
-    assert nightly.execute(nightly.make_plan(cfg), machines) == nightly.EXIT_PASSED
+    assert ci_nightly.execute(ci_nightly.make_plan(cfg), machines) == ci_nightly.EXIT_PASSED
     report = next(c for c in machines.calls if "report" in c and "--baseline" in c)
     assert report[2] == str(cfg.night / "node-a" / "results" / "20260105T010000Z-node-a")
     assert report[report.index("--baseline") + 1] == str(prev["node-a"])
@@ -321,22 +211,22 @@ def test_execute_passes_and_records_the_next_baseline(tmp_path: Path) -> None:
     assert record["status"] == "passed"
     assert record["runs"]["node-b"] == "node-b/results/20260105T010000Z-node-b"
     assert (tmp_path / "latest").resolve() == cfg.night.resolve()
-    assert nightly.find_baseline(tmp_path, "20260106T010000Z", "node-b") == \
+    assert ci_nightly.find_baseline(tmp_path, "20260106T010000Z", "node-b") == \
         cfg.night / "node-b" / "results" / "20260105T010000Z-node-b"
 
 
-def test_failed_cell_fails_the_night_but_collects_and_destroys(tmp_path: Path) -> None:
+def test_failed_cell_fails_the_night_but_collects_and_destroys(tmp_path: Path, ci_nightly) -> None:
     prev = earlier_night(tmp_path, "20260101T010000Z", "passed")
-    cfg = config(tmp_path)
+    cfg = config(ci_nightly, tmp_path)
     machines = Machines(pytest_rc={"node-b": 1})
-    assert nightly.execute(nightly.make_plan(cfg), machines) == nightly.EXIT_FAILED
+    assert ci_nightly.execute(ci_nightly.make_plan(cfg), machines) == ci_nightly.EXIT_FAILED
     collect = next(i for i, c in enumerate(machines.calls) if c[-2] == "node-b:/vagrant/results/")
-    assert collect > machines.index("ssh", "-F", str(cfg.ssh_config), *nightly.SSH_BOUNDS,
+    assert collect > machines.index("ssh", "-F", str(cfg.ssh_config), *ci_nightly.SSH_BOUNDS,
                                     "node-b")
     assert machines.calls[-1][:2] == ("vagrant", "destroy")
     assert json.loads((cfg.night / "nightly.json").read_text())["status"] == "failed"
     # the failed night never becomes a baseline: tomorrow still compares with the last pass
-    assert nightly.find_baseline(tmp_path, "20260106T010000Z", "node-b") == prev["node-b"]
+    assert ci_nightly.find_baseline(tmp_path, "20260106T010000Z", "node-b") == prev["node-b"]
 
 
 @pytest.mark.parametrize("machines, expected_calls", [
@@ -344,46 +234,46 @@ def test_failed_cell_fails_the_night_but_collects_and_destroys(tmp_path: Path) -
     (Machines(pytest_rc={"node-a": 4}), "pytest"),    # pytest usage error: broken, not failed
 ])
 def test_broken_run_exits_3_and_destroys(tmp_path: Path, machines: Machines,
-                                         expected_calls: str) -> None:
-    cfg = config(tmp_path)
-    assert nightly.execute(nightly.make_plan(cfg), machines) == nightly.EXIT_BROKEN
+                                         expected_calls: str, ci_nightly) -> None:
+    cfg = config(ci_nightly, tmp_path)
+    assert ci_nightly.execute(ci_nightly.make_plan(cfg), machines) == ci_nightly.EXIT_BROKEN
     ran_pytest = any(c[0] == "ssh" and "pytest" in c[-1] for c in machines.calls)
     assert ran_pytest == (expected_calls == "pytest")
     assert machines.calls[-1] == ("vagrant", "destroy", "--force", "node-a", "node-b")
     assert json.loads((cfg.night / "nightly.json").read_text())["status"] == "broken"
 
 
-def test_interrupt_still_destroys(tmp_path: Path) -> None:
-    cfg = config(tmp_path)
+def test_interrupt_still_destroys(tmp_path: Path, ci_nightly) -> None:
+    cfg = config(ci_nightly, tmp_path)
     machines = Machines(interrupt_at="pytest")
     with pytest.raises(KeyboardInterrupt):
-        nightly.execute(nightly.make_plan(cfg), machines)
+        ci_nightly.execute(ci_nightly.make_plan(cfg), machines)
     assert machines.calls[-1] == ("vagrant", "destroy", "--force", "node-a", "node-b")
     assert json.loads((cfg.night / "nightly.json").read_text())["status"] == "broken"
 
 
-def test_baseline_skips_a_passed_night_without_benchmarks(tmp_path: Path) -> None:
+def test_baseline_skips_a_passed_night_without_benchmarks(tmp_path: Path, ci_nightly) -> None:
     runs = earlier_night(tmp_path, "20260101T010000Z", "passed")
     later = earlier_night(tmp_path, "20260102T010000Z", "passed")
     (later["node-a"] / "bench.jsonl").unlink()
-    assert nightly.find_baseline(tmp_path, "20260103T010000Z", "node-a") == runs["node-a"]
-    assert nightly.find_baseline(tmp_path, "20260103T010000Z", "node-b") == later["node-b"]
-    assert nightly.find_baseline(tmp_path, "20260101T010000Z", "node-a") is None
+    assert ci_nightly.find_baseline(tmp_path, "20260103T010000Z", "node-a") == runs["node-a"]
+    assert ci_nightly.find_baseline(tmp_path, "20260103T010000Z", "node-b") == later["node-b"]
+    assert ci_nightly.find_baseline(tmp_path, "20260101T010000Z", "node-a") is None
 
 
-def test_prune_keeps_the_baseline_in_use(tmp_path: Path) -> None:
+def test_prune_keeps_the_baseline_in_use(tmp_path: Path, ci_nightly) -> None:
     runs = earlier_night(tmp_path, "20260101T010000Z", "passed")
     for day in (2, 3, 4):
         earlier_night(tmp_path, f"202601{day:02}T010000Z", "failed")
-    nightly.prune(tmp_path, keep=2, keep_also={runs["node-a"]})
+    ci_nightly.prune(tmp_path, keep=2, keep_also={runs["node-a"]})
     assert sorted(p.name for p in (tmp_path / "nights").iterdir()) == \
         ["20260101T010000Z", "20260103T010000Z", "20260104T010000Z"]
 
 
-def test_two_host_plan_trusts_then_drives_the_peer(tmp_path: Path) -> None:
-    cfg = nightly.Config(nightly_dir=tmp_path, provider="virtualbox", box="ubuntu", keep=3,
+def test_two_host_plan_trusts_then_drives_the_peer(tmp_path: Path, ci_nightly) -> None:
+    cfg = ci_nightly.Config(nightly_dir=tmp_path, provider="virtualbox", box="ubuntu", keep=3,
                          two_host=True, bench_fail_on="", stamp="20260105T010000Z")
-    steps = [s.show() for s in nightly.make_plan(cfg).body]
+    steps = [s.show() for s in ci_nightly.make_plan(cfg).body]
     key = next(i for i, s in enumerate(steps) if "node-a -- 'sudo /vagrant/ci/peer-ssh key'" in s)
     auth = next(i for i, s in enumerate(steps) if "node-b -- 'sudo /vagrant/ci/peer-ssh auth" in s)
     drive = next(i for i, s in enumerate(steps) if "--remote-env=/etc/linklab/node.env" in s)
@@ -391,7 +281,7 @@ def test_two_host_plan_trusts_then_drives_the_peer(tmp_path: Path) -> None:
     assert steps[auth].endswith(f"< {cfg.night / 'work' / 'node-a.pub'}")
 
 
-def test_two_host_summary_counts_cells_per_scenario(tmp_path: Path) -> None:
+def test_two_host_summary_counts_cells_per_scenario(tmp_path: Path, ci_nightly) -> None:
     night = tmp_path / "20260105T010000Z"
     junit = night / "node-a" / "results" / f"{night.name}-two-host" / "junit-host.xml"
     junit.parent.mkdir(parents=True)
@@ -404,7 +294,7 @@ def test_two_host_summary_counts_cells_per_scenario(tmp_path: Path) -> None:
     cases = [case("twohost-macvlan-v4-child-to-child"), case("twohost-macvlan-mtu-inherit"),
              case("twohost-ipvlan-l3-l2-multicast"), case("twohost-ipvlan-l3-v6-neigh")]
     junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
-    assert nightly.two_host_summary(night) == nightly.EXIT_PASSED
+    assert ci_nightly.two_host_summary(night) == ci_nightly.EXIT_PASSED
     out = json.loads((night / "two-host.json").read_text())
     assert out["scenarios"] == {
         "twohost-macvlan": {"passed": 2, "failed": 0, "error": 0, "skipped": 0},
@@ -412,18 +302,18 @@ def test_two_host_summary_counts_cells_per_scenario(tmp_path: Path) -> None:
     assert out["ping_back"]["peer_kernel"] == "6.1.0-57-amd64" and out["status"] == "passed"
     cases.append(case("twohost-bridge-v4-neigh", "<failure message='x'/>"))
     junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
-    assert nightly.two_host_summary(night) == nightly.EXIT_FAILED
+    assert ci_nightly.two_host_summary(night) == ci_nightly.EXIT_FAILED
     cases.append(case("twohost-macvlan-mtu-inherit", "<error message='teardown'/>"))
     junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
-    assert nightly.two_host_summary(night) == nightly.EXIT_BROKEN   # the agent's teardown
+    assert ci_nightly.two_host_summary(night) == ci_nightly.EXIT_BROKEN   # the agent's teardown
     assert json.loads((night / "two-host.json").read_text())["scenarios"]["twohost-macvlan"] \
         == {"passed": 1, "failed": 0, "error": 1, "skipped": 0}     # one cell, one outcome
     cases.pop()
     cases.append(case("twohost-veth-v4-neigh", "<error message='PeerError: ...'/>"))
     junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
-    assert nightly.two_host_summary(night) == nightly.EXIT_BROKEN   # the executor broke
+    assert ci_nightly.two_host_summary(night) == ci_nightly.EXIT_BROKEN   # the executor broke
     junit.unlink()
-    assert nightly.two_host_summary(night) == nightly.EXIT_BROKEN   # no results came back
+    assert ci_nightly.two_host_summary(night) == ci_nightly.EXIT_BROKEN   # no results came back
     assert json.loads((night / "two-host.json").read_text())["status"] == "broken"
 
 
@@ -463,15 +353,15 @@ class CollectSample(Machines):
 
 @pytest.mark.skipif(not (REPO / ".venv" / "bin" / "linklab").exists(),
                     reason="linklab not installed in .venv (`make setup`)")
-def test_execute_renders_the_baseline_comparison(tmp_path: Path) -> None:
+def test_execute_renders_the_baseline_comparison(tmp_path: Path, ci_nightly) -> None:
     """The report steps as ci/nightly writes them, run by the real `linklab report`."""
     prev = tmp_path / "nights" / "20260101T010000Z"
     shutil.copytree(DATA / "results-sample",
                     prev / "node-a" / "results" / "20260101T010000Z-node-a")
     (prev / "nightly.json").write_text(json.dumps(
         {"status": "passed", "runs": {"node-a": "node-a/results/20260101T010000Z-node-a"}}))
-    cfg = dataclasses.replace(config(tmp_path), nodes=("node-a",))   # one render is enough
-    assert nightly.execute(nightly.make_plan(cfg), CollectSample()) == nightly.EXIT_PASSED
+    cfg = dataclasses.replace(config(ci_nightly, tmp_path), nodes=("node-a",))  # one render
+    assert ci_nightly.execute(ci_nightly.make_plan(cfg), CollectSample()) == ci_nightly.EXIT_PASSED
     html = (cfg.night / "node-a" / "report" / "index.html").read_text()
     assert "Compared with baseline" in html
 
@@ -526,26 +416,3 @@ def test_local_bad_driver_is_refused() -> None:
     assert out.returncode == 2 and "--driver xen: use qemu (TCG) or kvm" in out.stderr
 
 
-def test_local_runner_runs_each_step_inside_the_nights_namespace(tmp_path: Path) -> None:
-    from linklab.netns import NetNS
-    ns = NetNS(f"llnight-{os.getpid()}")
-    try:
-        step = nightly.Step("where am I", ("readlink", "/proc/self/ns/net"),
-                            stdout=tmp_path / "out")
-        assert nightly.in_namespace(ns.path)(step, {}) == 0
-        inode = os.stat(ns.path).st_ino
-        assert (tmp_path / "out").read_text().strip() == f"net:[{inode}]"
-    finally:
-        ns.close()
-
-
-@needs_vagrant
-def test_local_box_under_tcg_validates(tmp_path: Path) -> None:
-    out = vagrant_validate(REPO, tmp_path, "libvirt", LINKLAB_BOX="local",
-                           LINKLAB_LIBVIRT_DRIVER="qemu", LINKLAB_LIBVIRT_PREFIX="ll0000-",
-                           LINKLAB_VM_CPUS="1", LINKLAB_VM_MEMORY_MIB="1024")
-    assert out.returncode == 0, out.stdout + out.stderr
-    bad = vagrant_validate(REPO, tmp_path, "libvirt", LINKLAB_BOX="local",
-                           LINKLAB_LIBVIRT_DRIVER="xen")
-    assert bad.returncode != 0
-    assert "LINKLAB_LIBVIRT_DRIVER=xen: use kvm or qemu" in bad.stderr
