@@ -6,15 +6,19 @@ import random
 
 import pytest
 
-from linklab.compare import (
+from linklab.bench.compare import (
+    KEY,
     FailOnError,
     Threshold,
     Verdict,
     compare,
     higher_is_better,
     judge,
+    judge_one,
     machine_mismatch,
     parse_fail_on,
+    resolution,
+    threshold_for,
 )
 
 BASE_THR = [10.0e9, 10.1e9, 9.9e9, 10.0e9, 10.05e9]
@@ -140,3 +144,91 @@ def test_machine_mismatch_names_what_differs() -> None:
     assert out == ["kernel differs: baseline 6.12, this run 6.18",
                    "cores differs: baseline 4, this run 2"]
     assert machine_mismatch(cur, {})[0].startswith("kernel of the baseline is unknown")
+
+
+# ---- resolution: no verdict with a zero-width interval -----------------------------------------
+
+LAT = "icmp_rtt_latency_p50_us"
+
+
+def test_three_equal_repetitions_a_step_apart_are_below_resolution() -> None:
+    """ICMP p50 recorded in whole µs, 8 against 9 three times each: not 'faster by 11.1 %
+    [11.1 – 11.1 %]' (what a zero-spread Welch test says) but no verdict."""
+    (v,) = judge([([8.0] * 3, [9.0] * 3, LAT)])      # faster by (8 ± 0.5) / (9 ∓ 0.5): 0..21 %
+    assert v.kind == "same" and v.below_resolution and v.resolution == 1.0
+    assert v.text() == "no verdict: below the figure's resolution (steps of 1 ≈ 11 %)"
+    lo, hi = v.interval_pct()
+    assert lo == pytest.approx(0, abs=1e-9) and hi == pytest.approx(21.05, abs=0.01)
+    assert not Threshold("*", 2).fails(v)
+    assert not Threshold("*", 2).fails(one([9.0] * 3, [8.0] * 3, LAT))
+
+
+def test_equal_repetitions_several_steps_apart_get_a_verdict_with_a_real_interval() -> None:
+    v = one([12.0] * 3, [9.0] * 3, LAT)
+    assert v.kind == "worse" and not v.below_resolution
+    assert v.text() == "slower by 33.3 % [21.1 – 47.1 %]"      # (12 ± 0.5) / (9 ∓ 0.5)
+    assert Threshold("*", 2).fails(v)
+
+
+def test_identical_repetitions_claim_no_detectable_zero() -> None:
+    v = one([99.0] * 3, [99.0] * 3, "iperf_cpu_host_pct")
+    assert v.kind == "same" and v.below_resolution and v.ratio_low < 1.0 < v.ratio_high
+    assert v.text() == "no verdict: below the figure's resolution (steps of 1 ≈ 1 %)"
+
+
+def test_a_given_step_overrides_the_one_read_from_the_values() -> None:
+    fine = judge_one([8.0] * 3, [9.0] * 3, LAT, step=0.001)     # the tool's real step
+    assert not fine.below_resolution and fine.ratio_low < fine.ratio < fine.ratio_high
+    assert judge_one([8.0] * 3, [9.0] * 3, LAT, step=5.0).below_resolution
+
+
+def test_a_spread_wider_than_the_step_keeps_the_welch_interval() -> None:
+    a, b = [8.0, 12.0, 9.0, 11.0, 10.0], [13.0, 15.0, 14.0, 16.0, 12.0]
+    v = one(a, b, LAT)
+    assert not v.below_resolution and v.kind == "better"
+    assert judge_one(a, b, LAT, step=0.0).ratio_low == v.ratio_low
+
+
+def test_resolution_is_the_largest_power_of_ten_every_value_is_a_multiple_of() -> None:
+    assert resolution([9.0, 8.0, None]) == 1.0
+    assert resolution([38570000000.0, 38083000000.0]) == 1e6
+    assert resolution([0.048865, 0.055736]) == 1e-6
+    assert resolution([69.612, 99.0, 0.0]) == 1e-3
+    assert resolution([0.1 + 0.2]) == 0.1
+    assert resolution([3.141592653589793]) == 0.0 and resolution([]) == 0.0
+
+
+# ---- thresholds per row kind ------------------------------------------------------------------
+
+def key(metric: str, virt: str = "none") -> tuple:
+    return tuple({"virt": virt, "metric": metric}.get(k, "") for k in KEY)
+
+
+def test_a_threshold_for_one_row_kind() -> None:
+    rules = parse_fail_on("throughput:5%,latency_p99:10%,*@tcg-icount:2%")
+    assert rules[2] == Threshold("*", 2.0, "tcg-icount")
+    assert threshold_for(key("throughput_bps"), rules) == Threshold("throughput", 5.0)
+    assert threshold_for(key("throughput_bps", "tcg-icount"), rules) == rules[2]
+    assert threshold_for(key("udp_loss_pct"), rules) is None
+    assert threshold_for(key("udp_loss_pct", "tcg-icount"), rules) == rules[2]
+    loose = parse_fail_on("throughput:5%,throughput@tcg:20%")
+    assert threshold_for(key("throughput_bps", "tcg"), loose) == Threshold("throughput", 20, "tcg")
+    assert threshold_for(key("tcp_oneway_latency_p99_us"),
+                         parse_fail_on("latency:5%,latency_p99:10%")).pct == 10
+    with pytest.raises(FailOnError, match="'throughput@:2%' is not METRIC:PCT% or METRIC@KIND"):
+        parse_fail_on("throughput@:2%")
+
+
+def test_instruction_rows_fail_at_their_own_threshold() -> None:
+    """3 % slower everywhere: the host passes its 5 %, the instruction rows fail their 2 %."""
+    base_vals = [1000.0, 1001.0, 999.0, 1000.5, 999.5]
+    baseline, current = [], []
+    for virt in ("none", "tcg-icount"):
+        baseline += [row("throughput_bps", v * 1e6, i, virt=virt)
+                     for i, v in enumerate(base_vals, 1)]
+        current += [row("throughput_bps", v * 0.97e6, i, virt=virt)
+                    for i, v in enumerate(base_vals, 1)]
+    rules = [Threshold("throughput", 5.0), Threshold("*", 2.0, virt="tcg-icount")]
+    host, icount = compare(current, baseline, rules)
+    assert host.verdict.kind == icount.verdict.kind == "worse"
+    assert host.failed == () and icount.failed == (Threshold("*", 2.0, "tcg-icount"),)

@@ -7,18 +7,24 @@ One test serves the report, the summary and the ``--bench-fail-on`` gate:
   the log values gives the ratio of the geometric means, its 95 % interval and p;
 * significance is corrected with Holm's method across the figures judged together (a
   family), so 200 figures do not produce a "difference" by chance;
-* honesty: a side with too few repetitions gives ``cannot judge (n=1)``, and a difference
-  not shown gives ``no detectable difference (smallest detectable ≈ Y %)``.
+* honesty: a side with too few repetitions gives ``cannot judge (n=1)``, a difference
+  not shown gives ``no detectable difference (smallest detectable ≈ Y %)``, and a difference
+  within the figure's resolution (values recorded in steps of 1 µs, repetitions that do not
+  vary) gives ``no verdict: below the figure's resolution``: the interval is never narrower
+  than what the recorded steps allow, so it never has zero width.
 
-A :class:`Threshold` (``throughput:5%``) fails a figure only when its verdict is *worse*
-(significant after Holm) AND it is worse by more than the threshold. Figures are
-matched on everything that defines them (:data:`KEY`): a VM leg never meets the host.
+A :class:`Threshold` (``throughput:5%``, or ``*@tcg-icount:2%`` for one row kind) fails a
+figure only when its verdict is *worse* (significant after Holm) AND it is worse by more
+than the threshold; of the thresholds that apply to a figure the most specific judges it.
+Figures are matched on everything that defines them (:data:`KEY`): a VM leg never meets the
+host.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -74,6 +80,8 @@ class Verdict:
     kind: str = "same"
     se: float = math.nan    # standard error of the log ratio
     df: float = math.nan    # Welch degrees of freedom
+    resolution: float = 0.0  # the figure's recorded step, in its unit (0: none known)
+    below_resolution: bool = False  # the difference is within what the steps can show
 
     @property
     def change_pct(self) -> float:
@@ -92,9 +100,13 @@ class Verdict:
 
     def text(self) -> str:
         """'faster by 12.1 % [4.0 – 19.8 %]', 'no detectable difference at this sample size
-        (smallest detectable ≈ 14 %)', 'cannot judge (n=1)'."""
+        (smallest detectable ≈ 14 %)', 'no verdict: below the figure's resolution (steps of
+        1 ≈ 12 %)', 'cannot judge (n=1)'."""
         if self.kind == "cannot":
             return f"cannot judge (n={min(self.n_a, self.n_b)})"
+        if self.below_resolution:
+            return (f"no verdict: below the figure's resolution (steps of {self.resolution:g}"
+                    f" ≈ {100 * self.detectable:.2g} %)")
         if self.kind == "same":
             d = self.detectable
             det = ("unknown" if not math.isfinite(d) else f"≈ {100 * d:.0f} %" if d < 1
@@ -111,8 +123,32 @@ def _finite(values: Iterable[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
-def judge_one(a: Iterable[float | None], b: Iterable[float | None], metric: str) -> Verdict:
-    """The verdict of one comparison before any family correction (``kind`` provisional)."""
+def resolution(values: Iterable[float | None]) -> float:
+    """The step the values were recorded in: the largest power of ten (1e-12 .. 1e15) of which
+    every nonzero value is a whole multiple, 0.0 when there is none (a continuous figure).
+    An upper bound of the tool's resolution: three values all multiples of 10 read as 10."""
+    vals = [abs(v) for v in _finite(values) if v != 0]
+    if not vals:
+        return 0.0
+    for k in range(15, -13, -1):
+        q = 10.0 ** k
+        if all(v >= q and abs(v / q - round(v / q)) <= 1e-6 for v in vals):
+            return q
+    return 0.0
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
+def judge_one(a: Iterable[float | None], b: Iterable[float | None], metric: str,
+              step: float | None = None) -> Verdict:
+    """The verdict of one comparison before any family correction (``kind`` provisional).
+
+    ``step``: the figure's resolution in its unit (None: :func:`resolution` of the values).
+    The 95 % interval is at least the ratio the steps allow, ((a - step/2) / (b + step/2),
+    (a + step/2) / (b - step/2)) on the geometric means; when only that widening (or
+    repetitions without spread) brings 1 into it, the verdict is "below resolution"."""
     xa, xb = _finite(a), _finite(b)
     if not xa or not xb:
         raise ValueError(f"{metric}: a side has no finite value")
@@ -123,8 +159,21 @@ def judge_one(a: Iterable[float | None], b: Iterable[float | None], metric: str)
         mb = summarise(xb).median
         ratio = summarise(xa).median / mb if mb else nan
         return Verdict(metric, len(xa), len(xb), ratio, nan, nan, 1.0, 1.0, nan, "cannot")
-    return Verdict(metric, len(xa), len(xb), lr.ratio, lr.low, lr.high, lr.p, lr.p,
-                   detectable_change(lr.se, lr.df), se=lr.se, df=lr.df)
+    q = resolution(xa + xb) if step is None else step
+    low, high, below, rel_step = lr.low, lr.high, False, 0.0
+    if q > 0:
+        ga, gb = _geomean([v for v in xa if v > 0]), _geomean([v for v in xb if v > 0])
+        q_low = (ga - q / 2) / (gb + q / 2)
+        q_high = (ga + q / 2) / (gb - q / 2) if gb > q / 2 else math.inf
+        low, high = min(low, q_low), max(high, q_high)
+        # one step apart puts 1 on the edge; the geometric means' rounding must not decide
+        below = low <= 1.0 + 1e-9 and high >= 1.0 - 1e-9 and \
+            (lr.se == 0 or not lr.low <= 1.0 <= lr.high)
+        rel_step = q / gb
+    detectable = detectable_change(lr.se, lr.df)
+    return Verdict(metric, len(xa), len(xb), lr.ratio, low, high, lr.p, lr.p,
+                   max(rel_step, detectable) if below else detectable,
+                   se=lr.se, df=lr.df, resolution=q, below_resolution=below)
 
 
 def finish(verdicts: Sequence[Verdict], alpha: float = ALPHA) -> list[Verdict]:
@@ -136,10 +185,13 @@ def finish(verdicts: Sequence[Verdict], alpha: float = ALPHA) -> list[Verdict]:
     for i, p_adj in zip(judged, adjusted):
         v = verdicts[i]
         kind = "same"
-        if p_adj < alpha and math.isfinite(v.ratio) and v.ratio != 1.0:
+        if p_adj < alpha and math.isfinite(v.ratio) and v.ratio != 1.0 and \
+                not v.below_resolution:
             kind = "better" if v.better_pct > 0 else "worse"
-        out[i] = replace(v, p_holm=p_adj, kind=kind,
-                         detectable=detectable_change(v.se, v.df, alpha / len(judged)))
+        detectable = detectable_change(v.se, v.df, alpha / len(judged))
+        if v.below_resolution:     # a step of the figure is the least it can show
+            detectable = max(detectable, v.detectable)
+        out[i] = replace(v, p_holm=p_adj, kind=kind, detectable=detectable)
     return out
 
 
@@ -154,17 +206,34 @@ def judge(pairs: Sequence[tuple[Iterable[float | None], Iterable[float | None], 
 
 @dataclass(frozen=True)
 class Threshold:
-    """Fail a figure whose metric matches ``metric`` when its verdict is worse and it is
-    worse by more than ``pct`` %."""
+    """Fail a figure whose metric matches ``metric`` (``*``: every metric) when its verdict is
+    worse and it is worse by more than ``pct`` %. With ``virt``, only figures of that row kind
+    (their virtualisation: ``tcg-icount`` for instruction counts, ``none`` for the host)."""
 
     metric: str
     pct: float
+    virt: str | None = None
 
-    def matches(self, metric: str) -> bool:
+    def matches(self, metric: str, virt: str | None = None) -> bool:
         """``latency_p99`` matches ``tcp_oneway_latency_p99_us`` (whole ``_`` tokens, in
-        order) but not ``latency_p999_us``."""
+        order) but not ``latency_p999_us``; a threshold for one row kind matches only
+        figures of that ``virt``."""
+        if self.virt is not None and virt != self.virt:
+            return False
+        if self.metric == "*":
+            return True
         want, have = tokens(self.metric), tokens(metric)
         return any(have[i:i + len(want)] == want for i in range(len(have) - len(want) + 1))
+
+    def applies(self, key: Sequence[Any]) -> bool:
+        """Whether this threshold covers the figure ``key`` (a :data:`KEY` tuple)."""
+        k = dict(zip(KEY, key))
+        return self.matches(str(k["metric"]), str(k["virt"]))
+
+    @property
+    def specificity(self) -> tuple[bool, int]:
+        """A row kind's threshold before one for every kind, then the longer metric."""
+        return self.virt is not None, 0 if self.metric == "*" else len(tokens(self.metric))
 
     def worse_pct(self, verdict: Verdict) -> float:
         """How much worse the current run is, in % of the baseline (negative: better)."""
@@ -176,17 +245,28 @@ class Threshold:
         return verdict.kind == "worse" and self.worse_pct(verdict) > self.pct
 
 
+def threshold_for(key: Sequence[Any], thresholds: Sequence[Threshold]) -> Threshold | None:
+    """The one threshold that judges figure ``key``: the most specific that applies
+    (:attr:`Threshold.specificity`), the first given among equals; None if none applies."""
+    mine = [t for t in thresholds if t.applies(key)]
+    return max(mine, key=lambda t: t.specificity) if mine else None
+
+
 def parse_fail_on(spec: str) -> list[Threshold]:
-    """``"throughput:5%,latency_p99:10%"`` -> thresholds; FailOnError names the bad item."""
+    """``"throughput:5%,latency_p99:10%,*@tcg-icount:2%"`` -> thresholds (``@KIND``: only
+    figures of that virtualisation, ``*``: every metric); FailOnError names the bad item."""
     out: list[Threshold] = []
     for item in (p.strip() for p in spec.split(",")):
         if not item:
             continue
-        m = re.fullmatch(r"([a-z][a-z0-9_]*):([0-9]+(?:\.[0-9]+)?)%?", item, re.IGNORECASE)
+        m = re.fullmatch(r"(\*|[a-z][a-z0-9_]*)(?:@([a-z0-9][a-z0-9_.-]*))?"
+                         r":([0-9]+(?:\.[0-9]+)?)%?", item, re.IGNORECASE)
         if not m:
-            raise FailOnError(f"--bench-fail-on: {item!r} is not METRIC:PCT% "
-                              "(e.g. throughput:5%,latency_p99:10%)")
-        out.append(Threshold(m.group(1).lower(), float(m.group(2))))
+            raise FailOnError(f"--bench-fail-on: {item!r} is not METRIC:PCT% or "
+                              "METRIC@KIND:PCT% (e.g. throughput:5%,latency_p99:10%,"
+                              "*@tcg-icount:2%)")
+        virt = m.group(2).lower() if m.group(2) else None
+        out.append(Threshold(m.group(1).lower(), float(m.group(3)), virt))
     return out
 
 
@@ -198,7 +278,7 @@ class Delta:
     current: Summary
     baseline: Summary
     verdict: Verdict
-    failed: tuple[Threshold, ...]  # thresholds this figure breaks
+    failed: tuple[Threshold, ...]  # the threshold judging this figure, if it breaks it
 
     @property
     def metric(self) -> str:
@@ -236,23 +316,38 @@ def summaries(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[Any, ...], Summar
     return {k: summarise(v) for k, v in groups(rows).items()}
 
 
+def steps(*runs: Mapping[tuple[Any, ...], list[float]]) -> dict[tuple[str, str], float]:
+    """The resolution of each metric (and unit), from all its values in the given
+    :func:`groups`: one step for the figure in every datapath and run."""
+    pooled: dict[tuple[str, str], list[float]] = {}
+    metric, unit = KEY.index("metric"), KEY.index("unit")
+    for run in runs:
+        for key, values in run.items():
+            pooled.setdefault((str(key[metric]), str(key[unit])), []).extend(values)
+    return {k: resolution(v) for k, v in pooled.items()}
+
+
 def compare(current_rows: Iterable[Mapping[str, Any]], baseline_rows: Iterable[Mapping[str, Any]],
             thresholds: Sequence[Threshold] = ()) -> list[Delta]:
     """Per-figure verdicts for the figures present in both runs, in the current run's order.
-    The figures a threshold gates form one Holm family (the fewer, the more power), the
-    others another; without thresholds all figures are one family."""
+    Each figure is judged by at most one threshold (:func:`threshold_for`). The figures a
+    threshold gates form one Holm family (the fewer, the more power), the others another;
+    without thresholds all figures are one family."""
     cur, base = groups(current_rows), groups(baseline_rows)
     keys = [k for k in cur if k in base]
-    metric = KEY.index("metric")
-    gated = [k for k in keys if any(t.matches(str(k[metric])) for t in thresholds)]
+    metric, unit = KEY.index("metric"), KEY.index("unit")
+    step = steps(cur, base)
+    rule = {k: threshold_for(k, thresholds) for k in keys}
+    gated = [k for k in keys if rule[k] is not None]
     verdicts: dict[tuple[Any, ...], Verdict] = {}
     for family in (gated, [k for k in keys if k not in gated]):
-        judged = judge([(cur[k], base[k], str(k[metric])) for k in family])
+        judged = finish([judge_one(cur[k], base[k], str(k[metric]),
+                                   step[str(k[metric]), str(k[unit])]) for k in family])
         verdicts.update(zip(family, judged))
     out = []
     for key in keys:
-        v = verdicts[key]
-        failed = tuple(t for t in thresholds if t.matches(v.metric) and t.fails(v))
+        v, t = verdicts[key], rule[key]
+        failed = (t,) if t is not None and t.fails(v) else ()
         out.append(Delta(key, summarise(cur[key]), summarise(base[key]), v, failed))
     return out
 
@@ -272,4 +367,4 @@ def machine_mismatch(current: Mapping[str, Any], baseline: Mapping[str, Any]) ->
 
 __all__ = ["ALPHA", "KEY", "Delta", "FailOnError", "Threshold", "Verdict", "compare", "finish",
            "groups", "higher_is_better", "judge", "judge_one", "machine_mismatch", "overlap",
-           "parse_fail_on", "summaries"]
+           "parse_fail_on", "resolution", "steps", "summaries", "threshold_for"]
