@@ -24,22 +24,17 @@ ORPHAN = ("import os, signal, sys, time\n"
           "time.sleep(600)\n")
 
 
-def state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
-
-
 @pytest.fixture
-def orphan() -> int:
+def orphan(process_state) -> int:
+    """Function scope; process_state. A process that is not our child and ignores SIGTERM;
+    killed at teardown if still there."""
     parent = subprocess.Popen([sys.executable, "-c", ORPHAN], stdout=subprocess.PIPE,
                               text=True, start_new_session=True)
     pid = int(parent.stdout.readline())
     parent.stdout.close()
     parent.wait(timeout=30)
     yield pid
-    if state(pid) not in ("gone", "Z"):
+    if process_state(pid) not in ("gone", "Z"):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -55,27 +50,27 @@ def dead_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pid: int) -> Pa
 
 
 def test_clean_reports_stopped_only_once_the_process_is_gone(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, orphan: int) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, orphan: int, process_state) -> None:
     record = dead_record(tmp_path, monkeypatch, orphan)
     said: list[tuple[float, str]] = []
     start = time.monotonic()
     removed = ownership.clean(log=lambda m: said.append((time.monotonic(), m)))
     assert [m for _, m in said] == [f"linklab clean: stopped process {orphan} of dead run "
                                     "beef"]
-    assert state(orphan) in ("gone", "Z"), state(orphan)     # gone when it was reported
+    assert process_state(orphan) in ("gone", "Z"), process_state(orphan)   # when reported
     assert said[0][0] - start >= 1.0        # it ignored SIGTERM: killed after the grace
     assert len(removed) == 1 and not record.exists()
 
 
 def test_a_process_that_outlives_sigkill_keeps_its_record(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, orphan: int) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, orphan: int, process_state) -> None:
     record = dead_record(tmp_path, monkeypatch, orphan)
     monkeypatch.setattr(cmd.signal, "pidfd_send_signal", lambda fd, sig: None)  # signals lost
     said: list[str] = []
     ownership.clean(log=said.append)
     assert len(said) == 1 and f"process {orphan} is still alive 5 s after SIGKILL" in said[0]
     assert "stopped" not in said[0] and "its record is kept" in said[0]
-    assert record.exists() and state(orphan) not in ("gone", "Z")
+    assert record.exists() and process_state(orphan) not in ("gone", "Z")
 
 
 def test_stop_pid_on_our_own_child_and_on_a_recycled_pid() -> None:

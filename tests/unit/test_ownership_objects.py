@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from linklab import ownership
+from linklab.cmd import proc_starttime
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def test_dead_runs_objects_are_removed_last_created_first(tmp_path: Path,
         files.append(f)
     files[2].unlink()
     run.disown_object("marker", "gone")
-    run._fh.close()
+    run.close()                       # a and b still exist: the record stays
     # the record now belongs to a dead process
     lines = Path(run.record).read_text().splitlines()
     lines[0] = json.dumps({"owner": 2 ** 22 + 7, "start": 1})
@@ -82,15 +84,13 @@ def test_a_pin_held_by_a_process_lasts_only_while_that_process_lives(
         tmp_path: Path, marker_kind: list[str]) -> None:
     """``linklab up --held-by PID``: clean leaves the pinned record alone while PID lives and
     removes it like a dead run's once PID is gone; an unheld pin is never removed by clean."""
-    from linklab.cmd import proc_starttime
-
     def pinned_record(ident: str, holder: dict | None) -> Path:
         run = ownership.Run()
         f = tmp_path / ident
         run.own_object("marker", ident, file=str(f))
         f.write_text("x")
         run.pin(ident, held_by=holder)
-        run._fh.close()
+        run.close()                   # the object still exists: the record stays
         lines = Path(run.record).read_text().splitlines()
         lines[0] = json.dumps({"owner": 2 ** 22 + 7, "start": 1})     # the `up` process ended
         Path(run.record).write_text("\n".join(lines) + "\n")
@@ -104,19 +104,20 @@ def test_a_pin_held_by_a_process_lasts_only_while_that_process_lives(
     assert live.exists() and unheld.exists() and not dead.exists()
 
 
-def test_a_zombie_counts_as_gone() -> None:
-    """A process that exited and waits to be reaped holds nothing: not alive for ownership."""
-    import subprocess
-    import time
-
-    from linklab.cmd import proc_starttime
-
+def test_a_zombie_counts_as_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, poll,
+                                  process_state) -> None:
+    """A process that exited and waits to be reaped holds nothing: a run listing only a zombie
+    leaves no record at close, one listing a living process keeps it."""
+    monkeypatch.setattr(ownership, "RECORD_DIR", str(tmp_path))
     child = subprocess.Popen(["true"])
     start = proc_starttime(child.pid)
-    deadline = time.monotonic() + 5
-    while not ownership._zombie(child.pid) and time.monotonic() < deadline:
-        time.sleep(0.01)                       # exited, not yet reaped
-    assert ownership._zombie(child.pid)
-    assert not ownership._alive(child.pid, start)
+    assert poll(lambda: process_state(child.pid) == "Z", timeout_s=5)   # exited, not reaped
+    zombie = ownership.Run()
+    zombie.own_pid(child.pid, start, ["true"])
+    zombie.close()
+    assert not Path(zombie.record).exists()
     child.wait()
-    assert ownership._alive(os.getpid(), proc_starttime(os.getpid()))
+    living = ownership.Run()
+    living.own_pid(os.getpid(), proc_starttime(os.getpid()), ["pytest"])
+    living.close()
+    assert Path(living.record).exists()
