@@ -17,10 +17,14 @@ from linklab.bench.compare import (
     machine_mismatch,
     overlap,
     parse_fail_on,
+    resolution,
+    steps,
     summaries,
+    threshold_for,
     tokens,
 )
 
 __all__ = ["ALPHA", "HIGHER_IS_BETTER", "KEY", "Delta", "FailOnError", "Threshold", "Verdict",
            "compare", "finish", "groups", "higher_is_better", "judge", "judge_one",
-           "machine_mismatch", "overlap", "parse_fail_on", "summaries", "tokens"]
+           "machine_mismatch", "overlap", "parse_fail_on", "resolution", "steps", "summaries",
+           "threshold_for", "tokens"]

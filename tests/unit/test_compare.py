@@ -156,7 +156,8 @@ def test_three_equal_repetitions_a_step_apart_are_below_resolution() -> None:
     [11.1 – 11.1 %]' (what a zero-spread Welch test says) but no verdict."""
     (v,) = judge([([8.0] * 3, [9.0] * 3, LAT)])      # faster by (8 ± 0.5) / (9 ∓ 0.5): 0..21 %
     assert v.kind == "same" and v.below_resolution and v.resolution == 1.0
-    assert v.text() == "no verdict: below the figure's resolution (steps of 1 ≈ 11 %)"
+    assert v.text() == ("no verdict: below the figure's resolution (steps of 1, smallest "
+                        "detectable ≈ 22 %)")
     lo, hi = v.interval_pct()
     assert lo == pytest.approx(0, abs=1e-9) and hi == pytest.approx(21.05, abs=0.01)
     assert not Threshold("*", 2).fails(v)
@@ -173,7 +174,14 @@ def test_equal_repetitions_several_steps_apart_get_a_verdict_with_a_real_interva
 def test_identical_repetitions_claim_no_detectable_zero() -> None:
     v = one([99.0] * 3, [99.0] * 3, "iperf_cpu_host_pct")
     assert v.kind == "same" and v.below_resolution and v.ratio_low < 1.0 < v.ratio_high
-    assert v.text() == "no verdict: below the figure's resolution (steps of 1 ≈ 1 %)"
+    assert v.text() == ("no verdict: below the figure's resolution (steps of 1, smallest "
+                        "detectable ≈ 2 %)")
+
+
+def test_repetitions_without_spread_and_without_a_step_get_no_verdict() -> None:
+    v = one([3.141592653589793] * 3, [2.718281828459045] * 3, LAT)
+    assert v.resolution == 0.0 and v.below_resolution and v.kind == "same"
+    assert v.text() == "no verdict: the repetitions do not vary and the figure's step is unknown"
 
 
 def test_a_given_step_overrides_the_one_read_from_the_values() -> None:

@@ -101,16 +101,18 @@ class Verdict:
     def text(self) -> str:
         """'faster by 12.1 % [4.0 – 19.8 %]', 'no detectable difference at this sample size
         (smallest detectable ≈ 14 %)', 'no verdict: below the figure's resolution (steps of
-        1 ≈ 12 %)', 'cannot judge (n=1)'."""
+        1, smallest detectable ≈ 22 %)', 'cannot judge (n=1)'."""
         if self.kind == "cannot":
             return f"cannot judge (n={min(self.n_a, self.n_b)})"
+        d = self.detectable
+        det = ("unknown" if not math.isfinite(d) else f"≈ {100 * d:.0f} %" if d < 1
+               else f"≈ a factor {1 + d:.1f}")
+        if self.below_resolution and self.resolution == 0:
+            return "no verdict: the repetitions do not vary and the figure's step is unknown"
         if self.below_resolution:
-            return (f"no verdict: below the figure's resolution (steps of {self.resolution:g}"
-                    f" ≈ {100 * self.detectable:.2g} %)")
+            return (f"no verdict: below the figure's resolution (steps of {self.resolution:g}, "
+                    f"smallest detectable {det})")
         if self.kind == "same":
-            d = self.detectable
-            det = ("unknown" if not math.isfinite(d) else f"≈ {100 * d:.0f} %" if d < 1
-                   else f"≈ a factor {1 + d:.1f}")
             return f"no detectable difference at this sample size (smallest detectable {det})"
         good, bad = _words(self.metric)
         lo, hi = self.interval_pct()
@@ -160,7 +162,8 @@ def judge_one(a: Iterable[float | None], b: Iterable[float | None], metric: str,
         ratio = summarise(xa).median / mb if mb else nan
         return Verdict(metric, len(xa), len(xb), ratio, nan, nan, 1.0, 1.0, nan, "cannot")
     q = resolution(xa + xb) if step is None else step
-    low, high, below, rel_step = lr.low, lr.high, False, 0.0
+    # repetitions without spread and no step known: nothing bounds the change, no verdict
+    low, high, below, rel_step = lr.low, lr.high, lr.se == 0, 0.0
     if q > 0:
         ga, gb = _geomean([v for v in xa if v > 0]), _geomean([v for v in xb if v > 0])
         q_low = (ga - q / 2) / (gb + q / 2)
@@ -169,7 +172,7 @@ def judge_one(a: Iterable[float | None], b: Iterable[float | None], metric: str,
         # one step apart puts 1 on the edge; the geometric means' rounding must not decide
         below = low <= 1.0 + 1e-9 and high >= 1.0 - 1e-9 and \
             (lr.se == 0 or not lr.low <= 1.0 <= lr.high)
-        rel_step = q / gb
+        rel_step = 2 * q / gb      # a verdict needs the means more than one step apart
     detectable = detectable_change(lr.se, lr.df)
     return Verdict(metric, len(xa), len(xb), lr.ratio, low, high, lr.p, lr.p,
                    max(rel_step, detectable) if below else detectable,
