@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import itertools
+import platform
 import shutil
 from functools import cache
 
@@ -102,8 +103,6 @@ def cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    import platform
-
     print(f"kernel {platform.release()}")
     print(f"{'link':<24} {'status'}")
     for (kind, mode, flag), why in link_support().items():

@@ -123,7 +123,7 @@ class RunDir:
 
     def finalise(self, table: str) -> int:
         """Write ``<table>.csv`` and ``<table>.parquet`` atomically from the jsonl rows."""
-        import pandas as pd
+        import pandas as pd  # lazy: heavy (~0.35 s); every pytest worker imports this module
 
         rows = self.rows(table)
         if not rows:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from linklab import kinds
-from linklab.build import REMOTE_PORT, build, uplink_port
+from linklab.build import NS_SYSCTLS, REMOTE_PORT, build, uplink_port
 from linklab.checks import FAMILY_NAMES, PATHS, applicable_checks, endpoints
 from linklab.model import Node, Scenario, load_all
 from linklab.netns import NetNS
@@ -136,8 +136,6 @@ def open_scenario(sc: Scenario, run: Run, checks: tuple[str, ...] = CHECKS,
 @contextmanager
 def open_veth_pair(run: Run, families: tuple[str, ...] = ("v4", "v6")) -> Iterator[Target]:
     """The reference: two namespaces joined by one veth pair (c1 <-> c2, child-to-child)."""
-    from linklab.build import NS_SYSCTLS
-
     with ExitStack() as stack:
         spaces: dict[str, NetNS] = {}
         for logical in ("c1", "c2"):

@@ -14,6 +14,7 @@ Cells are data in ``scenarios/dhcp/cni.toml``: setup x daemon variant x server o
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import struct
 import time
@@ -29,8 +30,9 @@ from linklab.cmd import bkg
 from linklab.dhcp.cell import LEASE_WAIT_S, classify_id, link_mac
 from linklab.dhcp.leases import Lease
 from linklab.dhcp.matrix import ANY_SERVER, LEASE_OUTCOMES, Expected, parse_expected
-from linklab.format import Validator, load_toml
 from linklab.dhcp.servers import OPTIONS, Pool, dhcp_server
+from linklab.format import Validator, load_toml
+from linklab.kinds import cni as cni_kind
 from linklab.model import SHIPPED, Scenario
 from linklab.ownership import Run
 
@@ -194,8 +196,6 @@ def dhcp_daemon(run: Run, ns: Any, *, broadcast: bool, scaled: bool = True) -> I
                                                           f"{proc.returncode}); log: "
                                                           f"{daemon.log_tail()}")
     finally:
-        import shutil
-
         shutil.rmtree(workdir, ignore_errors=True)
         run.disown_path(str(workdir))
 
@@ -316,8 +316,6 @@ def _classify(plugged: list[Plugged], leases: list[Lease]) -> str:
 def run_cni_cell(cell: CniDhcpCell, topo: Topology, run: Run) -> CniObservation:
     """Server, daemon and capture up; plug c1 then c2; read results, leases and requests;
     DEL (releasing through the daemon) before the daemon stops."""
-    from linklab.kinds import cni as cni_kind
-
     sc = topo.scenario
     assert sc.dhcp is not None
     pool = Pool(sc.dhcp.subnet, sc.dhcp.pool_start, sc.dhcp.pool_end)

@@ -10,6 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from linklab.cmd import stop_pid
 from linklab.drill import NETNS
 from linklab.drill.observe import processes
 
@@ -55,7 +56,6 @@ class Decoys:
         return ok, len(self.namespaces) + 2
 
     def remove(self) -> None:
-        from linklab.cmd import stop_pid
         stop_pid(self.pid, self.pid_start, grace=1.0)
         self.proc.wait()
         for n in self.namespaces:

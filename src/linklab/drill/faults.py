@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from linklab.dhcp.servers import holds_udp_port
 from linklab.drill import DHCP_COMMS, PY, ROOT
 from linklab.drill.observe import Observer, processes
 from linklab.drill.runner import Drill
@@ -16,7 +18,8 @@ from linklab.drill.targets import TARGETS, Target, pytest_argv
 
 
 def rows_of(res_dir: str, table: str) -> list[dict]:
-    import pandas as pd
+    import pandas as pd  # lazy: heavy (~0.35 s), only the summary reads parquet
+
     files = glob.glob(f"{res_dir}/*/{table}.parquet")
     if not files:
         raise FileNotFoundError(f"no {table}.parquet under {res_dir}")
@@ -84,7 +87,6 @@ def fault_bench(d: Drill) -> list[dict]:
 def fault_dhcp(d: Drill) -> dict:
     """7b: a DHCP server that never answers (SIGSTOP once bound): that cell fails with a
     bounded client timeout, the next cell passes, the dhcp table stays valid."""
-    from linklab.dhcp.servers import holds_udp_port
     cells = "dhcp-C-macvlan-dnsmasq-default-udhcpc or dhcp-C-macvlan-kea-match-client-id-udhcpc"
     rec, res, logpath = d.fresh("fault-dhcp")
     proc = d.start(Target("dhcp", pytest_argv("tests/test_dhcp.py", "-k", cells, "-rf")),
@@ -179,7 +181,6 @@ def concurrency(d: Drill) -> list[dict]:
 
 def bad_inputs(d: Drill) -> dict:
     """5: the bad-input corpus (tests/test_drill_badinput.py), counted from its JUnit XML."""
-    import xml.etree.ElementTree as ET
     rec, res, logpath = d.fresh("badinput")
     junit = f"{d.workdir}/badinput.xml"
     with open(logpath, "w") as log:

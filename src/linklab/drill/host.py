@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 
 from linklab.drill import SYSCTLS
+from linklab.pytest.plugin import host_snapshot
 
 
 def host_state() -> dict[str, object]:
     """Default namespace: links, addresses, routes, rules, neighbours, sysctls (stable fields)."""
-    from linklab.pytest.plugin import host_snapshot
     state: dict[str, object] = dict(host_snapshot())
     for argv in (["ip", "-j", "-6", "rule", "show"], ["ip", "-j", "neigh", "show"]):
         state[" ".join(argv[2:])] = json.loads(
@@ -19,7 +20,6 @@ def host_state() -> dict[str, object]:
     # REACHABLE -> STALE -> DELAY with the host's own traffic (NUD timers) and FAILED entries
     # are garbage-collected and re-created by the host's own attempts. On eth0 only entries for
     # the suite's ranges count (there must be none); elsewhere every entry, state included.
-    import ipaddress
     suite = [ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32")]
     state["neigh show"] = sorted(
         json.dumps(n, sort_keys=True) for n in state.pop("neigh show")  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from linklab.cmd import bkg, cmd
 from linklab.drill import ROOT, UPLINK_FILTER
 from linklab.drill.faults import bad_inputs, concurrency, fault_bench, fault_dhcp, fault_vm
 from linklab.drill.host import host_diff, host_state
@@ -24,6 +25,7 @@ from linklab.drill.targets import (
     dhcp_bound,
     namespaces_alive,
 )
+from linklab.ownership import Run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,9 +75,6 @@ SIGINT_QUICK = [KILL_POINTS_FULL[i][:3] for i in (0, 3)]
 
 def run_all(d: Drill, args: argparse.Namespace, only: set[str], t_start: float,
             workdir: str) -> int:
-    from linklab.cmd import bkg, cmd
-    from linklab.ownership import Run
-
     def want(section: str) -> bool:
         return not only or section in only
 

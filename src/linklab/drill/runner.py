@@ -11,10 +11,12 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from linklab.cmd import cmd, stop_pid
 from linklab.drill import DHCP_COMMS, NETNS, PY, ROOT
 from linklab.drill.decoys import Decoys
 from linklab.drill.observe import Observer, Owned, Proc, merge, processes
 from linklab.drill.targets import Target, pytest_argv
+from linklab.ownership import read_record
 
 
 class Drill:
@@ -157,7 +159,6 @@ class Drill:
 
     def _restore(self, obs: Observer, remaining: Owned, rec: str) -> None:
         """Whatever the cleaner under test left: stop it by PID (ours), clean again."""
-        from linklab.cmd import stop_pid
         for pid, (start, _c) in remaining.pids.items():
             stop_pid(pid, start, grace=2.0)
         subprocess.run([PY, "-m", "linklab.cli", "clean", "-q"], cwd=ROOT, env=self.env(rec),
@@ -199,7 +200,6 @@ class Drill:
         left = merge(obs.still(at_int), obs.observe(extra_pids=tree))
         row.update(owned=at_int.count(), remaining=left.count(), records_left=len(left.records))
         if left.count() or left.records:
-            from linklab.ownership import read_record
             listed = [read_record(f"{rec}/{r}") for r in left.records]
             row["remaining_detail"] = left.describe() + " " + " ".join(sorted(left.namespaces)) \
                 + "".join(f" record lists ns={x.namespaces} pids={list(x.pids)} paths={x.paths}"
@@ -214,7 +214,6 @@ class Drill:
 
 def dhcp_sockets(o: Owned) -> dict:
     """4b: every live DHCP server of the run is in a suite namespace, bound there only."""
-    from linklab.cmd import cmd
     procs = processes()
     host_ns = os.stat("/proc/self/ns/net").st_ino
     servers = [p for p in o.pids if p in procs and procs[p].comm in DHCP_COMMS]

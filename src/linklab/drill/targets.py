@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from linklab.dhcp.servers import holds_udp_port
 from linklab.drill import DHCP_COMMS, PY
 from linklab.drill.observe import Owned, Proc
 
@@ -34,8 +35,6 @@ TARGETS = {
 
 
 def dhcp_bound() -> Callable[[Owned, dict[int, Proc]], bool]:
-    from linklab.dhcp.servers import holds_udp_port
-
     def cond(o: Owned, procs: dict[int, Proc]) -> bool:
         return any(p in procs and procs[p].comm in DHCP_COMMS and holds_udp_port(p, 67)
                    for p in o.pids)
