@@ -89,7 +89,7 @@ def fault_dhcp(d: Drill) -> dict:
     bounded client timeout, the next cell passes, the dhcp table stays valid."""
     cells = "dhcp-C-macvlan-dnsmasq-default-udhcpc or dhcp-C-macvlan-kea-match-client-id-udhcpc"
     rec, res, logpath = d.fresh("fault-dhcp")
-    proc = d.start(Target("dhcp", pytest_argv("tests/test_dhcp.py", "-k", cells, "-rf")),
+    proc = d.start(Target("dhcp", pytest_argv("tests/live/test_dhcp.py", "-k", cells, "-rf")),
                    rec, res, logpath)
     obs = Observer(rec)
     obs.root_pids = {proc.pid}
@@ -180,11 +180,14 @@ def concurrency(d: Drill) -> list[dict]:
 
 
 def bad_inputs(d: Drill) -> dict:
-    """5: the bad-input corpus (tests/test_drill_badinput.py), counted from its JUnit XML."""
+    """5: the bad-input corpus (tests/live/test_drill_badinput.py and the scenario-directory
+    cases of tests/unit/test_scenarios.py), counted from its JUnit XML."""
+    corpus = ("tests/live/test_drill_badinput.py",
+              "tests/unit/test_scenarios.py::test_bad_scenario_in_a_scenario_dir")
     rec, res, logpath = d.fresh("badinput")
     junit = f"{d.workdir}/badinput.xml"
     with open(logpath, "w") as log:
-        subprocess.run([*pytest_argv("tests/test_drill_badinput.py", "-n", "2", "-rf"),
+        subprocess.run([*pytest_argv(*corpus, "-n", "2", "-rf"),
                         f"--results-dir={res}", f"--junitxml={junit}"], cwd=ROOT,
                        env=d.env(rec), stdout=log, stderr=subprocess.STDOUT, timeout=900, check=False)
     cases = list(ET.parse(junit).getroot().iter("testcase"))

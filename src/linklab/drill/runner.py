@@ -132,7 +132,7 @@ class Drill:
             cl = subprocess.run([PY, "-m", "linklab.cli", "clean"], cwd=ROOT, env=self.env(rec),
                                 capture_output=True, text=True, timeout=120, check=False)
         else:   # the next pytest session: its run fixture cleans dead runs at start
-            cl = subprocess.run([*pytest_argv("tests/test_drill.py", "-k", "next_session"),
+            cl = subprocess.run([*pytest_argv("tests/live/test_drill.py", "-k", "next_session"),
                                  f"--results-dir={res}"], cwd=ROOT, env=self.env(rec),
                                 capture_output=True, text=True, timeout=180, check=False)
         row["clean_s"] = round(time.monotonic() - t0, 2)

@@ -27,10 +27,10 @@ TARGETS = {
                                          "--bench-datapaths=veth", "--bench-reps=1",
                                          "--bench-warmup=0", "--bench-duration=3",
                                          "--bench-latency-duration=3")),
-    "dhcp": Target("dhcp", pytest_argv("tests/test_dhcp.py", "-k",
+    "dhcp": Target("dhcp", pytest_argv("tests/live/test_dhcp.py", "-k",
                                        "dhcp-C-macvlan or emulated-shared-mac")),
     "dhcp-dnsmasq": Target("dhcp (dnsmasq)", pytest_argv(
-        "tests/test_dhcp.py", "-k", "dnsmasq and (dhcp-C-macvlan or emulated-shared-mac)")),
+        "tests/live/test_dhcp.py", "-k", "dnsmasq and (dhcp-C-macvlan or emulated-shared-mac)")),
 }
 
 
