@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test connectivity bench clean doctor nightly nightly-local report kernel-matrix drill
+.PHONY: setup test unit connectivity bench clean doctor nightly nightly-local report kernel-matrix drill
 
 # One results/<run-id>/ per `make test` / `make kernel-matrix` (LINKLAB_RUN_ID overrides).
 TEST_RUN_ID := $(or $(LINKLAB_RUN_ID),$(shell date -u +%Y%m%dT%H%M%SZ)-make)
@@ -27,6 +27,13 @@ test: setup
 	$(PYTEST) -q -m bench --bench-smoke
 	cd examples/own-tests && $(CURDIR)/$(PY) -m pytest -q --rootdir=.   # a project of its own
 	$(PYTEST) -v -rfEs --vm $(VM_LEG)
+
+# The unit tests alone (tests/unit): no root, no namespace, no QEMU; seconds on any machine.
+# Only the virtualenv is needed, not `make setup`'s Debian packages (which need root).
+unit:
+	@test -x $(PY) || { echo "make unit: no $(PY); python3 -m venv .venv && \
+	.venv/bin/pip install -e '.[dev]' (or make setup)" >&2; exit 2; }
+	$(PYTEST) -q tests/unit
 
 connectivity: setup
 	$(PYTEST) -m connectivity -q
@@ -67,7 +74,7 @@ report: setup
 	.venv/bin/linklab report $$dir || exit 2; \
 	scratch=$$(mktemp -d); \
 	env -u LINKLAB_RUN_ID LINKLAB_REPORT_HTML=reports/$$run/index.html \
-	  $(PYTEST) -q tests/test_report_browser.py --results-dir=$$scratch || rc=1; \
+	  $(PYTEST) -q tests/live/test_report_browser.py --results-dir=$$scratch || rc=1; \
 	rm -rf $$scratch; \
 	echo "make report: $$(( $$(date +%s) - start )) s; open reports/$$run/index.html (reports/latest)"; \
 	exit $$rc

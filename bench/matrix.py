@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Throughput of the reachability matrix: runs `pytest -m connectivity` on the matrix
-(tests/test_connectivity.py) and prints how many cells it executed per second of wall time.
+(tests/live/test_connectivity.py) and prints how many cells it executed per second of wall time.
 
     matrix: 190 cells executed (190 passed, 0 failed), 265 skipped (kernel lacks ...), 5.9 s
     matrix rate: 32.2 checks/s      (target >= 30 on a 2-core machine)
@@ -28,7 +28,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="linklab-matrix-") as tmp:
         junit = Path(tmp) / "junit.xml"
         argv = [sys.executable, "-m", "pytest", "-q", "-m", "connectivity",
-                "tests/test_connectivity.py", f"--junitxml={junit}", f"--results-dir={tmp}",
+                "tests/live/test_connectivity.py", f"--junitxml={junit}", f"--results-dir={tmp}",
                 *(["-p", "xdist", "-n", str(args.n), "--dist", "loadgroup"] if args.n else []),
                 *extra]
         start = time.perf_counter()

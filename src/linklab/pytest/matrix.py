@@ -1,6 +1,6 @@
 """The reachability matrix as a test: every scenario of ``--scenarios`` x family x check,
 expected results as data. The plugin parametrises ``linklab_matrix`` / ``linklab_cell``;
-import :func:`test_cell` into a test module to run the matrix there (tests/test_connectivity.py
+import :func:`test_cell` into a test module to run the matrix there (tests/live/test_connectivity.py
 does), or give ``--scenarios`` without a test path and the plugin collects this module."""
 
 from __future__ import annotations
