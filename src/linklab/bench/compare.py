@@ -66,7 +66,9 @@ class Verdict:
     """What the repetitions of ``a`` say against those of ``b`` for one metric.
 
     ``kind``: ``better`` / ``worse`` (a against b, significant after the family's Holm
-    correction), ``same`` (no detectable difference) or ``cannot`` (too few repetitions)."""
+    correction, and beyond the figure's resolution), ``same`` (no detectable difference; with
+    ``below_resolution`` none the recorded steps could show) or ``cannot`` (too few
+    repetitions)."""
 
     metric: str
     n_a: int
