@@ -18,7 +18,7 @@ import pytest
 
 from linklab import results as store
 from linklab.bench.baseline import load_rows, summary_lines
-from linklab.bench.compare import FailOnError, Threshold, parse_fail_on
+from linklab.bench.compare import FailOnError, Threshold, groups, parse_fail_on
 from linklab.bench.measure import MATRIX, Params
 from linklab.bench.runner import Bench, Settings
 
@@ -55,9 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "warm-up repetition")
     g.addoption("--bench-baseline", default=None, metavar="RUN_DIR",
                 help="a saved results/<run-id>/ to compare with (per-metric deltas)")
-    g.addoption("--bench-fail-on", default="", metavar="METRIC:PCT%,...",
+    g.addoption("--bench-fail-on", default="", metavar="METRIC[@KIND]:PCT%,...",
                 help="with --bench-baseline: fail when a metric is worse by more than PCT "
-                     "and outside the noise, e.g. throughput:5%%,latency_p99:10%%")
+                     "and outside the noise, e.g. throughput:5%%,latency_p99:10%%; @KIND "
+                     "for one row kind (virtualisation), e.g. *@tcg-icount:2%%")
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -128,13 +129,16 @@ def pytest_configure(config: pytest.Config) -> None:
         if not rows:
             raise pytest.UsageError(f"--bench-baseline: {base}: holds no bench table "
                                     "(bench*.jsonl, bench.parquet or bench.csv)")
-        # a misspelt metric would otherwise gate nothing, silently
+        # a misspelt metric or row kind would otherwise gate nothing, silently
         metrics = sorted({str(r["metric"]) for r in rows})
-        idle = [t.metric for t in config.stash[THRESHOLDS_KEY]
-                if not any(t.matches(m) for m in metrics)]
+        kinds = sorted({str(r.get("virt")) for r in rows})
+        figures = list(groups(rows))
+        idle = [t.metric if t.virt is None else f"{t.metric}@{t.virt}"
+                for t in config.stash[THRESHOLDS_KEY] if not any(t.applies(k) for k in figures)]
         if idle:
             raise pytest.UsageError(f"--bench-fail-on: {', '.join(idle)} matches no metric of "
-                                    f"the baseline {base} (it has: {', '.join(metrics)})")
+                                    f"the baseline {base} (it has: {', '.join(metrics)}; "
+                                    f"row kinds: {', '.join(kinds)})")
 
 
 class Progress:
