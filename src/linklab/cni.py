@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from linklab.cmd import CmdError, NamespaceLike, cmd, ns_path
+from linklab.suite import time_scale
 
 CNI_PATH = os.environ.get("LINKLAB_CNI_PATH", "/usr/lib/cni")
 CNI_PACKAGE = "containernetworking-plugins"
 SPEC_VERSION = "1.0.0"            # the newest version Debian's 1.1.1 plugins speak
-SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
+SCALE = time_scale()
 TIMEOUT_S = 30.0 * SCALE
 VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 

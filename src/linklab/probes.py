@@ -25,8 +25,9 @@ from linklab.build import Topology
 from linklab.checks import PATHS, UNSET, Cell, endpoints, errno_name, source
 from linklab.cmd import require
 from linklab.nl import NetlinkError
+from linklab.suite import time_scale
 
-SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
+SCALE = time_scale()
 RESEND = 0.1 * SCALE
 QUIET = 0.2 * SCALE
 POSITIVE_WAIT = 3.0 * SCALE

@@ -19,10 +19,11 @@ import json
 import os
 import platform
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from linklab.suite import new_run_id as new_run_id  # re-exported: run ids are made in suite
 
 SCHEMA_VERSION = 1
 
@@ -69,10 +70,6 @@ def machine_virtualisation() -> str:
 
 def kernel_release() -> str:
     return platform.release()
-
-
-def new_run_id(marker: str) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{marker}"
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:

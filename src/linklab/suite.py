@@ -21,9 +21,9 @@ RUN_ID_ENV = "LINKLAB_RUN_ID"           # the results run id, inherited by worke
 def in_suite(addr: ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network
              | ipaddress.IPv6Network) -> bool:
     """Whether an address or a network lies inside the suite's range of its family."""
-    net = ipaddress.ip_network(addr) if not isinstance(
-        addr, (ipaddress.IPv4Network, ipaddress.IPv6Network)) else addr
-    return any(net.version == r.version and net.subnet_of(r) for r in SUITE_RANGES)  # type: ignore[arg-type]
+    net = ipaddress.ip_network(addr)
+    return any(net.version == r.version and net.subnet_of(r)  # type: ignore[arg-type]
+               for r in SUITE_RANGES)
 
 
 def time_scale() -> float:
@@ -36,6 +36,6 @@ def new_run_id(marker: str) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{marker}"
 
 
-def run_id() -> str | None:
+def current_run_id() -> str | None:
     """This process's run id (``LINKLAB_RUN_ID``), or None before one is chosen."""
     return os.environ.get(RUN_ID_ENV) or None

@@ -39,8 +39,9 @@ from linklab.anatomy import nftcount, tracefs
 from linklab.anatomy.datapaths import Cell, Target, family_number
 from linklab.checks import errno_name
 from linklab.ownership import RECORD_DIR, Run
+from linklab.suite import time_scale
 
-SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
+SCALE = time_scale()
 QUIET = 0.2 * SCALE          # silence watched for a probe that does not arrive
 POSITIVE_WAIT = 3.0 * SCALE  # longest wait for a probe expected to arrive
 SETTLE = 0.02 * SCALE        # after an arrival: let copies (floods, reflections) finish

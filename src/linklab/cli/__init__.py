@@ -15,14 +15,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("linklab.cli.validate", "validate scenario files; print every cell, expected result "
                                   "and reason"),
     "up": ("linklab.cli.lab:up", "build a scenario and keep it up (pinned: clean leaves it alone)"),
-    "exec": ("linklab.cli.lab:exec", "run a command in a node's namespace of a topology that is up"),
+    "exec": ("linklab.cli.lab:exec", "run a command in a node's namespace of a topology that "
+                                     "is up"),
     "down": ("linklab.cli.lab:down", "release a topology that is up (LIFO), or --all"),
     "ls": ("linklab.cli.lab:ls", "list the topologies that are up"),
     "record": ("linklab.cli.record", "build a scenario, observe every cell, print its [expect] "
                                  "table"),
     "schema": ("linklab.cli.schema", "print the JSON Schema of the scenario format"),
     "doctor": ("linklab.capabilities", "show which link kinds, modes and tools this machine has"),
-    "clean": ("linklab.cli.cleanup", "remove what dead linklab runs left behind (by ownership record)"),
+    "clean": ("linklab.cli.cleanup", "remove what dead linklab runs left behind (by ownership "
+                                     "record)"),
     "vm": ("linklab.vm", "run a command on a stock distro kernel under QEMU (virtme-ng)"),
     "report": ("linklab.cli.report", "render the HTML report from a saved results directory"),
 }

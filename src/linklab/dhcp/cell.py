@@ -11,7 +11,6 @@ lease records, and classifies the identifier stored in each record.
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,8 +28,9 @@ from linklab.dhcp.leases import Lease
 from linklab.dhcp.matrix import DhcpCell
 from linklab.dhcp.servers import Pool, dhcp_server
 from linklab.ownership import Run
+from linklab.suite import time_scale
 
-SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
+SCALE = time_scale()
 BOUND_ATTEMPTS = 3 + round(SCALE)   # DISCOVER rounds (1 s each) a client expected to bind gets
 TIMEOUT_ATTEMPTS = 2                # ... and one expected to time out (unscaled: it must fail)
 LEASE_WAIT_S = 2.0 * SCALE          # for the server's lease file to show the bound addresses

@@ -10,7 +10,6 @@ netlink in the namespace) and how long it took.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import shutil
 import time
@@ -20,8 +19,9 @@ from pathlib import Path
 from linklab.cmd import CmdError, bkg, cmd, require
 from linklab.netns import NetNS
 from linklab.ownership import Run
+from linklab.suite import time_scale
 
-SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
+SCALE = time_scale()
 CLIENTS = ("udhcpc", "dhclient")
 SCRIPT_WAIT_S = 1.0 * SCALE   # from dhclient's DHCPACK to its script's address
 NO_ID = "none"           # send no client identifier (option 61)

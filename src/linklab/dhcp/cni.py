@@ -35,8 +35,9 @@ from linklab.format import Validator, load_toml
 from linklab.kinds import cni as cni_kind
 from linklab.model import SHIPPED, Scenario
 from linklab.ownership import Run
+from linklab.suite import time_scale
 
-SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
+SCALE = time_scale()
 CNI_MATRIX_FILE = SHIPPED / "dhcp" / "cni.toml"
 DAEMONS = ("plain", "broadcast")          # dhcp daemon without / with -broadcast
 CLIENT_TIMEOUT_S = 2.0 * SCALE            # the daemon's -timeout: one exchange
@@ -136,7 +137,8 @@ def load_cni_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list
 
 @dataclass(frozen=True)
 class _IdSetup:
-    """What :func:`~linklab.dhcp.matrix.parse_expected` needs of a setup: the containers an identifier may name."""
+    """What :func:`~linklab.dhcp.matrix.parse_expected` needs of a setup: the containers an
+    identifier may name."""
 
     client_ids: Mapping[str, str]
 

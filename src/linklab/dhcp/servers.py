@@ -23,8 +23,9 @@ from pathlib import Path
 from linklab.cmd import NamespaceLike, bkg, cmd, require
 from linklab.dhcp.leases import Lease, read_leases
 from linklab.ownership import Run
+from linklab.suite import time_scale
 
-SCALE = float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
+SCALE = time_scale()
 READY_TIMEOUT_S = 10.0 * SCALE   # polled: only a server that never binds waits it out
                                  # (Kea took over 25 s to bind in a TCG guest on a busy host)
 DHCP_SERVER_PORT = 67

@@ -17,10 +17,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from linklab.nsfs import NETNS_DIR
+from linklab.suite import SUITE_V4, SUITE_V6
+
 ROOT = Path(__file__).resolve().parents[3]
 PY = sys.executable
-NETNS = "/run/netns"
-UPLINK_FILTER = "net 198.18.0.0/15 or net 2001:db8::/32 or udp port 67 or udp port 68"
+NETNS = NETNS_DIR
+UPLINK_FILTER = f"net {SUITE_V4} or net {SUITE_V6} or udp port 67 or udp port 68"
 SYSCTLS = ["net/ipv4/ip_forward", "net/ipv4/conf/all/forwarding",
            "net/ipv6/conf/all/forwarding", "net/ipv6/conf/default/forwarding",
            "net/ipv4/ping_group_range", "net/ipv6/conf/all/accept_dad",

@@ -8,6 +8,7 @@ import subprocess
 
 from linklab.drill import SYSCTLS
 from linklab.pytest.plugin import host_snapshot
+from linklab.suite import in_suite
 
 
 def host_state() -> dict[str, object]:
@@ -20,12 +21,9 @@ def host_state() -> dict[str, object]:
     # REACHABLE -> STALE -> DELAY with the host's own traffic (NUD timers) and FAILED entries
     # are garbage-collected and re-created by the host's own attempts. On eth0 only entries for
     # the suite's ranges count (there must be none); elsewhere every entry, state included.
-    suite = [ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32")]
     state["neigh show"] = sorted(
         json.dumps(n, sort_keys=True) for n in state.pop("neigh show")  # type: ignore[union-attr]
-        if n.get("dev") != "eth0" or any(ipaddress.ip_address(n["dst"]) in net
-                                         for net in suite
-                                         if net.version == ipaddress.ip_address(n["dst"]).version))
+        if n.get("dev") != "eth0" or in_suite(ipaddress.ip_address(n["dst"])))
     for key in SYSCTLS:
         with open(f"/proc/sys/{key}") as fh:
             state[f"sysctl {key}"] = fh.read()

@@ -42,10 +42,11 @@ from linklab.checks import cells
 from linklab.live import LiveTopology, Source, scenario_from
 from linklab.model import SHIPPED, Scenario, ScenarioError, load_paths
 from linklab.ownership import Run, clean
-from linklab.twohost.peer import PeerConfig, split_build
 from linklab.probes import Observer
 from linklab.pytest import matrix
 from linklab.pytest.cells import CELL_KEY
+from linklab.suite import RUN_ID_ENV, current_run_id, new_run_id
+from linklab.twohost.peer import PeerConfig, split_build
 
 SNAPSHOT_CMDS = (["ip", "-j", "link", "show"], ["ip", "-j", "addr", "show"],
                  ["ip", "-j", "-4", "route", "show", "table", "all"],
@@ -147,9 +148,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.results_dir = str(base / "results")
     if _is_worker(config):
         return
-    run_id = config.getoption("--run-id") or os.environ.get("LINKLAB_RUN_ID") or \
-        store.new_run_id(os.urandom(2).hex())
-    os.environ["LINKLAB_RUN_ID"] = run_id       # inherited by xdist workers
+    run_id = config.getoption("--run-id") or current_run_id() or new_run_id(os.urandom(2).hex())
+    os.environ[RUN_ID_ENV] = run_id             # inherited by xdist workers
     root = config.getoption("--results-dir")
     try:
         os.makedirs(root, exist_ok=True)
@@ -161,7 +161,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def run_dir(config: pytest.Config) -> store.RunDir:
-    return store.RunDir.create(config.getoption("--results-dir"), os.environ["LINKLAB_RUN_ID"])
+    return store.RunDir.create(config.getoption("--results-dir"), os.environ[RUN_ID_ENV])
 
 
 def results_part(config: pytest.Config) -> str:
@@ -299,7 +299,7 @@ def write_leg_meta(rd: store.RunDir, started: float) -> None:
     leg = store.machine_meta() | {"started": started, "ended": time.time()}
     legs = dict(meta.get("legs", {}))
     legs[f"{leg['kernel']}-{leg['virt']}"] = leg
-    update = {"run_id": os.environ["LINKLAB_RUN_ID"], "legs": legs,
+    update = {"run_id": os.environ[RUN_ID_ENV], "legs": legs,
               "started": min(started, meta.get("started", started)),
               "ended": max(leg["ended"], meta.get("ended", 0))}
     if "kernel" not in meta or os.environ.get("LINKLAB_IN_VM") != "1":

@@ -1,12 +1,13 @@
 """The peer agent: node-b's half of a two-host scenario, driven by node-a over the executor.
 
-node-a starts ``python -m linklab.twohost.peer`` on node-b through :mod:`linklab.twohost.remote` (ssh on the
-VMs, a namespace standing for node-b in the tests' netns mode) once per topology. The agent
-loads the *same scenario file* (its SHA-256 must match node-a's), builds the placed host's
-half (:func:`linklab.build.start` with a peer :class:`~linklab.build.Split`: the host's
-namespace with the node's NIC as its parent, its containers) under an ownership record of its
-own on node-b, answers one JSON request per line on stdin, and tears everything down LIFO when
-stdin closes (node-a finished, was killed, or the ssh link dropped) or on SIGTERM/SIGHUP.
+node-a starts ``python -m linklab.twohost.peer`` on node-b through
+:mod:`linklab.twohost.remote` (ssh on the VMs, a namespace standing for node-b in the tests'
+netns mode) once per topology. The agent loads the *same scenario file* (its SHA-256 must
+match node-a's), builds the placed host's half (:func:`linklab.build.start` with a peer
+:class:`~linklab.build.Split`: the host's namespace with the node's NIC as its parent, its
+containers) under an ownership record of its own on node-b, answers one JSON request per
+line on stdin, and tears everything down LIFO when stdin closes (node-a finished, was killed,
+or the ssh link dropped) or on SIGTERM/SIGHUP.
 What a killed agent leaves, ``linklab clean`` on node-b removes from that record.
 
 Requests (one JSON object a line; each answered by one line, ``{"error": ...}`` on failure):
@@ -42,6 +43,7 @@ from linklab.cmd import CmdError, Result, cmd, proc_starttime
 from linklab.model import Scenario, ScenarioError, load_scenario
 from linklab.ownership import Run, clean
 from linklab.probes import SPECIAL, Listener, Observation, _observe, facts_of
+from linklab.suite import TIME_SCALE_ENV, time_scale
 from linklab.twohost.placement import Placement, PlacementError, place
 from linklab.twohost.remote import NetnsRemote, Remote, RemoteError, load_env, remote_from_env
 from linklab.twohost.uplink import Uplink
@@ -110,8 +112,8 @@ class PeerClient:
     def __init__(self, cfg: PeerConfig, sc: Scenario, placement: Placement, run: Any) -> None:
         self.cfg, self.sc = cfg, sc
         self.where = f"peer {cfg.where()} ({sc.name}: {', '.join(sorted(placement.peer_hosts))})"
-        scale = os.environ.get("LINKLAB_TIME_SCALE", "1")
-        argv = ["env", f"LINKLAB_TIME_SCALE={scale}", cfg.python, "-m", "linklab.twohost.peer",
+        argv = ["env", f"{TIME_SCALE_ENV}={time_scale():g}", cfg.python,
+                "-m", "linklab.twohost.peer",
                 "--scenario", str(Path(sc.path).resolve()), "--digest", digest(Path(sc.path)),
                 "--host", placement.peer_host, "--uplink", cfg.peer_uplink]
         if cfg.peer_uplink_netns:
@@ -124,7 +126,7 @@ class PeerClient:
         run.own_pid(self.proc.pid, _starttime(self.proc.pid), self.argv)
         self._heard: set[str] = set()
         try:
-            hello = self._read(READY_TIMEOUT_S * _scale())
+            hello = self._read(READY_TIMEOUT_S * time_scale())
             self.marker: str | None = hello.get("marker")
             if "error" in hello:
                 raise PeerError(f"{self.where}: {hello['error']}", self.marker)
@@ -156,7 +158,7 @@ class PeerClient:
             self.proc.stdin.flush()
         except BrokenPipeError:
             raise PeerError(f"{self.where}: the agent is gone{self._tail()}") from None
-        reply = self._read(timeout * _scale())
+        reply = self._read(timeout * time_scale())
         if "error" in reply:
             raise PeerError(f"{self.where}: {op}: {reply['error']}")
         return reply
@@ -193,7 +195,7 @@ class PeerClient:
             except BrokenPipeError:
                 pass
         try:
-            rc = self.proc.wait(60 * _scale())
+            rc = self.proc.wait(60 * time_scale())
         except subprocess.TimeoutExpired:
             self.proc.kill()
             rc = self.proc.wait()
@@ -203,10 +205,6 @@ class PeerClient:
         self.err.close()
         if rc != 0 and not quiet:
             raise PeerError(f"{self.where}: the agent's teardown exited {rc}{tail}")
-
-
-def _scale() -> float:
-    return float(os.environ.get("LINKLAB_TIME_SCALE", "1"))
 
 
 def _starttime(pid: int) -> int | None:

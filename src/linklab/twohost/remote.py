@@ -23,8 +23,8 @@ from pathlib import Path
 
 from linklab.cmd import CmdError, Result
 from linklab.cmd import cmd as local_cmd
+from linklab.suite import SUITE_V4
 
-ALLOWED = ipaddress.ip_network("198.18.0.0/15")
 # bounded: a peer that is down or hung fails the command within about a minute
 SSH_OPTS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=10",
             "-o", "ServerAliveCountMax=3")
@@ -66,9 +66,9 @@ class SshRemote:
         except ValueError:
             raise RemoteError(f"LINKLAB_REMOTE_ARGS={self.target}: give an address, "
                               "not a name") from None
-        if addr not in ALLOWED:
+        if addr not in SUITE_V4:      # the peer is reached over the suite's own segment
             raise RemoteError(f"LINKLAB_REMOTE_ARGS={self.target}: {addr} is outside "
-                              f"{ALLOWED}")
+                              f"{SUITE_V4}")
 
     def wrap(self, argv: Sequence[str], ns: str | None = None) -> list[str]:
         inner = [str(a) for a in argv]
