@@ -19,8 +19,11 @@ import pytest
 from linklab import results as store
 from linklab.bench.baseline import load_rows, summary_lines
 from linklab.bench.compare import FailOnError, Threshold, groups, parse_fail_on
+from linklab.bench.datapaths import datapaths, missing
 from linklab.bench.measure import MATRIX, Params
 from linklab.bench.runner import Bench, Settings
+from linklab.model import ScenarioError
+from linklab.pytest.plugin import results_part, scenario_paths
 
 SMOKE_DATAPATH = "veth"
 
@@ -106,10 +109,6 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     wanted = selected_datapaths(config)
     if wanted and config.getoption("--bench-datapaths"):
-        from linklab.bench.datapaths import datapaths
-        from linklab.model import ScenarioError
-        from linklab.pytest.plugin import scenario_paths
-
         try:
             names = {d.name for d in datapaths(scenario_paths(config))}
         except ScenarioError as exc:
@@ -176,13 +175,9 @@ def bench(pytestconfig: pytest.Config, results: store.RunDir, run: object,
           bench_settings: Settings, bench_progress: Progress) -> Bench:
     """session: the benchmark run writing to this pytest run's results directory
     (depends on the linklab plugin's ``results`` and ``run``)."""
-    from linklab.pytest.plugin import results_part
-
     b = Bench(results, run, bench_settings, bench_progress, part=results_part(pytestconfig),
               seed=pytestconfig.getoption("--bench-seed"))
     pytestconfig.stash[BENCH_KEY] = b
-    from linklab.bench.datapaths import missing
-
     n = len([d for d in pytestconfig.stash.get(DATAPATHS_KEY, ()) if missing(d) is None]) or 1
     bench_progress(f"bench: {n} datapath(s) x {len(bench_settings.specs)} measurements x "
                    f"({bench_settings.warmup} warm-up + {bench_settings.reps}) repetitions, "
