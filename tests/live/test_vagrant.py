@@ -134,3 +134,20 @@ def test_local_runner_runs_each_step_inside_the_nights_namespace(tmp_path: Path,
         assert (tmp_path / "out").read_text().strip() == f"net:[{inode}]"
     finally:
         ns.close()
+
+
+@pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK),
+                    reason="/dev/kvm is not usable here (no KVM, or not in its group)")
+def test_local_dry_run_under_kvm_takes_two_cpus_and_the_selection(tmp_path: Path) -> None:
+    """ci/nightly --local --driver kvm checks /dev/kvm before it prints its plan."""
+    out = subprocess.run([str(REPO / "ci" / "nightly"), "--local", "--dry-run", "--nightly-dir",
+                          str(tmp_path)],
+                         env={**os.environ, "NIGHTLY_STAMP": "20260103T010000Z",
+                              "NIGHTLY_DRIVER": "kvm", "NIGHTLY_SELECT": "ipvlan-l3"},
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    kvm = out.stdout
+    assert "LINKLAB_LIBVIRT_DRIVER=kvm" in kvm and "LINKLAB_VM_CPUS=2" in kvm
+    assert "--bench-smoke" not in kvm and "LINKLAB_TIME_SCALE" not in kvm
+    assert "-k ipvlan-l3" in kvm
+    assert not list(tmp_path.iterdir()), "a dry run must not write anything"
