@@ -59,6 +59,7 @@ ICOUNT = "shift=0,sleep=off,align=off"
 ICOUNT_SEED = 1
 ICOUNT_OPTS = f"-icount {ICOUNT} -rtc clock=vm -seed {ICOUNT_SEED}"
 ICOUNT_VIRT = "tcg-icount"
+HOST_CACHE = Path("/var/cache/linklab")   # compiled helpers, seen read-only by the guests
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KVM_PROBE_CACHE = Path("/run/linklab/kvm-probe.json")
 # Exit statuses of linklab vm itself (the command's own status is passed through).
@@ -265,8 +266,9 @@ def guest_script(argv: Sequence[str], cwd: str, env: dict[str, str],
         lines.append(f"if mkdir -p {CACHE_DIR} && {mount}; then")
         for i, d in enumerate(inner):
             lines.append(f"  mkdir -p /run/linklab-rw{i} && mount --bind {q(str(d))} /run/linklab-rw{i}")
-        for c in cached:
-            lines.append(f"  mount --bind {q(CACHE_DIR + str(c))} {q(str(c))}")
+        for c in cached:   # (mkdir: a directory under one of virtme-ng's tmpfs mounts)
+            lines.append(f"  mkdir -p {q(str(c))} && "
+                         f"mount --bind {q(CACHE_DIR + str(c))} {q(str(c))}")
         for i, d in enumerate(inner):
             lines.append(f"  mount --bind /run/linklab-rw{i} {q(str(d))}")
         lines.append("else echo 'linklab vm: no cached 9p view; running uncached' >&2; fi")
@@ -370,7 +372,9 @@ def _run_once(argv: Sequence[str], *, kernel: Kernel, cpus: int = DEFAULT_CPUS,
     shared = list(dict.fromkeys(Path(d).resolve() for d in (REPO / "results", *rwdirs)))
     for d in shared:
         d.mkdir(parents=True, exist_ok=True)
-    cached = covering(Path(p).resolve() for p in (REPO, sys.prefix, sys.base_prefix))
+    # the host's compile cache too (llcost, BPF objects): virtme-ng puts a tmpfs on /var/cache
+    cached = covering([*(Path(p).resolve() for p in (REPO, sys.prefix, sys.base_prefix)),
+                       *([HOST_CACHE] if HOST_CACHE.is_dir() else [])])
     script.write_text(guest_script(argv, os.getcwd(), guest_env, cached, shared))
     if name is None:
         name = f"linklab-{owner.marker}" if owner is not None else "linklab"  # type: ignore[attr-defined]

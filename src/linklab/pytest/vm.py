@@ -51,9 +51,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="split the selection across N guests booted side by side, a "
                          "scenario's cells kept together (default: %(default)s, one per host "
                          "core)")
+    group.addoption("--vm-clock", choices=vm.CLOCKS, default="wall",
+                    help="the guests' clock: wall, or instructions (TCG with QEMU -icount: "
+                         "1 ns per guest instruction, one vCPU per guest; the cost bench)")
     group.addoption("--vm-cpus", type=int, default=1, metavar="N",
                     help="vCPUs per guest; N > 1 also runs its share on N pytest-xdist "
                          "workers in that guest (default: %(default)s)")
+
+
+GUEST_ARGS_KEY = pytest.StashKey[list[str]]()   # options handed on to the guests' pytest
 
 
 def vm_requested(config: pytest.Config) -> bool:
@@ -75,6 +81,10 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption(opt) < 1:
             raise pytest.UsageError(f"--{opt.replace('_', '-')} {config.getoption(opt)}: "
                                     "must be at least 1")
+    try:
+        vm.check_clock(config.getoption("vm_clock"), config.getoption("vm_cpus"), None)
+    except vm.VMError as exc:
+        raise pytest.UsageError(f"--vm-clock {config.getoption('vm_clock')}: {exc}") from None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -119,6 +129,8 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     results_args += [f"--scenarios={Path(p).resolve()}" for p in config.getoption("--scenarios")]
     if config.getoption("--dhcp-matrix"):
         results_args.append(f"--dhcp-matrix={Path(config.getoption('--dhcp-matrix')).resolve()}")
+    # other plugins' options the guest session needs (e.g. --cost-*: linklab.pytest.cost)
+    results_args += config.stash.get(GUEST_ARGS_KEY, [])
     # a one-vCPU guest idles through every DHCP client's timeout: run cells ahead meanwhile
     results_args.append(f"--cells-ahead={config.getoption('--cells-ahead') or GUEST_CELLS_AHEAD}")
     rundir = results_root / run_id
@@ -149,7 +161,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     try:
         with capman.global_and_fixture_disabled():
             run_guests(guests, kernel, owner, results_root, results_args, verbose, exitfirst,
-                       config.getoption("vm_timeout"))
+                       config.getoption("vm_timeout"), config.getoption("vm_clock"))
     finally:
         owner.close()
         for g in guests:
@@ -339,7 +351,8 @@ class _Prefixed:
 
 
 def run_guests(guests: list[Guest], kernel: vm.Kernel, owner: object, results_root: Path,
-               results_args: list[str], verbose: int, exitfirst: bool, timeout: float) -> None:
+               results_args: list[str], verbose: int, exitfirst: bool, timeout: float,
+               clock: str = "wall") -> None:
     """Boot every guest at once (one thread each), wait for all; a Ctrl-C stops them all."""
     lock, cancel = threading.Lock(), threading.Event()
 
@@ -354,8 +367,7 @@ def run_guests(guests: list[Guest], kernel: vm.Kernel, owner: object, results_ro
                                rwdirs=[results_root], owner=owner, name=name,
                                env={PHASES_ENV: str(g.phases),
                                     "LINKLAB_VM_GUEST": f"g{g.index}" if len(guests) > 1 else ""},
-                               out=out, err=err,
-                               cancel=cancel)
+                               out=out, err=err, cancel=cancel, clock=clock)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             g.outcome = vm.Outcome(vm.EXIT_SETUP, kernel.release, "n/a", None, 0.0, "setup",
                                    [f"{type(exc).__name__}: {exc}"])
@@ -405,6 +417,7 @@ PHASES_ENV = "LINKLAB_VM_PHASES"   # the guest's main pytest writes its phases t
 # (field, label) in the order they happen; together they make up total_s
 PHASES = (("host_s", "host start"), ("boot_s", "boot"), ("import_s", "import"),
           ("collect_s", "collection"), ("cells_s", "cells"), ("end_s", "guest end"),
+          ("guest_s", "guest (host clock)"),
           ("replay_s", "replay"))
 
 
@@ -438,6 +451,11 @@ def leg_phases(outcome: vm.Outcome, guest: dict[str, float], host_s: float,
         "collect_s": guest.get("collect_s"), "cells_s": guest.get("cells_s"),
         "end_s": outcome.total_s - known if guest else None, "replay_s": replay_s,
         "vm_s": outcome.total_s}
+    if outcome.virt == vm.ICOUNT_VIRT:
+        # the guest's clock counts instructions: its phases are virtual seconds, kept apart
+        # (mixed with the host's they gave "guest end -234.6 s"); the host times the guest whole
+        leg.update({"import_s": None, "collect_s": None, "cells_s": None, "end_s": None,
+                    "guest_s": outcome.total_s - (boot or 0.0), "guest_virtual_s": guest})
     leg["total_s"] = host_s + outcome.total_s + replay_s
     return leg
 
