@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests import DATA
 
 from linklab.report.aggregate import load_results
 from linklab.report.render import render
+from tests import DATA
 
 SAMPLE = DATA / "results-sample"
 CHROMIUM = "/usr/bin/chromium"

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests import DATA
 
 from linklab.cli import main
 from linklab.report import history
+from tests import DATA
 
 SAMPLE = DATA / "results-sample"
 

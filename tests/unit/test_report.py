@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests import DATA
 
 from linklab.cli import main
 from linklab.compare import Delta, Threshold, judge
@@ -27,6 +26,7 @@ from linklab.report.aggregate import (
 from linklab.report.render import render
 from linklab.report.view import build
 from linklab.stats import summarise
+from tests import DATA
 
 SAMPLE = DATA / "results-sample"
 

@@ -9,10 +9,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from tests import REPO
 
 from linklab import schema
 from linklab.model import FORMAT, SHIPPED, ScenarioError, load_data
+from tests import REPO
 
 # a dev extra: the nightly box (runtime dependencies only) lacks it, and its nodes collect this
 # module with the rest of tests/ (an ImportError there stopped the whole node suite)
