@@ -20,7 +20,8 @@ from markupsafe import Markup
 from linklab.report import charts
 from linklab.report.aggregate import ReportError, Results, bench_summary, load_results
 from linklab.report.render import environment
-from linklab.report.view import KEY_FIGURES, _epoch, _scale
+from linklab.report.sections.common import display_scale, epoch
+from linklab.report.sections.summary import KEY_FIGURES
 from linklab.results import atomic_write
 
 MACHINE_FIELDS = (("kernel", "kernel"), ("cpu_model", "CPU"), ("cores", "cores"),
@@ -103,7 +104,7 @@ def build(directory: Path | str) -> HistoryView:
             skipped.append(f"{path.name}: no benchmark rows")
             continue
         meta = res.meta
-        when = _epoch(meta.get("started"))
+        when = epoch(meta.get("started"))
         point = RunPoint(res.run_id, path, when if when is not None else path.stat().st_mtime,
                          str(meta.get("kernel", "?")), _machine(meta),
                          str(meta.get("git_commit", ""))[:10], 0)
@@ -135,7 +136,7 @@ def build(directory: Path | str) -> HistoryView:
             part = s[(s["metric"] == metric) & (s["direction"] == direction)
                      & (s["streams"] == streams)]
             for r in part.to_dict("records"):
-                scale, unit = _scale(r["unit"], metric)
+                scale, unit = display_scale(r["unit"], metric)
                 key = (r["label"], r["family"])
                 series.setdefault(key, Series(r["label"], r["family"], [])).points.append(
                     (i, r["median"] * scale, r["ci_low"] * scale, r["ci_high"] * scale,

@@ -15,17 +15,8 @@ from markupsafe import Markup
 
 from linklab.report import charts
 from linklab.report.aggregate import Results, Rules
-from linklab.report.view import (  # noqa: F401 - re-exported for section modules
-    BenchLeg,
-    ChartSpec,
-    DhcpTable,
-    Matrix,
-    View,
-    bench_legs,
-    build,
-    connectivity_matrices,
-    dhcp_tables,
-)
+from linklab.report.sections.common import ChartSpec
+from linklab.report.view import View, build
 from linklab.results import atomic_write
 
 TEMPLATES = Path(__file__).with_name("templates")
