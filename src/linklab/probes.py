@@ -292,11 +292,11 @@ def observe(topo: Topology, cells: list[Cell]) -> dict[str, Observation]:
     topology, the cells whose source namespace is on the peer are probed there (after these),
     through the peer agent, with node-a's listeners for their receivers here."""
     if topo.peer is None:
-        return _observe(topo, cells)
+        return observe_batch(topo, cells)
     sc = topo.scenario
     mine = [c for c in cells if topo.here(source(sc, c))]
     theirs = [c for c in cells if not topo.here(source(sc, c))]
-    seen = _observe(topo, mine) if mine else {}
+    seen = observe_batch(topo, mine) if mine else {}
     if theirs:
         listeners: dict[str, Listener] = {}
         try:
@@ -328,7 +328,8 @@ def _node_names(topo: Topology) -> set[str]:
     return {"upstream", "remote", *(h.name for h in sc.hosts), *(c.name for c in sc.containers)}
 
 
-def _observe(topo: Topology, cells: list[Cell]) -> dict[str, Observation]:
+def observe_batch(topo: Topology, cells: list[Cell]) -> dict[str, Observation]:
+    """Probe ``cells`` together: positives end at their reply, the rest share one quiet wait."""
     probes: dict[str, Probe] = {}
     try:
         for cell in cells:

@@ -42,7 +42,7 @@ from linklab.checks import Cell
 from linklab.cmd import CmdError, Result, cmd, proc_starttime
 from linklab.model import Scenario, ScenarioError, load_scenario
 from linklab.ownership import Run, clean
-from linklab.probes import SPECIAL, Listener, Observation, _observe, facts_of
+from linklab.probes import SPECIAL, Listener, Observation, facts_of, observe_batch
 from linklab.suite import TIME_SCALE_ENV, time_scale
 from linklab.twohost.placement import Placement, PlacementError, place
 from linklab.twohost.remote import NetnsRemote, Remote, RemoteError, load_env, remote_from_env
@@ -254,7 +254,7 @@ class Agent:
         seen = {c.id: SPECIAL[c.check](self.topo) for c in cells if c.check in SPECIAL}
         batch = [c for c in cells if c.check not in SPECIAL]
         if batch:
-            seen |= _observe(self.topo, batch)
+            seen |= observe_batch(self.topo, batch)
         return {"seen": {cid: [o.result, o.detail] for cid, o in seen.items()}}
 
     def op_listen(self, req: dict) -> dict:
