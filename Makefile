@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test unit connectivity bench clean doctor nightly nightly-local report kernel-matrix drill
+.PHONY: setup test unit connectivity bench cost clean doctor nightly nightly-local report kernel-matrix drill
 
 # One results/<run-id>/ per `make test` / `make kernel-matrix` (LINKLAB_RUN_ID overrides).
 TEST_RUN_ID := $(or $(LINKLAB_RUN_ID),$(shell date -u +%Y%m%dT%H%M%SZ)-make)
@@ -23,10 +23,11 @@ VM_LEG := -m "connectivity or anatomy" -k "connectivity and (ipvlan or netkit) o
   (ipvlan-l2-bridge or ipvlan-l3-bridge or ipvlan-l3s-bridge or wire or netkit)"
 test: export LINKLAB_RUN_ID = $(TEST_RUN_ID)
 test: setup
-	$(PYTEST) -p xdist -n 2 -q -m "not bench" --junitxml=results/$(TEST_RUN_ID)/junit-host.xml
+	$(PYTEST) -p xdist -n 2 -q -m "not bench and not cost" --junitxml=results/$(TEST_RUN_ID)/junit-host.xml
 	$(PYTEST) -q -m bench --bench-smoke
 	cd examples/own-tests && $(CURDIR)/$(PY) -m pytest -q --rootdir=.   # a project of its own
 	$(PYTEST) -v -rfEs --vm $(VM_LEG)
+	$(PYTEST) -v -rfEs $(COST) --cost-smoke
 
 # The unit tests alone (tests/unit): no root, no namespace, no QEMU; seconds on any machine.
 # Only the virtualenv is needed, not `make setup`'s Debian packages (which need root).
@@ -34,6 +35,13 @@ unit:
 	@test -x $(PY) || { echo "make unit: no $(PY); python3 -m venv .venv && \
 	.venv/bin/pip install -e '.[dev]' (or make setup)" >&2; exit 2; }
 	$(PYTEST) -q tests/unit
+
+# The cost bench: every datapath's instructions per byte, packet, round trip, echo and
+# connection in QEMU guests on the instruction clock (TCG, -icount shift=0: 1 ns of guest time
+# per guest instruction), two guests side by side; rows labelled tcg-icount (docs/cost.md).
+COST := --vm --vm-clock=instructions -m cost bench/test_cost.py
+cost: setup
+	$(PYTEST) -q -rfEs $(COST)
 
 connectivity: setup
 	$(PYTEST) -m connectivity -q
@@ -47,7 +55,8 @@ MATRIX_KERNELS ?= 6.1 6.12
 kernel-matrix: export LINKLAB_RUN_ID = $(TEST_RUN_ID)
 kernel-matrix: setup
 	@rc=0; for k in $(MATRIX_KERNELS); do \
-	  $(PYTEST) -rfEs --vm --vm-kernel $$k -m connectivity || rc=1; done; exit $$rc
+	  $(PYTEST) -rfEs --vm --vm-kernel $$k -m connectivity || rc=1; \
+	  $(PYTEST) -q -rfEs $(COST) --vm-kernel $$k || rc=1; done; exit $$rc
 
 doctor: setup
 	.venv/bin/linklab doctor
@@ -70,7 +79,8 @@ report: setup
 	$(PYTEST) -q -rfEs -m "connectivity or bench" $(REPORT_BENCH) --junitxml=$$dir/junit-host.xml \
 	  tests bench/test_bench.py || rc=1; \
 	if [ "$(REPORT_VM)" != 0 ]; then \
-	  $(PYTEST) -q -rfEs --vm $(VM_LEG) || rc=1; fi; \
+	  $(PYTEST) -q -rfEs --vm $(VM_LEG) || rc=1; \
+	  $(PYTEST) -q -rfEs $(COST) || rc=1; fi; \
 	.venv/bin/linklab report $$dir || exit 2; \
 	scratch=$$(mktemp -d); \
 	env -u LINKLAB_RUN_ID LINKLAB_REPORT_HTML=reports/$$run/index.html \
