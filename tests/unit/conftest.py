@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from linklab.netns import NetNS
+
+UNIT = Path(__file__).resolve().parent
+# the plugin's fixtures that build (an ownership run under /run/linklab: root, namespaces)
+LIVE_FIXTURES = frozenset({"run", "linklab_topology", "linklab_live", "linklab_matrix"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test under tests/unit that asks for a fixture that builds is refused by name: it
+    belongs in tests/live."""
+    wrong = [f"{item.nodeid} ({', '.join(sorted(LIVE_FIXTURES & set(item.fixturenames)))})"
+             for item in items if UNIT in item.path.parents
+             and LIVE_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if wrong:
+        raise pytest.UsageError("tests/unit may not build (root, namespaces); move to "
+                                "tests/live: " + "; ".join(wrong))
 
 
 @pytest.fixture
