@@ -1,5 +1,6 @@
 """Declare: scenario files (TOML) loaded into frozen dataclasses, validated before anything
-is built. Every error names the file and the field."""
+is built. Every error names the file and the field. The format's tables and the validator are
+:mod:`linklab.format`; this module builds the dataclasses with them."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from linklab.format import (  # the format's names, long imported from here too
 ROLES = ("host", "upstream", "remote")
 # the scenarios shipped with linklab (package data; the repo's scenarios/ links here)
 SHIPPED = Path(__file__).resolve().parent / "scenarios"
+
 __all__ = ["ALLOWED", "FORMAT", "IFNAME_MAX", "MTU_RANGE", "NAME_RE", "NODE", "NODE_FIELDS",
            "ROLES", "SCENARIO_NAME_RE", "SHIPPED", "Dhcp", "Expectation", "Field", "Host",
            "IPAddr", "IPIface", "Node", "Peer", "Route", "Scenario", "ScenarioError", "fields",
