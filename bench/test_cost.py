@@ -15,8 +15,8 @@ import pytest
 from linklab.bench import cost
 from linklab.bench.datapaths import VETH_PAIR, Datapath
 from linklab.capabilities import missing_tool
-from linklab.results import atomic_write
 from linklab.pytest.cost import SMOKE_SPREAD_PCT, CostRun, check_missing
+from linklab.results import atomic_write
 
 pytestmark = pytest.mark.cost
 

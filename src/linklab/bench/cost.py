@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from linklab.bench import llcost
 from linklab.bench.datapaths import Datapath, open_datapath
@@ -32,6 +33,7 @@ from linklab.bench.measure import Endpoints, wait_ready
 from linklab.bench.tools import ToolFailure
 from linklab.build import build
 from linklab.cmd import CmdError, MissingTool, bkg, cmd, require
+from linklab.netns import NetNS
 
 ICOUNT_VIRT = "tcg-icount"        # rows measured on the instruction clock (linklab.vm)
 FROM_REMOTE = "from-remote"       # the flag column of remote -> container rows
@@ -99,13 +101,29 @@ def open_paths(dp: Datapath, run: object) -> Iterator[dict[str, Endpoints]]:
     ``remote`` (server c1, client the remote host behind the router; scenarios only)."""
     if dp.scenario is None:          # the references: loopback, veth pair
         with open_datapath(dp, run) as ep:   # type: ignore[arg-type]
+            hold_neighbours([ep.server, ep.client])
             yield {"child": ep}
         return
     with build(dp.scenario, run) as topo:   # type: ignore[arg-type]
+        hold_neighbours(topo.namespaces.values())
         server, addr = topo.ns("c1"), str(topo.addr("c1", 4))
         paths = {"child": Endpoints(server, topo.ns("c2"), addr),
                  "remote": Endpoints(server, topo.ns("remote"), addr)}
         yield paths
+
+
+NEIGH_REACHABLE_MS = 3_600_000   # an hour of guest time: longer than any cost run
+
+
+def hold_neighbours(namespaces: Iterable[NetNS]) -> None:
+    """Keep every resolved neighbour REACHABLE for the run: nothing confirms a UDP or ICMP
+    peer, so its entry would go STALE after ~30 s of guest time and cost a DELAY/PROBE cycle
+    (an ARP exchange) in whichever repetition it fell (+0.7 % on a remote round trip). The
+    sysctl of every interface and of the namespace's default (for later interfaces)."""
+    for ns in namespaces:
+        with ns.enter():
+            for knob in Path("/proc/sys/net/ipv4/neigh").glob("*/base_reachable_time_ms"):
+                knob.write_text(str(NEIGH_REACHABLE_MS))
 
 
 @contextmanager
@@ -113,12 +131,12 @@ def servers(ep: Endpoints, run: object) -> Iterator[None]:
     """The llcost servers listening on c1's address for a whole datapath."""
     binary = str(llcost.binary(run))
     with ExitStack() as stack:
-        for what in PORTS:
-            argv = [binary, what, ep.server_addr, PORTS[what]]
+        for what, port in PORTS.items():
+            argv = [binary, what, ep.server_addr, port]
             log = stack.enter_context(tempfile.TemporaryFile())
             proc = stack.enter_context(bkg(argv, ns=ep.server, owner=run, stdout=log,
                                            stderr=log, grace=0.5))
-            wait_ready(ep.server, PORTS[what], "udp" if what.startswith("udp") else "tcp",
+            wait_ready(ep.server, port, "udp" if what.startswith("udp") else "tcp",
                        proc, log, what)
         yield
 

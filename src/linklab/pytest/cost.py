@@ -131,7 +131,7 @@ class CostRun:
         self.metrics = tuple(m for m in cost.METRICS if not smoke or m.what in cost.SMOKE_METRICS)
         self.figures: dict[tuple[str, str, str], list[float]] = {}
 
-    def sink_for(self, dp: Datapath):  # noqa: ANN201 - a cost.Sink
+    def sink_for(self, dp: Datapath):
         def sink(fig: cost.Figure | None, metric: cost.Metric, path: str, rep: int,
                  error: str | None) -> None:
             self.results.append("bench", cost.row(dp, metric, path, rep, fig, error,  # type: ignore[attr-defined]
