@@ -288,8 +288,8 @@ def test_dhcp_table_is_a_coloured_matrix_per_leg(sample: Path, tmp_path: Path) -
 
 def test_view_model_orders_sections_summary_first() -> None:
     v = build(load_results(SAMPLE))
-    assert [s.id for s in v.sections] == ["summary", "which", "environment", "connectivity", "dhcp",
-                                          "throughput", "latency", "cpu", "anatomy"]
+    assert [s.id for s in v.sections] == ["summary", "which", "cost", "environment", "connectivity",
+                                          "dhcp", "throughput", "latency", "cpu", "anatomy"]
     assert v.section("baseline") is None and len(v.charts) == 10
 
 

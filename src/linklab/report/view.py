@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from linklab.report import anatomy, which
+from linklab.report import anatomy, cost, which
 from linklab.report.aggregate import Results, Rules, bench_errors, bench_summary, with_efficiency
 from linklab.report.sections import baseline, bench, connectivity, dhcp, environment, summary
 from linklab.report.sections.common import ChartSpec
@@ -38,13 +38,18 @@ class Inputs:
     rules: Rules = field(default_factory=Rules)
 
     @functools.cached_property
+    def wall(self) -> Results:
+        """The results without instruction-clock rows: what the wall-clock sections read."""
+        return cost.wall_clock(self.results)
+
+    @functools.cached_property
     def bench_summary(self) -> pd.DataFrame:
-        """One row per figure (median, CI, n, CV, efficiency) of every leg."""
-        return with_efficiency(bench_summary(self.results.tables["bench"]))
+        """One row per wall-clock figure (median, CI, n, CV, efficiency) of every leg."""
+        return with_efficiency(bench_summary(self.wall.tables["bench"]))
 
     @functools.cached_property
     def benches(self) -> list[bench.BenchLeg]:
-        return bench.bench_legs(self.results)
+        return bench.bench_legs(self.wall)
 
     @functools.cached_property
     def matrices(self) -> list[connectivity.Matrix]:
@@ -99,6 +104,7 @@ def register(section: SectionDef) -> None:
 for _section in (      # the built-in sections, in page order
         SectionDef("summary", "what this run says", summary.build),
         SectionDef("which", "which datapath?", lambda i: which.build(i.results)),
+        SectionDef("cost", "cost per packet", lambda i: cost.build(i.results)),
         SectionDef("environment", "environment", environment.build),
         SectionDef("baseline", "baseline", baseline.build),
         SectionDef("connectivity", "connectivity", connectivity.build),

@@ -85,14 +85,14 @@ def _figure_values(ok: pd.DataFrame) -> dict[tuple[str, ...], list[float]]:
 def rankings(inputs: Inputs) -> list[Ranking]:
     """Per leg, family and key figure: datapaths best first, each judged against the next
     (Holm over the comparisons of one ranking)."""
-    bench = inputs.results.tables["bench"]
+    bench = inputs.wall.tables["bench"]
     ok = bench[(bench["error"] == "") & bench["value"].notna()]
     summary = inputs.bench_summary
     if ok.empty or summary.empty:
         return []
     values = _figure_values(ok)
     out = []
-    for leg in inputs.results.legs("bench"):
+    for leg in inputs.wall.legs("bench"):
         s = summary[(summary["kernel"] == leg.kernel) & (summary["virt"] == leg.virt)]
         for family in sorted(set(s["family"])):
             for metric, direction, streams, title in KEY_FIGURES:
@@ -139,7 +139,7 @@ def cell_counts(matrices: list[Matrix], dhcp: list[DhcpTable]) -> list[CellCount
 
 def build(inputs: Inputs) -> Summary:
     """Section "summary" ("what this run says"): cell counts, rankings, regressions."""
-    bench = inputs.results.tables["bench"]
+    bench = inputs.wall.tables["bench"]
     ok = bench[(bench["error"] == "") & bench["value"].notna()]
     proto = ok["metric"].str.extract(r"^(udp|tcp|icmp)_", expand=False).fillna("tcp")
     measured = ok.assign(_proto=proto).drop_duplicates(
