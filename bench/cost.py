@@ -37,6 +37,7 @@ from pathlib import Path
 
 from linklab.bench.compare import ALPHA, Threshold, judge
 from linklab.bench.cost import FROM_REMOTE, ICOUNT_VIRT, METRICS
+from linklab.pytest.cost import DEFAULT_POWER_RULES
 from linklab.results import RunDir, new_run_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--boots", type=int, default=2)
     ap.add_argument("--pool", type=int, default=8, help="power pool per side (0: none)")
-    ap.add_argument("--rules", type=int, default=7, help="nft rules injected (power)")
+    ap.add_argument("--rules", type=int, default=DEFAULT_POWER_RULES,
+                    help="nft rules injected (power; default %(default)s: about 2 %%)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions a gated run has")
     ap.add_argument("--kernel", default="6.12")
     ap.add_argument("--datapaths", default="", help="--cost-datapaths (default: all)")

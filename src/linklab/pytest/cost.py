@@ -29,7 +29,7 @@ from linklab.pytest.vm import GUEST_ARGS_KEY, vm_requested
 GATE = Threshold("*", 1.0, virt=cost.ICOUNT_VIRT)
 SMOKE_DATAPATHS = ("veth-pair", "bridge")
 SMOKE_SPREAD_PCT = 1.0       # `make test`'s smoke: its two repetitions agree within this
-DEFAULT_POWER_RULES = 7      # ~77 instructions each (issue 21) on a ~27 k round trip: ~2 %
+DEFAULT_POWER_RULES = 4      # ~150 instructions each on a veth pair's ~27.2 k round trip: ~2.2 %
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
