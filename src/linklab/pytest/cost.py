@@ -25,6 +25,7 @@ from linklab.format import ScenarioError
 from linklab.pytest.bench import THRESHOLDS_KEY
 from linklab.pytest.plugin import results_part, scenario_paths
 from linklab.pytest.vm import GUEST_ARGS_KEY, vm_requested
+from linklab.results import kernel_release, virtualisation
 
 # the baseline gate of instruction rows without --bench-fail-on: a figure worse by more than
 # 1 % beyond the noise fails (the repetitions agree within ~0.1 %: a 2 % regression is caught)
@@ -185,8 +186,6 @@ def cost_run(pytestconfig: pytest.Config, results: object) -> CostRun:
     """session: where this run's cost figures go (depends on the linklab plugin's
     ``results``); meta.json records the clock (QEMU version, icount settings). On the
     instruction clock the modules and tools are loaded first (:func:`load_ahead`)."""
-    from linklab.results import kernel_release, virtualisation
-
     if cost.on_instruction_clock():
         load_ahead()
     results.write_meta({"cost": cost.clock_meta()})  # type: ignore[attr-defined]
