@@ -10,8 +10,10 @@ one wait per topology, not one per cell.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from linklab.flows import FlowCheck, pair_checks
 
 if TYPE_CHECKING:   # the model imports this module to validate [expect]: no import circle
     from linklab.model import Scenario
@@ -44,6 +46,13 @@ class Cell:
     check: str
     expected: str
     why: str
+    # the scenario's own checks: one flow ([[check]]) or a truth table of them ([pairs])
+    flows: tuple[FlowCheck, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def table(self) -> bool:
+        """A [pairs] cell: one test for a whole truth table (source x destination)."""
+        return self.check.startswith(PAIRS_PREFIX)
 
     @property
     def id(self) -> str:
@@ -102,6 +111,8 @@ def applicable_checks(sc: Scenario) -> dict[str, tuple[str, ...]]:
 
 
 UNSET = "unset"   # a cell without an expectation (``linklab record``, ``linklab_topology``)
+PAIRS_PREFIX = "pairs-"
+TABLE = "truth-table"   # the expected result of a [pairs] cell: each pair's, in its flows
 
 
 def cells(sc: Scenario) -> list[Cell]:
@@ -113,6 +124,19 @@ def cells(sc: Scenario) -> list[Cell]:
         for fam in families:
             out.append(Cell(sc.name, fam, check, exp.results[fam] if exp else UNSET,
                             exp.why if exp else ""))
+    for fc in sc.checks:
+        out.append(Cell(sc.name, fc.family, fc.flow.name, fc.expected, fc.why, (fc,)))
+    if sc.pairs is not None:
+        nodes = sc.by_name
+        for probe in sc.pairs.probes:
+            for fam in sc.pairs.families:
+                flows = tuple(pair_checks(sc.pairs, nodes, sc.containers, sc.groups, sc.checks,
+                                          fam, probe))
+                if flows:
+                    n = sum(fc.expected == "pass" for fc in flows)
+                    out.append(Cell(sc.name, fam, f"{PAIRS_PREFIX}{probe.name}", TABLE,
+                                    f"{len(flows)} pairs: {n} expected to pass, "
+                                    f"{len(flows) - n} blocked", flows))
     return out
 
 

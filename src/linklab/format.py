@@ -27,6 +27,10 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")           # namespace names (mar
 SCENARIO_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 IFNAME_MAX = 15  # IFNAMSIZ - 1 bytes
 MTU_RANGE = (1280, 65535)                                 # IPv6 needs at least 1280
+# the most containers a scenario may declare: beyond it a file is refused (bench/scale.py
+# measured 250 containers' build, all pairs and teardown; namespaces and probe sockets grow
+# with it, all pairs with its square)
+MAX_CONTAINERS = 1024
 
 
 class ScenarioError(ValueError):
@@ -68,6 +72,10 @@ FORMAT: dict[str, dict[str, Field]] = {
         "dhcp": Field("table:dhcp"),
         "cni": Field("table:cni", doc="kind cni: the plugin's netconf as data (src/linklab/kinds/cni.py)"),
         "expect": Field("expect", True, "check = { result = ..., why = ... } for every cell"),
+        "check": Field("tables:check", doc="your own checks: one flow each (linklab/flows.py)"),
+        "pairs": Field("pairs", doc='"all", or a [pairs] table: probe every pair of containers'),
+        "group": Field("groups", doc="containers by group (tenant), for pairs.containers = "
+                                     "'same-group'"),
     },
     "host": {**NODE, "bridge": Field("table:bridge", doc="bridge kind: the host's bridge")},
     "hosts": {"name": Field("name", True), **NODE,
@@ -88,6 +96,23 @@ FORMAT: dict[str, dict[str, Field]] = {
             "differs": Field("strings", doc="checks where the plugin deliberately differs")},
     "dhcp": {"server": Field("string", True, "'upstream' or a host's name"),
              "pool": Field("pool", True, "[first, last] IPv4 addresses")},
+    "check": {"from": Field("string", True, "the node the probe is sent from"),
+              "to": Field("string", True, "NODE, or NODE:PORT for tcp and udp"),
+              "proto": Field("proto", doc="icmp (default) | tcp | udp"),
+              "family": Field("family", doc="v4 | v6 (default: every family both nodes have)"),
+              "expect": Field("check-result", True, "pass | blocked"),
+              "why": Field("string", True, "a one-line reason")},
+    "pairs": {"probes": Field("probes", doc="icmp | tcp:PORT | udp:PORT (default ['icmp'])"),
+              "families": Field("families", doc="default: both"),
+              "containers": Field("pair-rule", doc="container -> container: pass | blocked | "
+                                                   "same-group (default: [expect] child-to-child)"),
+              "host": Field("check-result", doc="container -> its host (default: [expect] "
+                                                "child-to-host)"),
+              "gateway": Field("check-result", doc="container -> upstream (default: [expect] "
+                                                   "child-to-gateway)"),
+              "remote": Field("check-result", doc="container -> remote (default: [expect] "
+                                                  "child-to-remote)"),
+              "why": Field("string", doc="the reason of the rules given here")},
     "expectation": {"why": Field("string", True, "a one-line reason (a kernel doc sentence)"),
                     "result": Field("result", doc="for every family"),
                     "v4": Field("result"), "v6": Field("result"), "l2": Field("result"),

@@ -13,10 +13,12 @@ from typing import Any
 
 from linklab import kinds  # the registry validates kind-specific fields
 from linklab.checks import applicable_checks
+from linklab.flows import FlowCheck, Pairs, parse_checks, parse_groups, parse_pairs
 from linklab.format import (  # the format's names, long imported from here too
     ALLOWED,
     FORMAT,
     IFNAME_MAX,
+    MAX_CONTAINERS,
     MTU_RANGE,
     NAME_RE,
     NODE,
@@ -135,6 +137,9 @@ class Scenario:
     dhcp: Dhcp | None = None
     expect: Mapping[str, Expectation] = field(default_factory=dict)
     cni: Mapping[str, Any] | None = None  # kind cni: [cni] (netconf, ...), see kinds/cni.py
+    checks: tuple[FlowCheck, ...] = ()    # [[check]]: one per (check, family)
+    pairs: Pairs | None = None            # [pairs]: every pair of containers, per probe
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)   # [group]
 
     @property
     def label(self) -> str:
@@ -159,11 +164,22 @@ class Scenario:
     def containers_of(self, host: str) -> tuple[Node, ...]:
         return tuple(c for c in self.containers if c.host == host)
 
+    # every node by name, filled in by __post_init__: a probe asks for its two nodes and the
+    # build for every container, and a scenario may hold hundreds (a scan was O(n) each)
+    by_name: Mapping[str, Node] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        nodes = (*(h.node for h in self.hosts), self.upstream, self.remote, *self.containers)
+        object.__setattr__(self, "by_name", {n.name: n for n in reversed(nodes)})
+
+    @property
+    def nodes(self) -> dict[str, Node]:
+        """Every node by name: the hosts, upstream, remote, then the containers."""
+        return {n.name: n for n in (*(h.node for h in self.hosts), self.upstream, self.remote,
+                                    *self.containers)}
+
     def node(self, name: str) -> Node:
-        for n in (*(h.node for h in self.hosts), self.upstream, self.remote, *self.containers):
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        return self.by_name[name]
 
 
 class _Ctx(Validator):
@@ -308,6 +324,9 @@ def load_data(data: Mapping[str, Any], path: Path | str = "<inline>", *,
     remote = _node(ctx, {k: v for k, v in rem_d.items() if k != "gateway"}, "remote", "remote")
 
     raw_containers = ctx.typed(data, "container", "", list)
+    if len(raw_containers) > MAX_CONTAINERS:
+        raise ctx.fail("container", f"{len(raw_containers)} containers: linklab accepts at most "
+                                    f"{MAX_CONTAINERS} per scenario (MAX_CONTAINERS)")
     containers = []
     for i, c in enumerate(raw_containers):
         w = f"container[{i}]"
@@ -381,10 +400,30 @@ def load_data(data: Mapping[str, Any], path: Path | str = "<inline>", *,
     for where, h in zip(host_where, hosts):
         _kind_module(ctx, h.kind, f"{where}.kind").validate(ctx, sc, h, where)
     expect = _expectations(ctx, data.get("expect", {}), sc, require_expect)
-    return Scenario(**{**sc.__dict__, "expect": expect})
+    nodes = sc.nodes
+    names = [c.name for c in containers]
+    checks = parse_checks(ctx, data["check"], nodes, require_expect) if "check" in data else ()
+    groups = parse_groups(ctx, data["group"], names) if "group" in data else {}
+    pairs = parse_pairs(ctx, data["pairs"], expect, groups, names, require_expect) \
+        if "pairs" in data else None
+    if groups and pairs is None:
+        raise ctx.fail("group", "[group] is read by [pairs] (containers = 'same-group'): "
+                                "give a [pairs] table too")
+    return Scenario(**{**sc.__dict__, "expect": expect, "checks": checks, "pairs": pairs,
+                       "groups": groups})
 
 
 RESULTS = ("pass", "blocked")
+
+
+def with_all_pairs(sc: Scenario) -> Scenario:
+    """``sc`` with ``pairs = "all"`` when it has no [pairs] of its own (``--all-pairs``):
+    every pair of containers probed with icmp, expected as its [expect] says of c1/c2."""
+    if sc.pairs is not None or len(sc.containers) < 2 or not sc.containers[0].addrs:
+        return sc
+    pairs = parse_pairs(_Ctx(sc.path), "all", sc.expect, sc.groups,
+                        [c.name for c in sc.containers], require_expect=False)
+    return Scenario(**{**sc.__dict__, "pairs": pairs})
 
 
 def _expectations(ctx: _Ctx, raw: Any, sc: Scenario,

@@ -11,12 +11,14 @@ is recorded. ``LINKLAB_TIME_SCALE`` stretches every wait (the VM leg sets it).
 
 from __future__ import annotations
 
+import errno
 import os
-import select
+import resource
+import selectors
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,6 +26,7 @@ from linklab import kinds
 from linklab.build import Topology
 from linklab.checks import PATHS, UNSET, Cell, endpoints, errno_name, source
 from linklab.cmd import require
+from linklab.flows import FlowCheck
 from linklab.nl import NetlinkError
 from linklab.suite import time_scale
 
@@ -38,6 +41,9 @@ SOL_PACKET, PACKET_ADD_MEMBERSHIP, PACKET_MR_MULTICAST = 263, 1, 0
 IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2
 IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO, IPV6_DONTFRAG = 23, 2, 62
 RESOLVED = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE STALE DELAY PROBE PERMANENT
+# probes open at once: a batch larger than this (all pairs of hundreds of containers) runs in
+# chunks of it, each with its own wait, under the process's open-file limit
+CHUNK = max(256, min(4096, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 1024) // 2))
 
 
 @dataclass
@@ -52,12 +58,15 @@ class Probe:
     expected: str = "pass"
     result: Observation | None = None
     fds: tuple[socket.socket, ...] = ()
+    wfds: tuple[socket.socket, ...] = ()    # sockets whose writability is the answer
 
     def send(self) -> None: ...
 
     def readable(self, sock: socket.socket) -> None: ...
 
     def poll(self) -> None: ...
+
+    def writable(self, sock: socket.socket) -> None: ...
 
     def close(self) -> None:
         for s in self.fds:
@@ -263,6 +272,146 @@ class Multicast(_Received):
             self.result = Observation("blocked", f"{self.what}: {errno_name(exc.errno or 0)}")
 
 
+class Servers:
+    """The listeners of a batch's tcp and udp flows, one per (node, family, proto, port), each
+    in its destination's namespace: tcp listens (the kernel completes the handshake), udp
+    echoes every datagram to its sender. A port already bound there (the node runs its own
+    service) is left to that service."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.socks: dict[tuple[str, int, str, int], socket.socket | None] = {}
+        self.fresh: list[socket.socket] = []      # udp sockets the loop must serve
+
+    def ensure(self, node: str, family: int, proto: str, port: int) -> None:
+        key = (node, family, proto, port)
+        if key in self.socks:
+            return
+        af = socket.AF_INET6 if family == 6 else socket.AF_INET
+        kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+        with self.topo.ns(node).enter():
+            sock = socket.socket(af, kind)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((str(self.topo.addr(node, family)), port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            self.socks[key] = None
+            return
+        sock.setblocking(False)
+        if proto == "tcp":
+            sock.listen(4096)
+        else:
+            self.fresh.append(sock)
+        self.socks[key] = sock
+
+    @staticmethod
+    def echo(sock: socket.socket) -> None:
+        """Answer every datagram waiting on a udp listener."""
+        while True:
+            try:
+                data, peer = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            try:
+                sock.sendto(data, peer)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for sock in self.socks.values():
+            if sock is not None:
+                sock.close()
+        self.socks.clear()
+
+
+class TcpConnect(Probe):
+    """A tcp connect from ``src`` to ``dst``:``port`` (a listener there): the handshake
+    completing is ``pass``; a refusal or no answer is ``blocked``. One SYN, retransmitted by
+    the kernel; closed with a reset (no TIME_WAIT left behind)."""
+
+    def __init__(self, topo: Topology, src: str, dst: str, family: int, port: int) -> None:
+        self.dst = str(topo.addr(dst, family))
+        af = socket.AF_INET6 if family == 6 else socket.AF_INET
+        with topo.ns(src).enter():
+            self.sock = socket.socket(af, socket.SOCK_STREAM)
+        self.wfds = (self.sock,)
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.bind((str(topo.addr(src, family)), 0))
+        self.what = f"{src} -> {dst} {self.dst} tcp/{port}"
+        code = self.sock.connect_ex((self.dst, port))
+        if code not in (0, errno.EINPROGRESS):
+            self.result = Observation("blocked", f"{self.what}: connect {errno_name(code)}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def writable(self, sock: socket.socket) -> None:
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self.result = Observation("pass", f"{self.what}: connected") if code == 0 else \
+            Observation("blocked", f"{self.what}: {errno_name(code)}")
+
+
+class UdpEcho(Probe):
+    """A udp datagram from ``src`` to ``dst``:``port``, echoed by the listener there: the
+    echo arriving is ``pass``; silence or an ICMP error (ECONNREFUSED) is ``blocked``."""
+
+    def __init__(self, topo: Topology, src: str, dst: str, family: int, port: int) -> None:
+        self.dst = str(topo.addr(dst, family))
+        af = socket.AF_INET6 if family == 6 else socket.AF_INET
+        with topo.ns(src).enter():
+            self.sock = socket.socket(af, socket.SOCK_DGRAM)
+        self.fds = (self.sock,)
+        self.sock.setblocking(False)
+        self.sock.bind((str(topo.addr(src, family)), 0))
+        self.token = os.urandom(8)
+        self.what = f"{src} -> {dst} {self.dst} udp/{port}"
+        try:
+            self.sock.connect((self.dst, port))
+        except OSError as exc:
+            self.result = Observation("blocked", f"{self.what}: {errno_name(exc.errno or 0)}")
+
+    def send(self) -> None:
+        try:
+            self.sock.send(self.token)
+        except OSError as exc:
+            self.result = Observation("blocked", f"{self.what}: send {errno_name(exc.errno or 0)}")
+
+    def readable(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(2048)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.result = Observation("blocked", f"{self.what}: {errno_name(exc.errno or 0)}")
+            return
+        if data == self.token:
+            self.result = Observation("pass", f"{self.what}: echoed")
+
+
+def flow_key(fc: FlowCheck) -> str:
+    """A flow's key in a batch's observations: one probe per flow and family, however many
+    cells ([[check]], [pairs]) ask for it."""
+    return f"{fc.family}/{fc.flow.name}"
+
+
+def make_flow_probe(topo: Topology, fc: FlowCheck, servers: Servers) -> Probe:
+    """The probe observing one flow (its listener made first)."""
+    f, family = fc.flow, _family(fc.family)
+    if f.proto == "icmp":
+        probe: Probe = Ping(topo, f.src, f.dst, family)
+    else:
+        servers.ensure(f.dst, family, f.proto, f.port)
+        probe = (TcpConnect if f.proto == "tcp" else UdpEcho)(topo, f.src, f.dst, family, f.port)
+    probe.expected = fc.expected
+    return probe
+
+
 def make_probe(topo: Topology, cell: Cell) -> Probe:
     """The probe observing ``cell`` on ``topo``."""
     sc = topo.scenario
@@ -287,12 +436,14 @@ def make_probe(topo: Topology, cell: Cell) -> Probe:
     return probe
 
 
-def observe(topo: Topology, cells: list[Cell]) -> dict[str, Observation]:
-    """Probe every cell concurrently; return cell id -> observation. On node-a of a split
-    topology, the cells whose source namespace is on the peer are probed there (after these),
-    through the peer agent, with node-a's listeners for their receivers here."""
+def observe(topo: Topology, cells: list[Cell],
+            flows: Sequence[FlowCheck] = ()) -> dict[str, Observation]:
+    """Probe every cell (and flow: :func:`observe_batch`) concurrently; return cell id ->
+    observation. On node-a of a split topology, the cells whose source namespace is on the
+    peer are probed there (after these), through the peer agent, with node-a's listeners for
+    their receivers here; the scenario's own flows are not observed there (not split)."""
     if topo.peer is None:
-        return observe_batch(topo, cells)
+        return observe_batch(topo, cells, flows)
     sc = topo.scenario
     mine = [c for c in cells if topo.here(source(sc, c))]
     theirs = [c for c in cells if not topo.here(source(sc, c))]
@@ -328,18 +479,47 @@ def _node_names(topo: Topology) -> set[str]:
     return {"upstream", "remote", *(h.name for h in sc.hosts), *(c.name for c in sc.containers)}
 
 
-def observe_batch(topo: Topology, cells: list[Cell]) -> dict[str, Observation]:
-    """Probe ``cells`` together: positives end at their reply, the rest share one quiet wait."""
-    probes: dict[str, Probe] = {}
+def observe_batch(topo: Topology, cells: list[Cell],
+                  flows: Sequence[FlowCheck] = ()) -> dict[str, Observation]:
+    """Probe ``cells`` (by cell id) and ``flows`` (by :func:`flow_key`) together: positives
+    end at their reply, the rest share one quiet wait; more than :data:`CHUNK` probes run in
+    chunks of it (one wait each)."""
+    makers: list[tuple[str, Callable[[], Probe]]] = [
+        (c.id, lambda c=c: make_probe(topo, c)) for c in cells]
+    servers = Servers(topo)
+    makers += [(flow_key(fc), lambda fc=fc: make_flow_probe(topo, fc, servers))
+               for fc in {flow_key(fc): fc for fc in flows}.values()]
+    seen: dict[str, Observation] = {}
     try:
-        for cell in cells:
-            probes[cell.id] = make_probe(topo, cell)
-        by_fd = {s.fileno(): (p, s) for p in probes.values() for s in p.fds}
+        for at in range(0, len(makers), CHUNK):
+            seen |= _observe_chunk(makers[at:at + CHUNK], servers)
+    finally:
+        servers.close()
+    return seen
+
+
+def _observe_chunk(makers: list[tuple[str, Callable[[], Probe]]],
+                   servers: Servers) -> dict[str, Observation]:
+    probes: dict[str, Probe] = {}
+    sel = selectors.DefaultSelector()       # epoll: thousands of sockets, past select's 1024
+    try:
+        for key, make in makers:
+            probes[key] = make()
+        for p in probes.values():
+            if p.result is None:
+                for s in p.fds:
+                    sel.register(s, selectors.EVENT_READ, p)
+                for s in p.wfds:
+                    sel.register(s, selectors.EVENT_WRITE, p)
+        for sock in servers.fresh:
+            sel.register(sock, selectors.EVENT_READ, servers)
+        pollers = [p for p in probes.values() if type(p).poll is not Probe.poll]
+        pending = [p for p in probes.values() if p.result is None]
         start = time.monotonic()
         next_send = start
         while True:
             now = time.monotonic()
-            pending = [p for p in probes.values() if p.result is None]
+            pending = [p for p in pending if p.result is None]
             waiting_pos = any(p.expected in ("pass", UNSET) for p in pending)
             if not pending or (now - start >= QUIET and not waiting_pos) \
                     or now - start >= POSITIVE_WAIT:
@@ -348,20 +528,27 @@ def observe_batch(topo: Topology, cells: list[Cell]) -> dict[str, Observation]:
                 for p in pending:
                     p.send()
                 next_send = now + RESEND
-            fds = [fd for fd, (p, _) in by_fd.items() if p.result is None]
-            ready, _, _ = select.select(fds, [], [], 0.01)
-            for fd in ready:
-                p, s = by_fd[fd]
-                if p.result is None:
-                    p.readable(s)
-            for p in pending:
+            for key, events in sel.select(0.01):
+                owner = key.data
+                if owner is servers:
+                    Servers.echo(key.fileobj)
+                    continue
+                if owner.result is None:
+                    if events & selectors.EVENT_READ:
+                        owner.readable(key.fileobj)
+                    if events & selectors.EVENT_WRITE and owner.result is None:
+                        owner.writable(key.fileobj)
+                if owner.result is not None:      # done: stop watching (writable stays ready)
+                    sel.unregister(key.fileobj)
+            for p in pollers:
                 if p.result is None:
                     p.poll()
         elapsed = time.monotonic() - start
-        return {cid: p.result or Observation("blocked", f"{getattr(p, 'what', cid)}: no answer "
+        return {key: p.result or Observation("blocked", f"{getattr(p, 'what', key)}: no answer "
                                                         f"in {elapsed:.2f}s")
-                for cid, p in probes.items()}
+                for key, p in probes.items()}
     finally:
+        sel.close()          # the servers' sockets stay open for the next chunk
         for p in probes.values():
             p.close()
 
@@ -417,7 +604,8 @@ SPECIAL = {"mtu-inherit": mtu_inherit, "second-child": second_child}
 
 
 class Observer:
-    """Observations of one live topology, made in one batch the first time a cell asks."""
+    """Observations of one live topology, made in one batch the first time a cell asks: the
+    fixed checks' packets and every flow of the scenario's own checks ([[check]], [pairs])."""
 
     def __init__(self, topo: Topology, cells: list[Cell]) -> None:
         self.topo = topo
@@ -425,19 +613,41 @@ class Observer:
         self._seen: dict[str, Observation] | None = None
 
     def observe(self, cell: Cell) -> Observation:
+        """A cell's observation; a [pairs] cell's is ``truth-table`` when every pair did as
+        expected, else ``mismatch`` with each mismatched pair in the detail."""
         if cell.check in SPECIAL:
             if not self.topo.here(source(self.topo.scenario, cell)):
                 return self.topo.peer.observe([cell], {}, {})[cell.id]
             return SPECIAL[cell.check](self.topo)
+        seen = self._batch()
+        if cell.table:
+            wrong = [f"{fc.flow.name}: expected {fc.expected}, observed {o.result} ({o.detail})"
+                     for fc, o in self.flows(cell) if o.result != fc.expected
+                     and fc.expected != UNSET]
+            if wrong:
+                return Observation("mismatch", f"{len(wrong)} of {len(cell.flows)} pairs: "
+                                               + "; ".join(wrong))
+            return Observation(cell.expected, f"{len(cell.flows)} pairs as expected")
+        if cell.flows:
+            return seen[flow_key(cell.flows[0])]
+        return seen[cell.id]
+
+    def flows(self, cell: Cell) -> list[tuple[FlowCheck, Observation]]:
+        """Each flow of a cell with its observation."""
+        seen = self._batch()
+        return [(fc, seen[flow_key(fc)]) for fc in cell.flows]
+
+    def _batch(self) -> dict[str, Observation]:
         if self._seen is None:
-            batch = [c for c in self.cells if c.check not in SPECIAL]
+            batch = [c for c in self.cells if c.check not in SPECIAL and not c.flows]
+            flows = [fc for c in self.cells for fc in c.flows]
             # host-netfilter cells get a batch of their own: with the drop rule loaded, an
             # ipvlan l3s host -> child echo (which crosses the host's prerouting on its way
             # back in) would be dropped too, and read as a property of the datapath
             plain = [c for c in batch if c.check != "host-netfilter"]
             filtered = [c for c in batch if c.check == "host-netfilter"]
-            self._seen = observe(self.topo, plain) if plain else {}
+            self._seen = observe(self.topo, plain, flows) if plain or flows else {}
             if filtered:
                 with netfilter_drop(self.topo):
                     self._seen |= observe(self.topo, filtered)
-        return self._seen[cell.id]
+        return self._seen

@@ -30,7 +30,10 @@ SCHEMA_VERSION = 1
 TABLES: dict[str, tuple[str, ...]] = {
     # one row per reachability / L2 / MTU cell
     "connectivity": ("scenario", "kind", "mode", "flag", "family", "check", "expected",
-                     "observed", "outcome", "reason", "detail", "kernel", "virt"),
+                     "observed", "outcome", "reason", "detail", "kernel", "virt",
+                     # the scenario's own checks (linklab.flows): the flow, and where it was
+                     # declared ("check": [[check]], "pairs": a [pairs] truth table's pair)
+                     "src", "dst", "proto", "port", "origin"),
     # one row per DHCP client-id cell
     "dhcp": ("scenario", "setup", "server", "server_option", "client", "client_id",
              "expected", "observed", "outcome", "leases", "detail", "kernel", "virt",
@@ -106,6 +109,17 @@ class RunDir:
         name = f"{table}.{part}.jsonl" if part else f"{table}.jsonl"
         with open(self.path / name, "a") as fh:
             fh.write(json.dumps({c: row.get(c) for c in columns}) + "\n")
+
+    def extend(self, table: str, rows: list[dict[str, Any]], part: str = "") -> None:
+        """Append several rows at once (a truth table's pairs: one open, one write)."""
+        columns = TABLES[table]
+        for row in rows:
+            if extra := set(row) - set(columns):
+                raise ValueError(f"{table}: unknown column(s) {sorted(extra)}; known: {columns}")
+        name = f"{table}.{part}.jsonl" if part else f"{table}.jsonl"
+        with open(self.path / name, "a") as fh:
+            fh.write("".join(json.dumps({c: row.get(c) for c in columns}) + "\n"
+                             for row in rows))
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         """All rows of a table from its .jsonl parts (complete or interrupted runs)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from linklab.checks import CHECKS
+from linklab.flows import FAMILIES, GROUP_RULE, PROTOS, RESULTS
 from linklab.format import FORMAT, IFNAME_MAX, MTU_RANGE, NAME_RE, SCENARIO_NAME_RE, Field
 from linklab.kinds import REGISTRY
 
@@ -52,6 +53,18 @@ def field_schema(f: Field) -> dict[str, Any]:
             "result": {"type": "string", "pattern": "^(pass|blocked|E[A-Z0-9]+)$"},
             "expect": {"type": "object", "propertyNames": {"enum": list(CHECKS)},
                        "additionalProperties": {"$ref": "#/$defs/expectation"}},
+            # the scenario's own checks (linklab.flows)
+            "proto": {"enum": list(PROTOS)},
+            "family": {"enum": list(FAMILIES)},
+            "families": {"type": "array", "items": {"enum": list(FAMILIES)}},
+            "check-result": {"enum": list(RESULTS)},
+            "pair-rule": {"enum": [*RESULTS, GROUP_RULE]},
+            "probes": {"type": "array", "items": {"type": "string",
+                                                  "pattern": "^(icmp|(tcp|udp):[0-9]+)$"}},
+            "pairs": {"oneOf": [{"const": "all"}, {"$ref": "#/$defs/pairs"}]},
+            "groups": {"type": "object",      # group name -> its containers
+                       "additionalProperties": {"type": "array", "items": {"type": "string"},
+                                                "minItems": 1}},
         }[t]
     if f.doc:
         out = {**out, "description": f.doc}

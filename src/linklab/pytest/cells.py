@@ -9,6 +9,8 @@ import pytest
 CELL_KEY = pytest.StashKey[dict]()
 
 
-def record_observation(item: pytest.Item, observed: str, detail: str) -> None:
-    """Called by a cell test before it asserts: what the kernel actually did."""
-    item.stash[CELL_KEY] = {"observed": observed, "detail": detail}
+def record_observation(item: pytest.Item, observed: str, detail: str,
+                       flows: list | None = None) -> None:
+    """Called by a cell test before it asserts: what the kernel actually did (``flows``: a
+    [pairs] cell's (FlowCheck, Observation) per pair, one results row each)."""
+    item.stash[CELL_KEY] = {"observed": observed, "detail": detail, "flows": flows or []}

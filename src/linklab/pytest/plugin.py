@@ -38,9 +38,10 @@ import pytest
 from linklab import results as store
 from linklab.build import build
 from linklab.capabilities import missing_link
-from linklab.checks import cells
+from linklab.checks import UNSET, cells
+from linklab.flows import FlowCheck
 from linklab.live import LiveTopology, Source, scenario_from
-from linklab.model import SHIPPED, Scenario, ScenarioError, load_paths
+from linklab.model import SHIPPED, Scenario, ScenarioError, load_paths, with_all_pairs
 from linklab.ownership import Run, clean
 from linklab.probes import Observer
 from linklab.pytest import matrix
@@ -83,6 +84,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cells-ahead", type=int, default=None, metavar="N",
                     help="run up to N DHCP cells at once ahead of their tests, in threads "
                          "(not under xdist; default: 1, in the VM leg's guests 3)")
+    group.addoption("--all-pairs", action="store_true", default=False,
+                    help="probe every pair of containers (and each to its host, the gateway "
+                         "and the remote) with icmp in every scenario without a [pairs] table; "
+                         "the expectations come from its [expect] (child-to-child, ...)")
     group.addoption("--remote-env", default=None, metavar="FILE",
                     help="a node.env file (LINKLAB_REMOTE_TYPE/_ARGS, LINKLAB_PARENT_IF, ...): "
                          "split every two-host scenario of the matrix across this node and "
@@ -114,9 +119,12 @@ def matrix_scenarios(config: pytest.Config) -> list[Scenario]:
     error naming the file and the field)."""
     if SCENARIOS_KEY not in config.stash:
         try:
-            config.stash[SCENARIOS_KEY] = load_paths(scenario_paths(config))
+            scenarios = load_paths(scenario_paths(config))
+            if config.getoption("--all-pairs"):
+                scenarios = [with_all_pairs(sc) for sc in scenarios]
         except ScenarioError as exc:
             raise pytest.UsageError(f"--scenarios: {exc}") from None
+        config.stash[SCENARIOS_KEY] = scenarios
     return config.stash[SCENARIOS_KEY]
 
 
@@ -282,13 +290,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             reason = str(report.longrepr[2]).removeprefix("Skipped: ") \
                 if isinstance(report.longrepr, tuple) else str(report.longrepr)
         sc = item.callspec.params.get("linklab_matrix")
-        run_dir(item.config).append("connectivity", {
-            "scenario": cell.scenario, "kind": getattr(sc, "kind", None),
-            "mode": getattr(sc, "mode", None), "flag": getattr(sc, "flag", None),
-            "family": cell.family, "check": cell.check, "expected": cell.expected,
+        base = {"scenario": cell.scenario, "kind": getattr(sc, "kind", None),
+                "mode": getattr(sc, "mode", None), "flag": getattr(sc, "flag", None),
+                "family": cell.family, "kernel": store.kernel_release(),
+                "virt": store.virtualisation()}
+        if cell.table:      # a truth table: one row per pair
+            pairs = seen.get("flows") or [(fc, None) for fc in cell.flows]
+            run_dir(item.config).extend("connectivity", [base | flow_row(fc) | {
+                "observed": o.result if o else None, "detail": o.detail if o else "",
+                "outcome": report.outcome if o is None or report.skipped else
+                "passed" if o.result == fc.expected or fc.expected == UNSET else "failed",
+                "reason": fc.why if o else reason} for fc, o in pairs],
+                part=results_part(item.config))
+            return
+        run_dir(item.config).append("connectivity", base | {
+            "check": cell.check, "expected": cell.expected,
             "observed": seen.get("observed"), "outcome": report.outcome, "reason": reason,
-            "detail": seen.get("detail", ""), "kernel": store.kernel_release(),
-            "virt": store.virtualisation()}, part=results_part(item.config))
+            "detail": seen.get("detail", "")} | (flow_row(cell.flows[0]) if cell.flows else {}),
+            part=results_part(item.config))
+
+
+def flow_row(fc: FlowCheck) -> dict[str, object]:
+    """The connectivity row's columns of one flow of the scenario's own checks."""
+    f = fc.flow
+    return {"check": f.name, "expected": fc.expected, "src": f.src, "dst": f.dst,
+            "proto": f.proto, "port": f.port, "origin": fc.origin}
 
 
 def write_leg_meta(rd: store.RunDir, started: float) -> None:
