@@ -1,7 +1,7 @@
 """The report's "Cost per packet" section, from saved instruction-clock rows only: figures and
 their verdicts (a 2 % difference is named, repetitions without spread get none), the kernel
-against kernel table, the agreement with the host's wall-clock ranking, and the wall-clock
-sections unchanged by these rows.
+against kernel table, the agreement with the host's wall-clock ranking, the "Which datapath?"
+claims judged with these figures, and the wall-clock sections unchanged by these rows.
 
 ``tests/data/results-cost`` holds rows of a real cost run on 6.12 (a subset) and, FABRICATED
 for these tests, a second kernel ``6.1.0-fabricated-scaled`` (the same rows x 1.094, bridge
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import scipy.stats
 
-from linklab.report import cost
+from linklab.report import cost, which
 from linklab.report.aggregate import load_results
 from linklab.report.render import html
 from linklab.report.view import build
@@ -172,6 +172,20 @@ def test_agreement_with_the_wall_clock_verdicts_and_spearman(tmp_path: Path) -> 
     assert got["icmp"].pairs == [] and got["icmp"].rho is None      # no ICMP on the host here
 
 
+def test_the_claims_are_judged_with_the_instruction_figures(tmp_path: Path) -> None:
+    data = which.build(load_results(merged(tmp_path, (K612,))))
+    rows = {r.measure: r for _, _, rs in data["claims"] for r in rs}
+    ipvlan = rows[f"instructions per round trip (UDP request/response, 64 B), remote → c1, "
+                  f"kernel {K612}: ipvlan l2 bridge vs veth"]
+    assert ipvlan.verdict in ("supports", "contradicts", "within noise")
+    assert "instructions per round trip (mean)" in ipvlan.detail
+    assert not any("lacks ipvlan" in r.detail for r in rows.values())
+    claim2 = [m for m in rows if m.endswith("veth-bpf vs ipvlan l3 bridge")]
+    assert len(claim2) == 4                          # rr and packet, both paths
+    netkit = [r for m, r in rows.items() if "netkit l2 bpf vs veth" in m]
+    assert len(netkit) == 2 and all("+12 %" in r.detail for r in netkit)
+
+
 def test_without_instruction_rows_the_section_says_how_to_measure_them() -> None:
     results = load_results(SAMPLE)
     section = build(results).section("cost")
@@ -179,6 +193,8 @@ def test_without_instruction_rows_the_section_says_how_to_measure_them() -> None
     page = html(build(results))[0]
     part = page[page.index('<section id="cost">'):]
     assert "pytest --vm --vm-clock=instructions -m cost" in part[:part.index("</section>")]
+    claims = which.build(results)["claims"]
+    assert any("make cost" in r.detail for _, _, rs in claims for r in rs)
 
 
 def _without(page: str, *ids: str) -> str:

@@ -6,6 +6,11 @@ datapath): ipvlan beats veth because packets from the host namespace to a contai
 cross the kernel stack twice. Claim 2 (Cilium's upgrade guide, which deprecates ipvlan): eBPF
 host routing on veth already performs better, so ipvlan is not needed. Computed from rows
 only (``evidence``), rendered by the report template ``sections/which.html``.
+
+Where the run has instruction-clock rows (:mod:`linklab.report.cost`), both claims are also
+judged in guest instructions, ipvlan included, on the wire path (remote -> c1) and c2 -> c1,
+with the cost section's test and threshold (:data:`COST_COMPARISONS`), and netkit against veth
+per connection, the metric its published gain (+12 % connections per second) is quoted in.
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from linklab.bench.compare import finish, judge_one
 from linklab.bench.stats import Summary, summarise
+from linklab.report import cost
+from linklab.report.aggregate import datapath_label
 
 CLAIMS = {
     1: "Cilium's documentation claims ipvlan is faster than veth: packets do not traverse the "
@@ -32,6 +41,22 @@ FIGURES = (
     ("CPU per Gbit (1 stream)", "forward", 1, "cpu_s_per_gbit", False, 1.0, "s/Gbit"),
 )
 REMOTE_FLAG = "to-remote"
+# judged with the instruction-clock figures (linklab.report.cost): (claim, candidate — one
+# datapath, or a kind for every variant of it measured —, against, the metrics' directions)
+COST_COMPARISONS: tuple[tuple[int, tuple[str, str, str] | str, tuple[str, str, str],
+                              tuple[str, ...]], ...] = (
+    (1, ("ipvlan", "l2", "bridge"), ("veth", "", ""), ("rr", "packet")),
+    (1, ("ipvlan", "l3", "bridge"), ("veth", "", ""), ("rr", "packet")),
+    (2, "veth-bpf", ("ipvlan", "l2", "bridge"), ("rr", "packet")),
+    (2, "veth-bpf", ("ipvlan", "l3", "bridge"), ("rr", "packet")),
+    # netkit, veth's eBPF successor: "+12 % connections per second over veth" (ByteDance,
+    # quoted by Isovalent)
+    (2, "netkit", ("veth", "", ""), ("conn",)),
+)
+NETKIT_GAIN = 0.12      # +12 % connections per second = 1 - 1/1.12 fewer instructions each
+COST_WORDS = {"cheaper": "supports", "costlier": "contradicts", "within threshold": "within noise",
+              "same": "within noise"}
+COST_PATHS = {"child": "c2 → c1", "remote": "remote → c1"}
 
 
 @dataclass(frozen=True)
@@ -107,10 +132,66 @@ def _conn(rows: list[Mapping[str, Any]], kind: str, legs: list[tuple[str, str]],
     return out
 
 
-def evidence(bench: list[Mapping[str, Any]], conn: list[Mapping[str, Any]],
-             host: tuple[str, str]) -> list[Evidence]:
-    """Every row of the section, from saved bench and connectivity rows."""
+def _cost_text(values: list[float]) -> str:
+    st = summarise(values)
+    cv = f"CV {100 * st.cv:.2f} %" if math.isfinite(st.cv) else "one repetition"
+    return f"{st.mean:.6g} ({cv}, n={st.n})"
+
+
+def cost_evidence(rows: pd.DataFrame) -> list[Evidence]:
+    """Rows of :data:`COST_COMPARISONS` judged with the instruction-clock figures
+    (:func:`linklab.report.cost.cost_rows`): per kernel, path and metric, the candidate
+    against the other datapath with the cost section's test and its 2 % threshold."""
     out: list[Evidence] = []
+    for kernel in sorted(set(rows["kernel"]), key=cost.kernel_order, reverse=True):
+        for claim, new, old, whats in COST_COMPARISONS:
+            for what in whats:
+                metric = next(m for m in cost.METRICS if m.what == what)
+                for path, where in COST_PATHS.items():
+                    figs = cost.figures(rows, kernel, path, metric.name)
+                    news = [dp for dp in figs if dp == new or dp[0] == new]
+                    for dp in news or [new if isinstance(new, tuple) else (new, "", "")]:
+                        out.append(_cost_row(claim, figs.get(dp), figs.get(old), dp, old,
+                                             metric, f"{where}, kernel {kernel}"))
+    return out
+
+
+def _cost_row(claim: int, a: list[float] | None, b: list[float] | None,
+              new: tuple[str, str, str], old: tuple[str, str, str], metric: cost.CostMetric,
+              where: str) -> Evidence:
+    """One instruction-clock comparison as an evidence row."""
+    name, other = datapath_label(*new), datapath_label(*old)
+    measure = f"instructions per {metric.per} ({metric.title}), {where}: {name} vs {other}"
+    if not a or not b:
+        return Evidence(claim, measure, "not measured",
+                        f"no {metric.name} rows for {name if not a else other} on this path "
+                        f"(instruction clock: {' or '.join(cost.HOW_TO)})")
+    (v,) = cost.judge([(a, b)], metric.name)
+    verdict = COST_WORDS.get(v.word, "cannot judge")
+    if v.text:
+        said = v.text
+    else:
+        size, low, high = v.size
+        word = v.word if v.judged and v.word != "within threshold" else (
+            "costlier" if v.change_pct > 0 else "cheaper")
+        said = f"{word} by {size:.1f} % [{low:.1f} – {high:.1f} %]"
+        if v.word == "within threshold":
+            said += f", below the {v.threshold_pct:g} % threshold"
+    detail = (f"{name} {_cost_text(a)} vs {other} {_cost_text(b)} {metric.name.replace('_', ' ')} "
+              f"(mean): {name} {said}")
+    if new[0] == "netkit":
+        detail += (f"; the published +{100 * NETKIT_GAIN:.0f} % connections per second would "
+                   f"be {100 / (1 + NETKIT_GAIN) - 100:+.1f} % instructions per connection")
+    return Evidence(claim, measure, verdict, detail)
+
+
+def evidence(bench: list[Mapping[str, Any]], conn: list[Mapping[str, Any]],
+             host: tuple[str, str], costs: pd.DataFrame | None = None) -> list[Evidence]:
+    """Every row of the section, from saved bench and connectivity rows (and the
+    instruction-clock rows, :func:`linklab.report.cost.cost_rows`, when the run has them)."""
+    out: list[Evidence] = []
+    by_cost = cost_evidence(costs) if costs is not None and not costs.empty else []
+    measured = {e.claim for e in by_cost if e.verdict != "not measured"}
     conn_legs = sorted({(str(r.get("kernel")), str(r.get("virt"))) for r in conn})
     vm_legs = [leg for leg in conn_legs if leg != host]
     # claim 1: ipvlan vs veth, measured on this host only if its kernel has ipvlan
@@ -119,11 +200,13 @@ def evidence(bench: list[Mapping[str, Any]], conn: list[Mapping[str, Any]],
         for fig in FIGURES:
             out.append(compare_figure(bench, "ipvlan", "veth", "", fig, host, 1,
                                       "container ↔ container"))
-    else:
+    elif 1 not in measured:
         out.append(Evidence(1, "ipvlan vs veth throughput, latency, CPU", "not measured",
                             "this host's kernel lacks ipvlan (CONFIG_IPVLAN), and the VM leg "
                             "runs under QEMU TCG, which proves behaviour but is never a "
-                            "benchmark: this machine cannot measure claim 1"))
+                            "wall-clock benchmark: its cost in instructions is measured by "
+                            f"{' or '.join(cost.HOW_TO)}"))
+    out += [e for e in by_cost if e.claim == 1]
     out += _conn(conn, "ipvlan", vm_legs or conn_legs, 1)
     out.append(Evidence(1, "per-packet path (stack traversals) ipvlan vs veth", "not measured",
                         "needs the per-packet anatomy (tracepoints per step); not in this run"))
@@ -131,8 +214,14 @@ def evidence(bench: list[Mapping[str, Any]], conn: list[Mapping[str, Any]],
     for flag, path in (("", "container ↔ container"), (REMOTE_FLAG, "container ↔ remote")):
         for fig in FIGURES:
             out.append(compare_figure(bench, "veth-bpf", "veth", flag, fig, host, 2, path))
-    out.append(Evidence(2, "veth-bpf vs ipvlan", "not measured",
-                        "ipvlan runs only in the TCG VM leg here: no comparable figures"))
+    if 2 not in measured:
+        out.append(Evidence(2, "veth-bpf vs ipvlan", "not measured",
+                            "ipvlan runs only in the TCG VM leg here: no comparable wall-clock "
+                            f"figures (instructions: {' or '.join(cost.HOW_TO)})"))
+    out += [e for e in by_cost if e.claim == 2] or [
+        Evidence(2, "netkit vs veth, instructions per connection (published: +12 % "
+                 "connections per second)", "not measured",
+                 f"no instruction-clock rows in this run ({' or '.join(cost.HOW_TO)})")]
     out += _conn(conn, "veth-bpf", conn_legs, 2)
     out += _conn(conn, "netkit", vm_legs or conn_legs, 2)
     return out
@@ -149,6 +238,8 @@ def build(results: Any) -> dict[str, Any]:
         return [] if frame is None or frame.empty else frame.to_dict("records")
 
     host = (str(results.meta.get("kernel", "")), str(results.meta.get("virt", "")))
-    rows = evidence(records("bench"), records("connectivity"), host)
+    bench = results.tables.get("bench")
+    costs = cost.cost_rows(bench) if bench is not None and not bench.empty else None
+    rows = evidence(records("bench"), records("connectivity"), host, costs)
     return {"claims": [(c, text, [r for r in rows if r.claim == c]) for c, text in CLAIMS.items()],
             "css": VERDICT_CLASS}
