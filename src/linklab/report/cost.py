@@ -366,9 +366,9 @@ def tables(rows: pd.DataFrame, kernel: str, stacks: Mapping[tuple[str, Datapath]
 
 def kernel_changes(rows: pd.DataFrame, threshold: cmp.Threshold = THRESHOLD) -> list[KernelChange]:
     """Each kernel against the next newer one: every datapath, path and metric measured on
-    both (one Holm family per kernel pair and metric)."""
+    both (one Holm family per kernel pair and metric), costlier ones first."""
     kernels = sorted(set(rows["kernel"]), key=kernel_order)
-    out = []
+    out: list[KernelChange] = []
     for old, new in itertools.pairwise(kernels):
         for metric in METRICS:
             keys, pairs = [], []
@@ -381,6 +381,10 @@ def kernel_changes(rows: pd.DataFrame, threshold: cmp.Threshold = THRESHOLD) -> 
             for (path, dp, va, vb), v in zip(keys, judge(pairs, metric.name, threshold)):
                 out.append(KernelChange(_label(dp), path, metric, old, new,
                                         summarise(va).mean, summarise(vb).mean, v))
+    # per kernel pair, what got costlier first, the largest change first
+    rank = {"costlier": 0, "cheaper": 1}
+    out.sort(key=lambda c: (kernel_order(c.new), rank.get(c.verdict.word, 2),
+                            -abs(c.verdict.change_pct)))
     return out
 
 
