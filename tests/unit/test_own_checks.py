@@ -10,7 +10,7 @@ import pytest
 
 from linklab.checks import TABLE, cells
 from linklab.format import MAX_CONTAINERS
-from linklab.model import SHIPPED, ScenarioError, load_text, with_all_pairs
+from linklab.model import SHIPPED, Scenario, ScenarioError, load_text, with_all_pairs
 
 BASE = (SHIPPED / "bridge.toml").read_text()     # c1, c2 on a bridge, v4 and v6
 
@@ -38,7 +38,7 @@ why = "the router answers echo"
 '''
 
 
-def scenario(extra: str, name: str = "x.toml", containers: int = 0):  # noqa: ANN201
+def scenario(extra: str, name: str = "x.toml", containers: int = 0) -> Scenario:
     """BASE with ``extra`` before its [expect] table (and ``containers`` more containers)."""
     top, _, extra = extra.rpartition("#top\n")     # top-level keys go before every table
     text = top + BASE.replace("[expect]", extra + "\n[expect]", 1)
@@ -98,8 +98,8 @@ BAD = [
      "pass | blocked | same-group"),
     ("pairs-rule-no-why", '[pairs]\nhost = "pass"', "pairs.why", "needs a reason"),
     ("pairs-bad-shape", 'pairs = "some"\n#top\n', "pairs", 'must be "all" or a table'),
-    ("group-unknown", '[group]\na = ["c1", "c8"]\n[pairs]\ncontainers = "same-group"\n'
-                      'why = "tenants"', "group.a[1]", "no container 'c8'"),
+    ("group-unknown", ('[group]\na = ["c1", "c8"]\n[pairs]\ncontainers = "same-group"\n'
+                       'why = "tenants"'), "group.a[1]", "no container 'c8'"),
     ("group-twice", '[group]\na = ["c1"]\nb = ["c1", "c2"]\n[pairs]\nwhy = "x"', "group.b[0]",
      "also in group 'a'"),
     ("group-lone", '[group]\na = ["c1"]\n[pairs]\ncontainers = "same-group"\nwhy = "x"',

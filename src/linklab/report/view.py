@@ -25,7 +25,15 @@ import pandas as pd
 
 from linklab.report import anatomy, cost, which
 from linklab.report.aggregate import Results, Rules, bench_errors, bench_summary, with_efficiency
-from linklab.report.sections import baseline, bench, connectivity, dhcp, environment, summary
+from linklab.report.sections import (
+    baseline,
+    bench,
+    connectivity,
+    dhcp,
+    environment,
+    summary,
+    truth,
+)
 from linklab.report.sections.common import ChartSpec
 
 
@@ -108,6 +116,7 @@ for _section in (      # the built-in sections, in page order
         SectionDef("environment", "environment", environment.build),
         SectionDef("baseline", "baseline", baseline.build),
         SectionDef("connectivity", "connectivity", connectivity.build),
+        SectionDef("truth", "truth tables", truth.build),
         SectionDef("dhcp", "DHCP client-id", dhcp.build),
         SectionDef("throughput", "throughput", bench.build),
         SectionDef("latency", "latency", bench.build),

@@ -81,7 +81,11 @@ def connectivity_matrices(results: Results) -> list[Matrix]:
     """datapath x (check, family) per leg; each blocked/skipped/failed cell points at a note."""
     out = []
     for leg in results.legs("connectivity"):
-        frame = results.leg_rows("connectivity", leg).copy()
+        frame = results.leg_rows("connectivity", leg)
+        # a [pairs] truth table's pairs are drawn by the truth section, not as columns here
+        frame = frame[frame["origin"] != "pairs"].copy()
+        if frame.empty:
+            continue
         frame["_rank"] = frame["outcome"].map(lambda o: _OUTCOME_ORDER.get(o, 0))
         columns = sorted(dict.fromkeys(zip(frame["check"], frame["family"])),
                          key=_column_order(list(frame["check"])))
