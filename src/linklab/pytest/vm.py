@@ -450,7 +450,7 @@ def leg_phases(outcome: vm.Outcome, guest: dict[str, float], host_s: float,
         "host_s": host_s, "boot_s": boot, "import_s": guest.get("import_s"),
         "collect_s": guest.get("collect_s"), "cells_s": guest.get("cells_s"),
         "end_s": outcome.total_s - known if guest else None, "replay_s": replay_s,
-        "vm_s": outcome.total_s}
+        "guest_s": None, "vm_s": outcome.total_s}
     if outcome.virt == vm.ICOUNT_VIRT:
         # the guest's clock counts instructions: its phases are virtual seconds, kept apart
         # (mixed with the host's they gave "guest end -234.6 s"); the host times the guest whole
