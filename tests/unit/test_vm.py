@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,19 +20,12 @@ import pytest
 
 from linklab import vm
 from linklab.cmd import MissingTool
-from linklab.pytest import vm as vm_plugin
 from linklab.pytest.ahead import Ahead
-from linklab.pytest.vm import (
-    PHASES,
-    _Prefixed,
-    guest_argv,
-    leg_phases,
-    merge_junit,
-    phase_summary,
-    read_guest_phases,
-    read_junit,
-    shard,
-)
+from linklab.vmleg import phases as leg_clock
+from linklab.vmleg.guests import _Prefixed, guest_argv
+from linklab.vmleg.junit import junit_key, junit_names, merge_junit, read_junit
+from linklab.vmleg.phases import PHASES, leg_phases, phase_summary, read_guest_phases
+from linklab.vmleg.shard import shard
 from tests import LINKLAB
 
 LINKLAB_VM = [*LINKLAB, "vm"]
@@ -156,17 +151,17 @@ def test_guest_phases_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     """The guest's main process writes import, collection and cells durations in order: the
     process's age when the plugins were loaded, then the time between the marks; a phase that
     never ended is not written."""
-    assert 0 < vm_plugin.process_age_s() < 3600
+    assert 0 < leg_clock.process_age_s() < 3600
     clock = iter([100.0, 102.5, 110.0, 200.0])       # configured, collected, cells done; next
-    monkeypatch.setattr(vm_plugin, "time", SimpleNamespace(monotonic=lambda: next(clock)))
-    monkeypatch.setattr(vm_plugin, "process_age_s", lambda: 3.0)
-    phases = vm_plugin.GuestPhases(str(tmp_path / "p.json"))
+    monkeypatch.setattr(leg_clock, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    monkeypatch.setattr(leg_clock, "process_age_s", lambda: 3.0)
+    phases = leg_clock.GuestPhases(str(tmp_path / "p.json"))
     phases.collection_done()
     phases.cells_end()
     phases.write()
     got = json.loads((tmp_path / "p.json").read_text())
     assert got == {"import_s": 3.0, "collect_s": 2.5, "cells_s": 7.5}
-    cut_short = vm_plugin.GuestPhases(str(tmp_path / "q.json"))     # configured at 200.0
+    cut_short = leg_clock.GuestPhases(str(tmp_path / "q.json"))     # configured at 200.0
     cut_short.write()
     assert json.loads((tmp_path / "q.json").read_text()) == {"import_s": 3.0}
 
@@ -182,7 +177,7 @@ def test_a_panic_while_booting_is_retried_once_and_a_panic_of_the_command_never(
                                 ([boot_panic, boot_panic], boot_panic, 2),
                                 ([cmd_panic, ran], cmd_panic, 1)):
         queue = list(script)
-        monkeypatch.setattr(vm, "_run_once", lambda argv, **kw: queue.pop(0))
+        monkeypatch.setattr(vm, "_run_once", lambda argv, queue=queue, **kw: queue.pop(0))
         err = io.BytesIO()
         assert vm.run(["true"], err=err) is want
         assert len(script) - len(queue) == boots
@@ -197,8 +192,8 @@ class _Item:
         self.group = group
 
     def get_closest_marker(self, name: str):
-        if name == "xdist_group" and self.group:
-            return pytest.mark.xdist_group(self.group).mark
+        if name == "xdist_group" and self.group:   # (a mark's args; xdist may not be loaded)
+            return SimpleNamespace(args=(self.group,), kwargs={})
         return None
 
 
@@ -229,6 +224,74 @@ def test_merge_junit_keeps_every_guests_cases_and_removes_the_parts(tmp_path: Pa
     merge_junit([tmp_path / "vm-shard-k-0.xml", tmp_path / "vm-shard-k-1.xml"], into)
     assert sorted(read_junit(into)) == ["t.c0", "t.c1"]
     assert [p.name for p in tmp_path.iterdir()] == [into.name]
+
+
+JUNIT_SAMPLE = {   # a tiny suite: classes, nesting, a subdirectory, awkward parameter ids
+    "test_top.py": '''
+import pytest
+
+def test_plain():
+    pass
+
+@pytest.mark.parametrize("x", ["v4-child-to-child", "a.b", "x::y", "a[1]", "sp ace"])
+def test_param(x):
+    pass
+
+class TestOuter:
+    def test_method(self):
+        pass
+
+    class TestInner:
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_deep(self, n):
+            pass
+''',
+    "sub/dir/test_nested.py": '''
+import pytest
+
+@pytest.mark.parametrize("n", [0], ids=["ipvlan-l2-bridge-v4-child-to-child"])
+def test_cell(n):
+    pass
+''',
+    "conftest.py": '''
+import json
+
+def pytest_collection_finish(session):
+    with open("nodeids.json", "w") as fh:
+        json.dump([item.nodeid for item in session.items], fh)
+''',
+}
+
+
+def test_junit_names_are_what_pytests_junitxml_writes(tmp_path: Path) -> None:
+    """The classname and name derived from each node id are those a real ``--junitxml`` run
+    wrote, in order, and the keys match :func:`read_junit`'s."""
+    for name, text in JUNIT_SAMPLE.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "--junitxml=out.xml"], cwd=tmp_path, check=False, capture_output=True,
+                          text=True, timeout=120,
+                          env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    nodeids = json.loads((tmp_path / "nodeids.json").read_text())
+    assert len(nodeids) == 10
+    assert "sub/dir/test_nested.py::test_cell[ipvlan-l2-bridge-v4-child-to-child]" in nodeids
+    written = [(case.get("classname"), case.get("name"))
+               for case in ET.parse(tmp_path / "out.xml").getroot().iter("testcase")]
+    assert [junit_names(n) for n in nodeids] == written
+    assert sorted(junit_key(n) for n in nodeids) == sorted(read_junit(tmp_path / "out.xml"))
+
+
+def test_junit_names_without_a_session() -> None:
+    assert junit_names("tests/unit/test_x.py::TestA::test_b[v4-a::b[1]]") == (
+        "tests.unit.test_x.TestA", "test_b[v4-a::b[1]]")
+    # pytest escapes an id's control characters ("\x07" as four characters); one that
+    # reaches the name anyway is written visibly, as pytest's junitxml does
+    assert junit_names(r"t.py::test_f[\x07]") == ("t", r"test_f[\x07]")
+    assert junit_names("t.py::test_f[\x07]") == ("t", "test_f[#x07]")
+    assert junit_key("t.py::test_f") == "t.test_f" and junit_key("weird.py") == "weird"
 
 
 def test_prefixed_output_keeps_lines_whole_per_guest() -> None:
