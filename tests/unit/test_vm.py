@@ -23,7 +23,7 @@ from linklab.cmd import MissingTool
 from linklab.pytest.ahead import Ahead
 from linklab.vmleg import phases as leg_clock
 from linklab.vmleg.guests import _Prefixed, guest_argv
-from linklab.vmleg.junit import junit_key, junit_names, merge_junit, read_junit
+from linklab.vmleg.junit import case_reports, junit_key, junit_names, merge_junit, read_junit
 from linklab.vmleg.phases import PHASES, leg_phases, phase_summary, read_guest_phases
 from linklab.vmleg.shard import shard
 from tests import LINKLAB
@@ -263,25 +263,86 @@ def pytest_collection_finish(session):
 }
 
 
-def test_junit_names_are_what_pytests_junitxml_writes(tmp_path: Path) -> None:
-    """The classname and name derived from each node id are those a real ``--junitxml`` run
-    wrote, in order, and the keys match :func:`read_junit`'s."""
-    for name, text in JUNIT_SAMPLE.items():
+def junit_session(tmp_path: Path, files: dict[str, str]) -> tuple[list[str], Path]:
+    """Run ``files`` as a plain pytest session with ``--junitxml``: the node ids collected, in
+    order (the sample's conftest writes them), and the JUnit file pytest wrote."""
+    for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "--junitxml=out.xml"], cwd=tmp_path, check=False, capture_output=True,
-                          text=True, timeout=120,
-                          env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
-    assert done.returncode == 0, done.stdout + done.stderr
-    nodeids = json.loads((tmp_path / "nodeids.json").read_text())
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    "--junitxml=out.xml"], cwd=tmp_path, check=False, capture_output=True,
+                   text=True, timeout=120,
+                   env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    return json.loads((tmp_path / "nodeids.json").read_text()), tmp_path / "out.xml"
+
+
+def test_junit_names_are_what_pytests_junitxml_writes(tmp_path: Path) -> None:
+    """The classname and name derived from each node id are those a real ``--junitxml`` run
+    wrote, in order, and the keys match :func:`read_junit`'s."""
+    nodeids, junit = junit_session(tmp_path, JUNIT_SAMPLE)
     assert len(nodeids) == 10
     assert "sub/dir/test_nested.py::test_cell[ipvlan-l2-bridge-v4-child-to-child]" in nodeids
     written = [(case.get("classname"), case.get("name"))
-               for case in ET.parse(tmp_path / "out.xml").getroot().iter("testcase")]
+               for case in ET.parse(junit).getroot().iter("testcase")]
     assert [junit_names(n) for n in nodeids] == written
-    assert sorted(junit_key(n) for n in nodeids) == sorted(read_junit(tmp_path / "out.xml"))
+    assert sorted(junit_key(n) for n in nodeids) == sorted(read_junit(junit))
+
+
+OUTCOMES_SAMPLE = {
+    "test_outcomes.py": '''
+import pytest
+
+@pytest.fixture
+def broken_setup():
+    raise RuntimeError("setup broke")
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("teardown broke")
+
+def test_pass(): pass
+def test_fail(): assert 1 == 2
+def test_skip(): pytest.skip("not here")
+@pytest.mark.xfail(reason="known")
+def test_xfail(): assert False
+def test_setup_error(broken_setup): pass
+def test_teardown_error(broken_teardown): pass
+def test_fail_and_teardown_error(broken_teardown): assert 1 == 2
+''',
+    "conftest.py": JUNIT_SAMPLE["conftest.py"] + '''
+
+seen = {}
+
+def pytest_runtest_logreport(report):
+    seen.setdefault(report.nodeid, []).append([report.when, report.outcome])
+
+def pytest_sessionfinish(session):
+    with open("reports.json", "w") as fh:
+        json.dump(seen, fh)
+''',
+}
+
+
+def test_replayed_reports_are_those_the_guest_made(tmp_path: Path) -> None:
+    """Each JUnit case of a real session replays as the (when, outcome) reports pytest made
+    for it: pass, fail, skip, xfail, a setup error, a teardown error after a pass and after a
+    failure (a skip as a setup skip); a case the guest never wrote fails its call with the
+    guest's problem."""
+    nodeids, junit = junit_session(tmp_path, OUTCOMES_SAMPLE)
+    made = json.loads((tmp_path / "reports.json").read_text())
+    cases = read_junit(junit)
+    assert len(nodeids) == 7
+    # a skip replays as a setup skip: the JUnit file does not say which phase skipped
+    made["test_outcomes.py::test_skip"] = [["setup", "skipped"], ["teardown", "passed"]]
+    for nodeid in nodeids:
+        replayed = case_reports(cases[junit_key(nodeid)], "", "test_outcomes.py", 1)
+        assert [[when, outcome] for when, outcome, *_ in replayed] == made[nodeid], nodeid
+    missing = case_reports(None, "guest 1 panicked", "t.py", 1)
+    assert [(w, o, r) for w, o, r, *_ in missing] == [
+        ("setup", "passed", None), ("call", "failed", "guest 1 panicked"),
+        ("teardown", "passed", None)]
 
 
 def test_junit_names_without_a_session() -> None:

@@ -45,11 +45,17 @@ def junit_key(nodeid: str) -> str:
 
 
 def read_junit(path: Path) -> dict[str, ET.Element]:
-    """The guest's test cases keyed by ``classname.name``."""
+    """The guest's test cases keyed by ``classname.name``. A test that failed and then erred
+    in teardown has two ``testcase`` elements: they become one, holding both results."""
     cases: dict[str, ET.Element] = {}
     for case in ET.parse(path).getroot().iter("testcase"):
         classname, name = case.get("classname", ""), case.get("name", "")
-        cases[f"{classname}.{name}" if classname else name] = case
+        key = f"{classname}.{name}" if classname else name
+        if (first := cases.get(key)) is None:
+            cases[key] = case
+            continue
+        first.extend(list(case))
+        first.set("time", str(float(first.get("time", 0)) + float(case.get("time", 0))))
     return cases
 
 
@@ -70,55 +76,50 @@ def merge_junit(parts: list[Path], into: Path) -> None:
         part.unlink(missing_ok=True)
 
 
+Report = tuple[str, str, object, float, dict]   # when, outcome, longrepr, duration, extra
+
+
+def case_reports(case: ET.Element | None, problem: str, path: str,
+                 lineno: int) -> list[Report]:
+    """The setup, call and teardown reports a guest's test case stands for (``case`` None:
+    the guest did not run it, ``problem`` says why)."""
+    if case is None:
+        return [("setup", "passed", None, 0.0, {}),
+                ("call", "failed", problem or "the guest did not run this test (not in its "
+                 "junit)", 0.0, {}),
+                ("teardown", "passed", None, 0.0, {})]
+    duration = float(case.get("time", 0))
+    skipped, failure, error = case.find("skipped"), case.find("failure"), case.find("error")
+    setup, teardown = ("setup", "passed", None, 0.0, {}), ("teardown", "passed", None, 0.0, {})
+    if skipped is not None and skipped.get("type") == "pytest.xfail":
+        return [setup, ("call", "skipped", (path, lineno, "xfail"), duration,
+                        {"wasxfail": skipped.get("message", "")}), teardown]
+    if skipped is not None:
+        message = skipped.get("message", "").removeprefix("Skipped: ")
+        return [("setup", "skipped", (path, lineno, message), duration, {}), teardown]
+    if error is not None and "teardown" in error.get("message", ""):
+        return [setup, ("call", "failed" if failure is not None else "passed", _text(failure),
+                        duration, {}), ("teardown", "failed", _text(error), 0.0, {})]
+    if error is not None:
+        return [("setup", "failed", _text(error), duration, {}), teardown]
+    if failure is not None:
+        return [setup, ("call", "failed", _text(failure), duration, {}), teardown]
+    return [setup, ("call", "passed", None, duration, {}), teardown]
+
+
 def replay(item: pytest.Item, case: ET.Element | None, labels: list[tuple[str, object]],
            problem: str) -> None:
     """Report ``item`` here as the guest ran it (setup, call, teardown)."""
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     item.user_properties.extend(labels)
-
-    def report(when: str, outcome: str, longrepr: object = None, duration: float = 0.0,
-               **extra: object) -> None:
-        rep = pytest.TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords},
-                                outcome, longrepr, when, duration=duration,
-                                user_properties=item.user_properties, **extra)
-        ihook.pytest_runtest_logreport(report=rep)
-
-    duration = float(case.get("time", 0)) if case is not None else 0.0
     path, lineno = item.location[0], (item.location[1] or 0) + 1
-    if case is None:
-        report("setup", "passed")
-        report("call", "failed", problem or "the guest did not run this test (not in its junit)")
-        report("teardown", "passed")
-    else:
-        skipped, failure, error = (case.find("skipped"), case.find("failure"),
-                                   case.find("error"))
-        if skipped is not None and skipped.get("type") == "pytest.xfail":
-            report("setup", "passed")
-            report("call", "skipped", (path, lineno, "xfail"), duration,
-                   wasxfail=skipped.get("message", ""))
-            report("teardown", "passed")
-        elif skipped is not None:
-            message = skipped.get("message", "")
-            report("setup", "skipped", (path, lineno, message.removeprefix("Skipped: ")),
-                   duration)
-            report("teardown", "passed")
-        elif error is not None and "teardown" in error.get("message", ""):
-            report("setup", "passed")
-            report("call", "failed" if failure is not None else "passed",
-                   _text(failure), duration)
-            report("teardown", "failed", _text(error))
-        elif error is not None:
-            report("setup", "failed", _text(error), duration)
-            report("teardown", "passed")
-        elif failure is not None:
-            report("setup", "passed")
-            report("call", "failed", _text(failure), duration)
-            report("teardown", "passed")
-        else:
-            report("setup", "passed")
-            report("call", "passed", None, duration)
-            report("teardown", "passed")
+    for when, outcome, longrepr, duration, extra in case_reports(case, problem, path, lineno):
+        keywords = {k: 1 for k in item.keywords}
+        report = pytest.TestReport(item.nodeid, item.location, keywords, outcome, longrepr,
+                                   when, duration=duration,
+                                   user_properties=item.user_properties, **extra)
+        ihook.pytest_runtest_logreport(report=report)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
 
