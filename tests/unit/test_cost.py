@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from linklab import vm
-from linklab.bench import cost
+from linklab.bench import cost, llcost
 from linklab.bench.datapaths import Datapath, datapaths
 from linklab.bench.measure import Endpoints
+from linklab.bench.tools import ToolFailure
 from linklab.model import SHIPPED
 from linklab.pytest.vm import PHASES, leg_phases, phase_summary
 from tests import REPO
@@ -93,3 +94,17 @@ def test_icount_phases_keep_the_guest_clock_apart() -> None:
     summed = sum(leg[k] for k, _ in PHASES if isinstance(leg.get(k), float))
     assert summed == pytest.approx(leg["total_s"])     # one clock: the parts add up
     assert "-" not in phase_summary(leg)
+
+
+def test_a_burst_in_one_slice_does_not_move_the_figure() -> None:
+    quiet = [2_740_000] * 10
+    burst = quiet[:4] + [6_900_000] + quiet[5:]       # ~4 M instructions of unrelated work
+    line = '{"op": "udp-rr", "count": 2000, "ns": %d, "bytes": 128000, "chunks": %s}'
+    a = llcost.parse(line % (sum(quiet), quiet))
+    b = llcost.parse(line % (sum(burst), burst))
+    assert b.ns > a.ns * 1.1                          # the total sees the burst
+    assert a.median_ns == b.median_ns == 27_400_000   # the median slice does not
+    plain = llcost.parse('{"op": "tcp-stream", "count": 1, "ns": 99, "bytes": 7}')
+    assert plain.median_ns == 99 and plain.chunks == ()
+    with pytest.raises(ToolFailure, match="chunks"):
+        llcost.parse(line % (1, [1, -2]))

@@ -171,7 +171,9 @@ def measure(metric: Metric, path: str, ep: Endpoints, binary: str) -> Figure:
         raise ToolFailure(f"llcost {metric.what}: exit {res.returncode}: "
                           f"{(res.stderr or res.stdout).strip()[:300]}")
     op = llcost.parse(res.stdout)
-    return Figure(metric, path, op.ns, op.bytes if metric.what == "bulk" else op.count)
+    if metric.what == "bulk":
+        return Figure(metric, path, op.ns, op.bytes)
+    return Figure(metric, path, op.median_ns, op.count)
 
 
 Sink = Callable[[Figure | None, Metric, str, int, str | None], None]

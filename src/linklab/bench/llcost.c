@@ -120,10 +120,32 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Round-trip and connection clients also time CHUNKS equal slices of their loop: a burst of
+ * unrelated guest work (a kernel worker waking once) lands in one slice, and the median slice
+ * is a figure it does not move. */
+#define CHUNKS 10
+static int64_t mark[CHUNKS + 1];
+static int marks;
+
+/* after operation i of warmup + count: the clock at each slice's end */
+static void slice(long i, long warmup, long count)
+{
+	if (count % CHUNKS == 0 && i > warmup && (i - warmup) % (count / CHUNKS) == 0 &&
+	    marks < CHUNKS)
+		mark[++marks] = now_ns();
+}
+
 static int report(long count, int64_t ns, long long bytes)
 {
-	printf("{\"op\": \"%s\", \"count\": %ld, \"ns\": %lld, \"bytes\": %lld}\n",
+	printf("{\"op\": \"%s\", \"count\": %ld, \"ns\": %lld, \"bytes\": %lld",
 	       op, count, (long long)ns, bytes);
+	if (marks == CHUNKS) {
+		printf(", \"chunks\": [");
+		for (int k = 1; k <= CHUNKS; k++)
+			printf("%s%lld", k > 1 ? ", " : "", (long long)(mark[k] - mark[k - 1]));
+		printf("]");
+	}
+	printf("}\n");
 	return 0;
 }
 
@@ -240,7 +262,7 @@ static int udp_rr(const struct dest *d, long count, long size, long warmup)
 	memset(buf, 'x', size);
 	for (long i = 1; i <= total; i++) {
 		if (i == warmup + 1)
-			t0 = now_ns();
+			mark[0] = t0 = now_ns();
 		if (send(fd, buf, size, 0) != size)
 			fail("send, round trip %ld of %ld to %s port %s: %s", i, total, d->host,
 			     d->port, strerror(errno));
@@ -251,6 +273,7 @@ static int udp_rr(const struct dest *d, long count, long size, long warmup)
 		if (n != size)
 			fail("round trip %ld of %ld: an echo of %zd bytes for %ld sent", i, total,
 			     n, size);
+		slice(i, warmup, count);
 	}
 	return report(count, now_ns() - t0, (long long)count * size);
 }
@@ -282,7 +305,7 @@ static int icmp_rr(const struct dest *d, long count, long warmup)
 		uint16_t seq = htons(i & 0xffff);
 		uint32_t sum = 0;
 		if (i == warmup + 1)
-			t0 = now_ns();
+			mark[0] = t0 = now_ns();
 		memcpy(req + 6, &seq, 2);
 		if (!v6) {      /* the kernel fills in ICMPv6 checksums, not ICMPv4 ones */
 			req[2] = req[3] = 0;
@@ -309,6 +332,7 @@ static int icmp_rr(const struct dest *d, long count, long warmup)
 			    !memcmp(m + 6, &seq, 2))
 				break;
 		}
+		slice(i, warmup, count);
 	}
 	return report(count, now_ns() - t0, (long long)count * sizeof req);
 }
@@ -385,7 +409,7 @@ static int tcp_crr(const struct dest *d, long count, long warmup)
 	for (long i = 1; i <= total; i++) {
 		int fd = open_socket(d, SOCK_STREAM, 0);
 		if (i == warmup + 1)
-			t0 = now_ns();
+			mark[0] = t0 = now_ns();
 		set_timeout(fd, SO_SNDTIMEO, 2);        /* bounds connect() too */
 		set_timeout(fd, SO_RCVTIMEO, 2);
 		snprintf(what, sizeof what, " %ld of %ld", i, total);
@@ -399,6 +423,7 @@ static int tcp_crr(const struct dest *d, long count, long warmup)
 			     d->port, n == 0 ? "closed without a reply"
 			     : errno == EAGAIN ? "no reply within 2 s" : strerror(errno));
 		close(fd);
+		slice(i, warmup, count);
 	}
 	return report(count, now_ns() - t0, count);
 }

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ FLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra")
 PORT = 5310
 TIMEOUT_S = 300.0     # whole client run; the helper's own timeouts (1-2 s) name the failure
 FIELDS = ("op", "count", "ns", "bytes")
+OPTIONAL = ("chunks",)   # round trips and connections: ns of each tenth of the timed loop
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,19 @@ class OpResult:
     count: int
     ns: int
     bytes: int
+    chunks: tuple[int, ...] = ()
 
     @property
     def ns_per_op(self) -> float:
         return self.ns / self.count
+
+    @property
+    def median_ns(self) -> int:
+        """The run's ns as if every slice had taken the median slice's time (a burst of
+        unrelated work lands in one slice); the plain total when there are no slices."""
+        if not self.chunks:
+            return self.ns
+        return round(statistics.median(self.chunks) * len(self.chunks))
 
 
 def parse(text: str, op: str | None = None) -> OpResult:
@@ -57,10 +68,13 @@ def parse(text: str, op: str | None = None) -> OpResult:
         raise ToolFailure(f"llcost: expected one JSON line, got {len(lines)}: {head!r}")
     try:
         doc = json.loads(lines[0])
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:   # also too deep, or an int too long
         raise ToolFailure(f"llcost: output is not JSON ({exc}): {head!r}") from None
-    if not isinstance(doc, dict) or set(doc) != set(FIELDS):
+    if not isinstance(doc, dict) or not set(FIELDS) <= set(doc) <= {*FIELDS, *OPTIONAL}:
         raise ToolFailure(f"llcost: expected the fields {', '.join(FIELDS)}: {head!r}")
+    chunks = doc.get("chunks", [])
+    if not isinstance(chunks, list) or not all(type(c) is int and c > 0 for c in chunks):
+        raise ToolFailure(f"llcost: chunks must be a list of positive integers: {head!r}")
     if not isinstance(doc["op"], str) or not all(
             type(doc[k]) is int and doc[k] >= 0 for k in FIELDS[1:]):
         raise ToolFailure(f"llcost: op must be a string, count, ns and bytes non-negative "
@@ -69,7 +83,7 @@ def parse(text: str, op: str | None = None) -> OpResult:
         raise ToolFailure(f"llcost: no operation measured (count or ns is 0): {head!r}")
     if op is not None and doc["op"] != op:
         raise ToolFailure(f"llcost: expected a {op} result, got {doc['op']}: {head!r}")
-    return OpResult(doc["op"], doc["count"], doc["ns"], doc["bytes"])
+    return OpResult(doc["op"], doc["count"], doc["ns"], doc["bytes"], tuple(chunks))
 
 
 # ---- the binary ------------------------------------------------------------------------------
