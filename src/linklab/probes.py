@@ -41,6 +41,10 @@ SOL_PACKET, PACKET_ADD_MEMBERSHIP, PACKET_MR_MULTICAST = 263, 1, 0
 IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2
 IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO, IPV6_DONTFRAG = 23, 2, 62
 RESOLVED = 0x02 | 0x04 | 0x08 | 0x10 | 0x80  # REACHABLE STALE DELAY PROBE PERMANENT
+# the kernel's neighbour table is one for every namespace: a burst of new neighbours past its
+# limit (all pairs of many containers on one L2 subnet) fails to send with ENOBUFS
+NEIGH_FULL = (" (the kernel's neighbour table is full: net.ipv4.neigh.default.gc_thresh3, shared "
+              "by every namespace; route the containers, see bench/scale.py)")
 # probes open at once: a batch larger than this (all pairs of hundreds of containers) runs in
 # chunks of it, each with its own wait, under the process's open-file limit
 CHUNK = max(256, min(4096, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 1024) // 2))
@@ -109,7 +113,8 @@ class Ping(Probe):
             self.sock.sendto(packet, (self.dst, 0))
         except OSError as exc:
             self.result = Observation("blocked", f"{self.what}: send failed "
-                                                 f"{errno_name(exc.errno or 0)}")
+                                                 f"{errno_name(exc.errno or 0)}"
+                                      + (NEIGH_FULL if exc.errno == errno.ENOBUFS else ""))
 
     def readable(self, sock: socket.socket) -> None:
         try:

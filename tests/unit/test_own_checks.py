@@ -4,6 +4,7 @@ every pair with its expectation (rule, group or a [[check]] of the pair), the si
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from linklab.checks import TABLE, cells
 from linklab.format import MAX_CONTAINERS
 from linklab.model import SHIPPED, Scenario, ScenarioError, load_text, with_all_pairs
+from tests import REPO
 
 BASE = (SHIPPED / "bridge.toml").read_text()     # c1, c2 on a bridge, v4 and v6
 
@@ -197,3 +199,18 @@ def test_more_containers_than_the_bound_are_refused_naming_file_and_limit(
         load_text(text, tmp_path / "big.toml", require_expect=False)
     assert str(err.value) == (f"{tmp_path / 'big.toml'}: container: {n} containers: linklab "
                               f"accepts at most {MAX_CONTAINERS} per scenario (MAX_CONTAINERS)")
+
+
+def test_the_scale_scenarios_are_valid_and_the_bound_names_its_limit() -> None:
+    spec = importlib.util.spec_from_file_location("linklab_bench_scale",
+                                                  REPO / "bench" / "scale.py")
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    sc = load_text(scale.scale_scenario(250, ["icmp", "udp:53"]), "scale.toml")
+    tables = [c for c in cells(sc) if c.table]
+    assert [c.id for c in tables] == ["scale-250-v4-pairs-icmp", "scale-250-v4-pairs-udp-53"]
+    assert all(len(c.flows) == 250 * 252 for c in tables)
+    assert {fc.expected for c in tables for fc in c.flows} == {"pass"}
+    with pytest.raises(ScenarioError, match=r"^big\.toml: container: 1025 containers: linklab "
+                                            r"accepts at most 1024"):
+        load_text(scale.scale_scenario(MAX_CONTAINERS + 1, ["icmp"]), "big.toml")
