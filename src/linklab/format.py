@@ -10,6 +10,7 @@ with it, ``linklab schema`` renders :data:`FORMAT` as JSON Schema, and the DHCP 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -142,6 +143,20 @@ def parse_toml(text: str, path: Path | str = "<inline>") -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(path, "", f"not valid TOML: {exc}") from None
+    except RecursionError:   # tomllib recurses per nested array or inline table
+        raise ScenarioError(path, "", "not valid TOML: arrays or tables nested deeper than "
+                                      "Python's TOML parser can follow") from None
+
+
+BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def dotted(where: str, key: object) -> str:
+    """The field ``key`` of the table at ``where``, as TOML writes it: a key that is not bare
+    (empty, a dot, a space, unicode) in quotes, so that the error still names a field."""
+    name = key if isinstance(key, str) and BARE_KEY.match(key) \
+        else json.dumps(str(key), ensure_ascii=False)
+    return f"{where}.{name}" if where else name
 
 
 class Validator:
@@ -162,11 +177,10 @@ class Validator:
             raise self.fail(where, f"must be a table, got {type(data).__name__}")
         missing = sorted(required - set(data))
         if missing:
-            raise self.fail(f"{where}.{missing[0]}" if where else missing[0],
-                            "missing required field")
-        unknown = sorted(set(data) - required - optional)
+            raise self.fail(dotted(where, missing[0]), "missing required field")
+        unknown = sorted(set(data) - required - optional, key=str)
         if unknown:
-            raise self.fail(f"{where}.{unknown[0]}" if where else unknown[0],
+            raise self.fail(dotted(where, unknown[0]),
                             f"unknown field (known: {', '.join(sorted(required | optional))})")
 
     def typed(self, data: Mapping[str, Any], key: str, where: str, typ: type | tuple,

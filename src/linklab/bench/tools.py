@@ -51,12 +51,24 @@ def parse_iperf3(text: str, omit_s: float = 0.0) -> IperfResult:
     ``omit_s`` (the warm-up). Raises :class:`ToolFailure` on an error or an empty run."""
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:   # also too deep, or an int too long
         head = text.strip().splitlines()[:3]
         raise ToolFailure(f"iperf3: output is not JSON ({exc}): {' '.join(head)[:300]}") \
             from None
+    if not isinstance(doc, dict):
+        raise ToolFailure(f"iperf3: output is JSON but not an object: {text.strip()[:300]}")
     if doc.get("error"):
         raise ToolFailure(f"iperf3: {doc['error']}")
+    try:
+        return _iperf3_result(doc, omit_s)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise ToolFailure(f"iperf3: a field is missing or of the wrong type "
+                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _iperf3_result(doc: dict[str, Any], omit_s: float) -> IperfResult:
+    """The figures of a parsed ``iperf3 -J`` document (a missing or mistyped field raises
+    whatever Python raises; :func:`parse_iperf3` words it)."""
     start = doc.get("start", {}).get("test_start", {})
     protocol = start.get("protocol", "TCP")
     reverse = bool(start.get("reverse", 0))
@@ -102,10 +114,11 @@ def parse_iperf3(text: str, omit_s: float = 0.0) -> IperfResult:
 # ---- sockperf --------------------------------------------------------------------------------
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_PCT = re.compile(r"percentile\s+([0-9.]+)\s*=\s*([0-9.]+)")
-_VALID = re.compile(r"\[Valid Duration\] RunTime=([0-9.]+) sec; SentMessages=(\d+); "
+_NUM = r"(\d+(?:\.\d+)?)"   # a decimal figure (not "." or "1.2.3")
+_PCT = re.compile(rf"percentile\s+{_NUM}\s*=\s*{_NUM}")
+_VALID = re.compile(rf"\[Valid Duration\] RunTime={_NUM} sec; SentMessages=(\d+); "
                     r"ReceivedMessages=(\d+)")
-_SUMMARY = re.compile(r"Summary: (Latency|Round trip) is ([0-9.]+) usec")
+_SUMMARY = re.compile(rf"Summary: (Latency|Round trip) is {_NUM} usec")
 _DROPPED = re.compile(r"# dropped messages = (\d+)")
 _OBS = re.compile(r"Total (\d+) observations")
 
@@ -129,6 +142,13 @@ class SockperfResult:
 
 def parse_sockperf(text: str) -> SockperfResult:
     """Parse ``sockperf ping-pong`` output (stdout and stderr together)."""
+    try:
+        return _sockperf_result(text)
+    except ValueError as exc:     # a count longer than Python converts (4300 digits)
+        raise ToolFailure(f"sockperf: a figure is not a number ({str(exc)[:200]})") from None
+
+
+def _sockperf_result(text: str) -> SockperfResult:
     clean = _ANSI.sub("", text)
     errors = [ln.split("ERROR:", 1)[1].strip() for ln in clean.splitlines() if "ERROR:" in ln]
     if errors:
@@ -152,7 +172,7 @@ def parse_sockperf(text: str) -> SockperfResult:
 
 # ---- ping (iputils) --------------------------------------------------------------------------
 
-_PING_TIME = re.compile(r"icmp_seq=\d+ .*?time=([0-9.]+) ms")
+_PING_TIME = re.compile(rf"icmp_seq=\d+ .*?time={_NUM} ms")
 _PING_SENT = re.compile(r"(\d+) packets transmitted, (\d+) received")
 
 
@@ -179,5 +199,8 @@ def parse_ping(text: str) -> PingResult:
     if not rtts:
         tail = " ".join(text.strip().splitlines()[-2:])[:300]
         raise ToolFailure(f"ping: no echo reply: {tail}")
-    return PingResult(rtts, int(sent.group(1)) if sent else len(rtts),
-                      int(sent.group(2)) if sent else len(rtts))
+    try:
+        return PingResult(rtts, int(sent.group(1)) if sent else len(rtts),
+                          int(sent.group(2)) if sent else len(rtts))
+    except ValueError as exc:     # a count longer than Python converts (4300 digits)
+        raise ToolFailure(f"ping: a packet count is not a number ({str(exc)[:200]})") from None

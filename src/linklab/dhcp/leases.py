@@ -12,6 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 HEX_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2})*$")
@@ -69,6 +70,13 @@ def parse_kea_csv(text: str, path: str = "<kea memfile>") -> list[Lease]:
     """Kea's memfile is append-only: the last row of an address wins; a row with
     valid_lifetime 0 is a deletion (release), state != 0 is declined or reclaimed."""
     reader = csv.reader(io.StringIO(text))
+    try:
+        return _kea_leases(reader, path)
+    except csv.Error as exc:      # a field over csv's limit (128 KiB), a NUL on older Pythons
+        raise LeaseFileError(path, reader.line_num, f"not a CSV file: {exc}") from None
+
+
+def _kea_leases(reader: Any, path: str) -> list[Lease]:
     try:
         header = next(reader)
     except StopIteration:

@@ -108,8 +108,11 @@ def validate(ctx, sc, host, where: str) -> None:
         raise ctx.fail("cni.netconf.prevResult", "linklab passes the ADD result to CHECK and "
                                                  "DEL itself")
     ip = nc.get("ipam")
-    if not isinstance(ip, Mapping) or ip.get("type") not in IPAM_TYPES:
-        raise ctx.fail("cni.netconf.ipam.type", f"{(ip or {}).get('type')!r}: must be one of "
+    if not isinstance(ip, Mapping):
+        raise ctx.fail("cni.netconf.ipam", f"{ip!r}: must be a table with a type (one of "
+                                           f"{' | '.join(IPAM_TYPES)})")
+    if ip.get("type") not in IPAM_TYPES:
+        raise ctx.fail("cni.netconf.ipam.type", f"{ip.get('type')!r}: must be one of "
                                                 f"{' | '.join(IPAM_TYPES)}")
     if "dataDir" in ip:
         raise ctx.fail("cni.netconf.ipam.dataDir", "linklab keeps host-local state in a "
