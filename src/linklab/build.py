@@ -17,8 +17,8 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from linklab import kinds
-from linklab.cmd import Result, cmd
-from linklab.model import IPIface, Node, Scenario
+from linklab.cmd import CmdError, Result, cmd, require
+from linklab.model import Host, IPIface, Node, Scenario
 from linklab.netns import NetNS, delete_named
 from linklab.ownership import Run
 from linklab.twohost.placement import Placement
@@ -287,7 +287,20 @@ def start(scenario: Scenario, run: Run, split: Split | None = None) -> tuple[Top
         for h in hosts:   # e.g. BPF programs, once every link and address exists
             if finish := getattr(kinds.REGISTRY[h.kind], "finish", None):
                 finish(topo, h, stack)
+        for h in hosts:   # the scenario's own ruleset, last: it may name every link
+            if h.nftables:
+                load_nftables(topo, h)
         return topo, stack.pop_all()
+
+
+def load_nftables(topo: Topology, host: Host) -> None:
+    """Load a host's ``nftables`` ruleset in its namespace (it dies with the namespace)."""
+    try:
+        topo.cmd([require("nft", "nftables"), "-f", "-"], host.name, input=host.nftables,
+                 timeout=30)
+    except CmdError as exc:
+        raise BuildError(f"{topo.scenario.name}: {host.name}: nftables: "
+                         f"{exc.stderr.strip() or exc}") from exc
 
 
 def _port_on_switch(topo: Topology, port: int, lan: int, port_name: str) -> None:

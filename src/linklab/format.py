@@ -52,6 +52,8 @@ class Field:
     doc: str = ""
 
 
+NFTABLES_DOC = ("a ruleset (nft -f) loaded in the host's namespace once every link exists, e.g. "
+                "tenant isolation on its bridge")
 NODE = {"ifname": Field("ifname", True, "the interface of interest in this namespace"),
         "addrs": Field("ifaddrs", doc=f"ADDR/PREFIX inside {SUITE_V4} or {SUITE_V6}"),
         "routes": Field("tables:route")}
@@ -78,10 +80,12 @@ FORMAT: dict[str, dict[str, Field]] = {
         "group": Field("groups", doc="containers by group (tenant), for pairs.containers = "
                                      "'same-group'"),
     },
-    "host": {**NODE, "bridge": Field("table:bridge", doc="bridge kind: the host's bridge")},
+    "host": {**NODE, "bridge": Field("table:bridge", doc="bridge kind: the host's bridge"),
+             "nftables": Field("string", doc=NFTABLES_DOC)},
     "hosts": {"name": Field("name", True), **NODE,
               "bridge": Field("table:bridge", doc="bridge kind: the host's bridge"),
-              "kind": Field("kind"), "mode": Field("mode"), "flag": Field("flag")},
+              "kind": Field("kind"), "mode": Field("mode"), "flag": Field("flag"),
+              "nftables": Field("string", doc=NFTABLES_DOC)},
     "bridge": {"ifname": NODE["ifname"], "addrs": NODE["addrs"],
                "ageing_time": Field("integer", doc="seconds (0 = flood every frame)")},
     "upstream": {**NODE, "hairpin": Field("boolean", doc="reflect frames back to their port")},

@@ -90,6 +90,7 @@ class Host:
     flag: str | None
     bridge: Node | None = None            # bridge kind: the host's bridge
     ageing_time: int | None = None        # bridge kind: seconds (0 = flood every frame)
+    nftables: str | None = None           # a ruleset loaded in the host's namespace (nft -f)
 
     @property
     def name(self) -> str:
@@ -243,9 +244,11 @@ def _host(ctx: _Ctx, data: Any, name: str, where: str, kind: str, mode: str | No
         ageing = ctx.typed(b, "ageing_time", f"{w}bridge.", int)
         bridge = _node(ctx, {k: v for k, v in b.items() if k != "ageing_time"}, "bridge",
                        f"{w}bridge")
+    nftables = ctx.typed(data, "nftables", w, str)
     node = _node(ctx, {k: v for k, v in data.items() if k not in ("bridge", "name", "kind",
-                                                                  "mode", "flag")}, name, where)
-    return Host(node, kind, mode, flag, bridge, ageing)
+                                                                  "mode", "flag", "nftables")},
+                 name, where)
+    return Host(node, kind, mode, flag, bridge, ageing, nftables)
 
 
 def _node(ctx: _Ctx, data: Any, name: str, where: str, extra: set[str] = frozenset()) -> Node:

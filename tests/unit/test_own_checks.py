@@ -214,3 +214,13 @@ def test_the_scale_scenarios_are_valid_and_the_bound_names_its_limit() -> None:
     with pytest.raises(ScenarioError, match=r"^big\.toml: container: 1025 containers: linklab "
                                             r"accepts at most 1024"):
         load_text(scale.scale_scenario(MAX_CONTAINERS + 1, ["icmp"]), "big.toml")
+
+
+def test_a_hosts_nftables_ruleset_is_a_string_of_the_file() -> None:
+    example = REPO / "examples" / "own-tests" / "scenarios" / "three-tenants.toml"
+    sc = load_text(example.read_text(), "three-tenants.toml")
+    assert "table bridge tenants" in sc.hosts[0].nftables
+    assert len([c for c in cells(sc) if c.flows]) == 15 + 4
+    with pytest.raises(ScenarioError, match=r"^x\.toml: host\.nftables: must be str"):
+        load_text(BASE.replace('ifname = "eth0"\n', 'ifname = "eth0"\nnftables = 3\n', 1),
+                  "x.toml")

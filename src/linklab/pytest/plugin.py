@@ -37,7 +37,7 @@ import pytest
 
 from linklab import results as store
 from linklab.build import build
-from linklab.capabilities import missing_link
+from linklab.capabilities import missing_link, missing_tool
 from linklab.checks import UNSET, cells
 from linklab.flows import FlowCheck
 from linklab.live import LiveTopology, Source, scenario_from
@@ -180,6 +180,17 @@ def results_part(config: pytest.Config) -> str:
         + (config.workerinput["workerid"] if _is_worker(config) else "main")  # type: ignore[attr-defined]
 
 
+def cannot_build(sc: Scenario) -> str | None:
+    """Why this kernel or machine cannot build ``sc`` (a datapath, or nft for a host's
+    ruleset), or None."""
+    for h in sc.hosts:
+        if why := missing_link(h.kind, h.mode, h.flag):
+            return why
+        if h.nftables and (why := missing_tool("nft")):
+            return f"{sc.name}: {h.name}'s nftables ruleset: {why}"
+    return None
+
+
 @pytest.fixture(scope="session")
 def run() -> Iterator[Run]:
     """This process's ownership run; dead runs' leftovers are removed first."""
@@ -216,9 +227,8 @@ def linklab_topology(run: Run, pytestconfig: pytest.Config) -> Iterator[Callable
     with ExitStack() as stack:
         def make(source: Source) -> LiveTopology:
             sc = scenario_from(source, dict.fromkeys(search))
-            for h in sc.hosts:
-                if why := missing_link(h.kind, h.mode, h.flag):
-                    pytest.skip(why)
+            if why := cannot_build(sc):
+                pytest.skip(why)
             owner = Run()            # a record (and namespace marker) per topology
             stack.callback(owner.close)
             return LiveTopology(stack.enter_context(build(sc, owner)))
@@ -243,9 +253,8 @@ def linklab_matrix(request: pytest.FixtureRequest, run: Run) -> Iterator[object]
     its cells and torn down LIFO, as an :class:`~linklab.probes.Observer` that observes the
     packet cells in one batch. A datapath this kernel lacks skips its cells, naming it."""
     sc: Scenario = request.param
-    for h in sc.hosts:
-        if why := missing_link(h.kind, h.mode, h.flag):
-            pytest.skip(why)
+    if why := cannot_build(sc):
+        pytest.skip(why)
     if (env := request.config.getoption("--remote-env")) and len(sc.hosts) > 1:
         with split_build(sc, run, PeerConfig.from_env(Path(env))) as topo:
             yield Observer(topo, cells(sc))
