@@ -19,7 +19,8 @@ import pytest
 import scipy.stats
 
 from linklab.report import cost, which
-from linklab.report.aggregate import load_results
+from linklab.bench.compare import KEY, parse_fail_on
+from linklab.report.aggregate import Rules, load_results
 from linklab.report.render import html
 from linklab.report.view import build
 from tests import DATA
@@ -215,3 +216,17 @@ def test_the_wall_clock_sections_do_not_change_with_instruction_rows(tmp_path: P
     assert len(plain.charts) == len(with_cost.charts)
     assert _without(html(plain)[0], "cost", "which").replace(str(plain_dir), "RUN") == \
         _without(html(with_cost)[0], "cost", "which").replace(str(cost_dir), "RUN")
+
+
+def test_a_fail_on_threshold_for_instruction_rows_reaches_the_report() -> None:
+    """``linklab report --fail-on '*@tcg-icount:2%'`` judges instruction rows at 2 % and
+    leaves the host's rows at --threshold."""
+    rules = Rules(5.0, tuple(parse_fail_on("*@tcg-icount:2%")))
+
+    def key(virt: str) -> tuple:
+        k = dict.fromkeys(KEY, "")
+        k.update(metric="instructions_per_round_trip", virt=virt)
+        return tuple(k[f] for f in KEY)
+
+    assert rules.threshold(key("tcg-icount")).pct == 2.0
+    assert rules.threshold(key("none")).pct == 5.0

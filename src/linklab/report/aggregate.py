@@ -331,22 +331,22 @@ machine_mismatch = cmp.machine_mismatch
 
 @dataclass(frozen=True)
 class Rules:
-    """Which threshold judges a metric: the first ``--fail-on`` item that matches it, else
-    ``default_pct`` for every metric."""
+    """Which threshold judges a figure: the most specific ``--fail-on`` item that applies to
+    it (its metric, and its row kind for ``METRIC@KIND``: ``*@tcg-icount:2%``), else
+    ``default_pct``."""
 
     default_pct: float = 5.0
     fail_on: tuple[cmp.Threshold, ...] = ()
 
-    def threshold(self, metric: str) -> cmp.Threshold:
-        for t in self.fail_on:
-            if t.matches(metric):
-                return t
-        return cmp.Threshold(metric, self.default_pct)
+    def threshold(self, key: tuple) -> cmp.Threshold:
+        """The threshold of the figure ``key`` (a :data:`linklab.bench.compare.KEY` tuple)."""
+        return cmp.threshold_for(key, self.fail_on) or \
+            cmp.Threshold(str(key[cmp.KEY.index("metric")]), self.default_pct)
 
     def verdict(self, delta: cmp.Delta) -> str:
         """'regressed' / 'improved' (the rank test, Holm-corrected over the figures compared,
         AND beyond the threshold), 'cannot' (too few repetitions on a side), else 'same'."""
-        t = self.threshold(delta.metric)
+        t = self.threshold(delta.key)
         v = delta.verdict
         if v.kind == "cannot":
             return "cannot"
@@ -375,7 +375,7 @@ def compare(current: Results, baseline: Results, rules: Rules) -> pd.DataFrame:
             "role": "host" if k["virt"] == host_virt or not host_virt else "vm",
             "label": datapath_label(k["datapath"], k["mode"], k["flag"]),
             "section": metric_family(k["metric"]),
-            "threshold_pct": rules.threshold(d.metric).pct,
+            "threshold_pct": rules.threshold(d.key).pct,
             "median": d.current.median, "ci_low": d.current.ci_low, "ci_high": d.current.ci_high,
             "base_median": d.baseline.median, "base_ci_low": d.baseline.ci_low,
             "base_ci_high": d.baseline.ci_high, "delta": d.change_pct / 100,
