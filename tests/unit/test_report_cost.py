@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import scipy.stats
 
-from linklab.report import cost, which
 from linklab.bench.compare import KEY, parse_fail_on
+from linklab.report import cost, which
 from linklab.report.aggregate import Rules, load_results
 from linklab.report.render import html
 from linklab.report.view import build
