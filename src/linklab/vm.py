@@ -23,6 +23,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -166,7 +167,7 @@ def qemu_version() -> str:
     """``QEMU emulator version 7.2.22 (...)``'s version, or "" when it cannot be read."""
     try:
         out = subprocess.run([require("qemu-system-x86_64", "qemu-system-x86"), "--version"],
-                             capture_output=True, text=True, timeout=20).stdout
+                             check=False, capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.TimeoutExpired, MissingTool):
         return ""
     m = re.search(r"version (\S+)", out)
@@ -355,29 +356,65 @@ def _run_once(argv: Sequence[str], *, kernel: Kernel, cpus: int = DEFAULT_CPUS,
     icount = clock == "instructions"
     use_kvm = False if icount else probe_kvm(kernel) if kvm is None else kvm
     virt = ICOUNT_VIRT if icount else "kvm" if use_kvm else "tcg"
-    guest_env = {k: v for k, v in os.environ.items() if k.startswith("LINKLAB_")}
-    guest_env.update({"LINKLAB_VIRT": virt, "LINKLAB_IN_VM": "1", "PYTHONUNBUFFERED": "1"})
-    # the guest runs Python ~20x and traffic ~25x slower: stretch every wait (probes, servers)
-    guest_env.setdefault("LINKLAB_TIME_SCALE", "2" if use_kvm else "5")
-    if icount:   # the same hash order in every boot, and what the clock was, for meta.json
-        guest_env.update({"PYTHONHASHSEED": "0", "LINKLAB_VM_QEMU": qemu_version(),
-                          "LINKLAB_VM_ICOUNT": ICOUNT_OPTS})
-    guest_env.update(env or {})
+    guest_env = _guest_env(virt, env)
     if owner is not None:
         scriptdir = Path(owner.tmpdir("vm"))  # type: ignore[attr-defined]
     else:
-        import tempfile
         scriptdir = Path(tempfile.mkdtemp(prefix="linklab-vm-"))
+    script, shared = _write_script(scriptdir, argv, guest_env, rwdirs, icount)
+    if name is None:
+        name = f"linklab-{owner.marker}" if owner is not None else "linklab"  # type: ignore[attr-defined]
+    vng_argv = _vng_argv(vng, kernel, name, memory, cpus, shared, script, use_kvm, icount)
+    vng_env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', GUEST_PATH)}")
+    console = _Console(time.monotonic())
+    proc = subprocess.Popen(vng_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=vng_env, start_new_session=True)
+    pids = _Pids(owner)
+    pids.record(proc.pid)
+    try:
+        _stream(proc, console, pids, out, err, cancel, timeout, boot_timeout)
+    finally:
+        _clean_up(proc, pids, scriptdir, owner)
+    total = time.monotonic() - console.started
+    console.vng_exited(proc.returncode)
+    return Outcome(_exit_code(console.failure, console.status), kernel.release, virt,
+                   console.boot_s, total, console.failure, list(console.tail))
+
+
+def _guest_env(virt: str, env: dict[str, str] | None) -> dict[str, str]:
+    """The guest command's environment: this process's ``LINKLAB_*``, the labels, ``env``."""
+    guest_env = {k: v for k, v in os.environ.items() if k.startswith("LINKLAB_")}
+    guest_env.update({"LINKLAB_VIRT": virt, "LINKLAB_IN_VM": "1", "PYTHONUNBUFFERED": "1"})
+    # the guest runs Python ~20x and traffic ~25x slower: stretch every wait (probes, servers)
+    guest_env.setdefault("LINKLAB_TIME_SCALE", "2" if virt == "kvm" else "5")
+    if virt == ICOUNT_VIRT:   # the same hash order in every boot, and what the clock was, for meta.json
+        guest_env.update({"PYTHONHASHSEED": "0", "LINKLAB_VM_QEMU": qemu_version(),
+                          "LINKLAB_VM_ICOUNT": ICOUNT_OPTS})
+    guest_env.update(env or {})
+    return guest_env
+
+
+def _write_script(scriptdir: Path, argv: Sequence[str], guest_env: dict[str, str],
+                  rwdirs: Iterable[Path], icount: bool) -> tuple[Path, list[Path]]:
+    """The guest script in ``scriptdir``, and the directories the guest may write (created)."""
     script = scriptdir / "guest.sh"
     shared = list(dict.fromkeys(Path(d).resolve() for d in (REPO / "results", *rwdirs)))
     for d in shared:
         d.mkdir(parents=True, exist_ok=True)
     # the host's compile cache too (llcost, BPF objects): virtme-ng puts a tmpfs on /var/cache
+    # On the instruction clock /usr too: a read over the uncached 9p root leaves the vCPU idle,
+    # and an idle guest's clock jumps to its next timer (sleep=off), which may be a command's
+    # own timeout (a process in D state outlived stop_pid's 5 s after SIGKILL that way).
     cached = covering([*(Path(p).resolve() for p in (REPO, sys.prefix, sys.base_prefix)),
-                       *([HOST_CACHE] if HOST_CACHE.is_dir() else [])])
+                       *([HOST_CACHE] if HOST_CACHE.is_dir() else []),
+                       *([Path("/usr")] if icount else [])])
     script.write_text(guest_script(argv, os.getcwd(), guest_env, cached, shared))
-    if name is None:
-        name = f"linklab-{owner.marker}" if owner is not None else "linklab"  # type: ignore[attr-defined]
+    return script, shared
+
+
+def _vng_argv(vng: str, kernel: Kernel, name: str, memory: str, cpus: int, shared: list[Path],
+              script: Path, use_kvm: bool, icount: bool) -> list[str]:
+    """virtme-ng's command line: the kernel, the shares, the trimmed boot, the guest script."""
     vng_argv = [vng, "--run", str(kernel.image), "--name", name, "--force-9p", "--verbose",
                 "--memory", memory, "--cpus", str(cpus), "--qemu-opts=-nodefaults",
                 f"--qemu-opts={CACHE_QEMU_OPTS}",
@@ -389,104 +426,138 @@ def _run_once(argv: Sequence[str], *, kernel: Kernel, cpus: int = DEFAULT_CPUS,
         vng_argv[3:3] = ["--disable-kvm", f"--qemu-opts={TCG_OPTS}"]  # after --run IMAGE
     if icount:   # and no address-space randomisation: the same code layout every boot
         vng_argv[3:3] = [f"--qemu-opts={ICOUNT_OPTS}", "--append", "norandmaps"]
-    vng_env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', GUEST_PATH)}")
-    tail: deque[str] = deque(maxlen=40)
-    started = time.monotonic()
+    return vng_argv
+
+
+class _Pids:
+    """vng's and QEMU's PIDs with their start times, each recorded with ``owner`` when seen."""
+
+    def __init__(self, owner: object) -> None:
+        self.owner = owner
+        self.recorded: dict[int, int | None] = {}
+
+    def record(self, pid: int) -> None:
+        if pid not in self.recorded:
+            self.recorded[pid] = proc_starttime(pid)
+            if self.owner is not None:
+                self.owner.own_pid(pid, self.recorded[pid], [_comm(pid)])  # type: ignore[attr-defined]
+
+    def find_qemu(self, vng_pid: int) -> None:
+        """Record QEMU once vng has started it."""
+        if not any(_comm(p).startswith("qemu") for p in self.recorded):
+            for p in _descendants(vng_pid):
+                if _comm(p).startswith("qemu"):
+                    self.record(p)
+
+    def disown(self) -> None:
+        if self.owner is not None:
+            for pid in self.recorded:
+                self.owner.disown_pid(pid)  # type: ignore[attr-defined]
+
+
+@dataclass
+class _Console:
+    """What the guest's console (vng's stderr) has said: the boot's end, the command's status,
+    a panic, the last lines; and why QEMU was stopped, if it was."""
+
+    started: float
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     boot_s: float | None = None
     status: int | None = None
     failure: str | None = None
-    recorded: dict[int, int | None] = {}
-    proc = subprocess.Popen(vng_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=vng_env, start_new_session=True)
+    pending: bytes = b""
 
-    def record(pid: int) -> None:
-        if pid not in recorded:
-            recorded[pid] = proc_starttime(pid)
-            if owner is not None:
-                owner.own_pid(pid, recorded[pid], [_comm(pid)])  # type: ignore[attr-defined]
+    def feed(self, chunk: bytes, err: BinaryIO) -> None:
+        """Read whole lines; pass on the command's own stderr between the markers."""
+        self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace").rstrip("\r")
+            if self.boot_s is None and line == START:
+                self.boot_s = time.monotonic() - self.started
+                continue
+            if line.startswith(END) and line[len(END):].isdigit():
+                self.status = int(line[len(END):])
+                continue
+            if PANIC.search(line):
+                self.failure = "panic"
+            self.tail.append(line)
+            if self.boot_s is not None and self.status is None:
+                err.write(raw + b"\n")
+                err.flush()
 
-    record(proc.pid)
-    sel = selectors.DefaultSelector()
+    def must_stop(self, cancel: threading.Event | None, timeout: float,
+                  boot_timeout: float) -> bool:
+        """Whether QEMU is to be stopped now (cancelled, or past its time); the tail says why."""
+        if cancel is not None and cancel.is_set():
+            self.failure = "interrupted"
+            self.tail.append("linklab vm: interrupted; stopping QEMU")
+            return True
+        elapsed = time.monotonic() - self.started
+        if elapsed > timeout or (self.boot_s is None and elapsed > boot_timeout):
+            self.failure = "timeout"
+            what = "the guest command" if self.boot_s is not None else "the guest boot"
+            self.tail.append(f"linklab vm: {what} did not finish within "
+                             f"{timeout if self.boot_s is not None else boot_timeout:g}s; "
+                             "stopping QEMU")
+            return True
+        return False
+
+    def vng_exited(self, returncode: int | None) -> None:
+        """vng is gone: without a status from the guest command, QEMU ended early."""
+        if self.failure is None and self.status is None:
+            self.failure = "qemu"
+            self.tail.append(f"linklab vm: QEMU exited (vng status {returncode}) before the "
+                             "guest command finished")
+
+
+def _stream(proc: subprocess.Popen, console: _Console, pids: _Pids, out: BinaryIO,
+            err: BinaryIO, cancel: threading.Event | None, timeout: float,
+            boot_timeout: float) -> None:
+    """Pass vng's output on until it closes both pipes, or until QEMU must be stopped."""
     assert proc.stdout is not None and proc.stderr is not None
-    sel.register(proc.stdout, selectors.EVENT_READ, "out")
-    sel.register(proc.stderr, selectors.EVENT_READ, "err")
-    pending = b""
-    try:
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ, "out")
+        sel.register(proc.stderr, selectors.EVENT_READ, "err")
         open_streams = 2
         while open_streams:
-            if not any(_comm(p).startswith("qemu") for p in recorded):
-                for p in _descendants(proc.pid):
-                    if _comm(p).startswith("qemu"):
-                        record(p)
-            if cancel is not None and cancel.is_set():
-                failure = "interrupted"
-                tail.append("linklab vm: interrupted; stopping QEMU")
-                break
-            elapsed = time.monotonic() - started
-            if elapsed > timeout or (boot_s is None and elapsed > boot_timeout):
-                failure = "timeout"
-                what = "the guest command" if boot_s is not None else "the guest boot"
-                tail.append(f"linklab vm: {what} did not finish within "
-                            f"{timeout if boot_s is not None else boot_timeout:g}s; "
-                            "stopping QEMU")
+            pids.find_qemu(proc.pid)
+            if console.must_stop(cancel, timeout, boot_timeout):
                 break
             for key, _ in sel.select(timeout=0.5):
                 chunk = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
                 if not chunk:
                     sel.unregister(key.fileobj)
                     open_streams -= 1
-                    continue
-                if key.data == "out":
+                elif key.data == "out":
                     out.write(chunk)
                     out.flush()
-                    continue
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for raw in lines:
-                    line = raw.decode(errors="replace").rstrip("\r")
-                    if boot_s is None and line == START:
-                        boot_s = time.monotonic() - started
-                        continue
-                    if line.startswith(END) and line[len(END):].isdigit():
-                        status = int(line[len(END):])
-                        continue
-                    if PANIC.search(line):
-                        failure = "panic"
-                    tail.append(line)
-                    if boot_s is not None and status is None:
-                        err.write(raw + b"\n")
-                        err.flush()
-        if failure is None and pending:
-            tail.append(pending.decode(errors="replace"))
-    finally:
-        _stop(proc, recorded)
-        sel.close()
-        for stream in (proc.stdout, proc.stderr):
-            stream.close()
-        if owner is not None:
-            for pid in recorded:
-                owner.disown_pid(pid)  # type: ignore[attr-defined]
-        for f in scriptdir.iterdir():
-            f.unlink()
-        scriptdir.rmdir()
-        if owner is not None:
-            owner.disown_path(str(scriptdir))  # type: ignore[attr-defined]
-    total = time.monotonic() - started
-    if failure is None and status is None:
-        failure = "qemu"
-        tail.append(f"linklab vm: QEMU exited (vng status {proc.returncode}) before the guest "
-                    "command finished")
-    if failure == "interrupted":
-        code = 130
-    elif failure == "panic":
-        code = EXIT_GUEST
-    elif failure == "timeout":
-        code = EXIT_TIMEOUT
-    elif failure == "qemu":
-        code = EXIT_GUEST
-    else:
-        code = status if status is not None else EXIT_GUEST
-    return Outcome(code, kernel.release, virt, boot_s, total, failure, list(tail))
+                else:
+                    console.feed(chunk, err)
+    if console.failure is None and console.pending:
+        console.tail.append(console.pending.decode(errors="replace"))
+
+
+def _clean_up(proc: subprocess.Popen, pids: _Pids, scriptdir: Path, owner: object) -> None:
+    """Stop QEMU and vng, close their pipes, drop their records and the guest script."""
+    _stop(proc, pids.recorded)
+    for stream in (proc.stdout, proc.stderr):
+        stream.close()
+    pids.disown()
+    for f in scriptdir.iterdir():
+        f.unlink()
+    scriptdir.rmdir()
+    if owner is not None:
+        owner.disown_path(str(scriptdir))  # type: ignore[attr-defined]
+
+
+def _exit_code(failure: str | None, status: int | None) -> int:
+    """linklab vm's exit status: the guest command's own, or what stopped it."""
+    stopped = {"interrupted": 130, "panic": EXIT_GUEST, "timeout": EXIT_TIMEOUT,
+               "qemu": EXIT_GUEST}
+    if failure in stopped:
+        return stopped[failure]
+    return status if status is not None else EXIT_GUEST
 
 
 def _stop(proc: subprocess.Popen, recorded: dict[int, int | None]) -> None:
