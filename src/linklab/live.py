@@ -25,7 +25,7 @@ from linklab.model import (
     load_text,
 )
 from linklab.netns import NetNS
-from linklab.probes import SPECIAL, Observation, netfilter_drop, observe
+from linklab.probes import SPECIAL, Observation, flow_key, netfilter_drop, observe
 
 # what a test may hand to linklab_topology: a scenario name, a path, TOML text or a dict
 Source = str | Path | Mapping[str, Any] | Scenario
@@ -120,6 +120,14 @@ class LiveTopology:
         cell = self.cell(check, family)
         if cell.check in SPECIAL:
             return SPECIAL[cell.check](self.topo)
+        if cell.flows:        # the scenario's own checks: [[check]] or a [pairs] table
+            seen = observe(self.topo, [], cell.flows)
+            if not cell.table:
+                return seen[flow_key(cell.flows[0])]
+            wrong = [fc.flow.name for fc in cell.flows
+                     if seen[flow_key(fc)].result != fc.expected]
+            return Observation("mismatch" if wrong else cell.expected,
+                               f"mismatched: {', '.join(wrong)}" if wrong else "")
         if cell.check == "host-netfilter":
             with netfilter_drop(self.topo):
                 return observe(self.topo, [cell])[cell.id]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from linklab.checks import TABLE, cells
+from linklab.cli import record
 from linklab.format import MAX_CONTAINERS
 from linklab.model import SHIPPED, Scenario, ScenarioError, load_text, with_all_pairs
 from tests import REPO
@@ -224,3 +225,25 @@ def test_a_hosts_nftables_ruleset_is_a_string_of_the_file() -> None:
     with pytest.raises(ScenarioError, match=r"^x\.toml: host\.nftables: must be str"):
         load_text(BASE.replace('ifname = "eth0"\n', 'ifname = "eth0"\nnftables = 3\n', 1),
                   "x.toml")
+
+
+def test_record_writes_pairs_rules_and_the_pairs_no_rule_describes() -> None:
+    sc = scenario('''
+[group]
+a = ["c1", "c3"]
+b = ["c2", "c4"]
+
+[pairs]
+families = ["v4"]
+containers = "same-group"
+why = "tenants"
+''', containers=2)
+    flows = [fc for c in cells(sc) if c.table for fc in c.flows]
+    odd = next(fc for fc in flows if fc.flow.name == "c1-to-remote-icmp")
+    seen = [(fc, "blocked" if fc is odd else fc.expected) for fc in flows]
+    text = "\n".join(record.own_tables(sc, seen, "6.18.0"))
+    assert '[pairs]\nprobes = ["icmp"]\nfamilies = ["v4"]\ncontainers = "same-group"\n' \
+           'host = "pass"\ngateway = "pass"\nremote = "pass"\n' in text
+    assert text.count("[[check]]") == 1
+    assert '[[check]]\nfrom = "c1"\nto = "remote"\nproto = "icmp"\nfamily = "v4"\n' \
+           'expect = "blocked"' in text
