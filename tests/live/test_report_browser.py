@@ -16,6 +16,7 @@ import pytest
 from linklab.report.aggregate import load_results
 from linklab.report.render import render
 from tests import DATA
+from tests.hostile import PAYLOADS, hostile_results
 
 SAMPLE = DATA / "results-sample"
 CHROMIUM = "/usr/bin/chromium"
@@ -142,3 +143,41 @@ def test_history_renders_in_chromium(browser, tmp_path: Path) -> None:
     urls = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)")
     assert not [u for u in urls if not u.startswith(("file://", "data:", "about:"))]
+
+
+def test_hostile_strings_render_as_text_in_chromium(browser, tmp_path: Path,
+                                                    request: pytest.FixtureRequest) -> None:
+    """A results directory whose tool errors, scenario names, why texts, datapath names and
+    meta fields carry HTML/JS (tests/hostile.py): no script ran, no handler or javascript: URL
+    reached the DOM, and every payload is on the page as text."""
+    out = tmp_path / "report" / "index.html"
+    render(load_results(hostile_results(tmp_path / "results")), out)
+    browser.get(out.as_uri())
+    ran = browser.execute_script("return window.__pwned || []")
+    found = browser.execute_script("""
+        const all = Array.from(document.querySelectorAll('*'));
+        return {
+          title: document.title,
+          scripts: document.querySelectorAll('script').length,
+          imgs: document.querySelectorAll('img').length,
+          handlers: all.flatMap(e => Array.from(e.attributes)
+              .filter(a => a.name.startsWith('on')).map(a => e.tagName + ' ' + a.name)),
+          js_urls: all.flatMap(e => Array.from(e.attributes)
+              .filter(a => /^\\s*javascript:/i.test(a.value)).map(a => e.tagName + ' ' + a.name)),
+          sections: Array.from(document.querySelectorAll('section')).map(s => s.id),
+          text: document.body.innerText + '\\n' +
+              all.map(e => e.getAttribute('title') || '').join('\\n') + '\\n' +
+              Array.from(document.querySelectorAll('svg text')).map(t => t.textContent).join('\\n'),
+          h1: document.querySelector('h1').innerText,
+        };""")
+    shown = {name: payload in found["text"] for name, payload in PAYLOADS.items()}
+    retitled = found["title"].startswith("PWNED")     # the page's own title shows the payload
+    request.node.user_properties += [("scripts_run", len(ran) + retitled),   # the drill reads
+                                     ("payloads_shown", f"{sum(shown.values())}/{len(shown)}")]
+    assert ran == [] and not retitled, (ran, found["title"])
+    assert found["scripts"] == 0 and found["imgs"] == 0, found
+    assert found["handlers"] == [] and found["js_urls"] == [], found
+    for section in ("summary", "environment", "connectivity", "dhcp", "throughput"):
+        assert section in found["sections"], f"section #{section} swallowed: {found['sections']}"
+    assert PAYLOADS["title"] in found["h1"], found["h1"]
+    assert all(shown.values()), f"payloads not shown as text: {shown}"

@@ -26,6 +26,9 @@ _STYLE = {
     "axes.grid.axis": "y",
     "grid.color": "#dddddd",
     "axes.axisbelow": True,
+    # labels are datapath names and units from saved rows, not TeX: a '$' in one is a
+    # character (mathtext made `linklab report` fail on an unbalanced '$x^$')
+    "text.parse_math": False,
 }
 
 
