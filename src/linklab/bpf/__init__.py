@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from linklab.cmd import CmdError, MissingTool, NamespaceLike, bkg, cmd, require
+from linklab.suite import time_scale
 
 SOURCES = Path(__file__).resolve().parent
 REDIRECT = "redirect.bpf.c"
@@ -31,7 +32,7 @@ LOADER = "nk_attach.c"
 CACHE = Path(os.environ.get("LINKLAB_BPF_CACHE", "/var/cache/linklab/bpf"))
 INCLUDE = "/usr/include/x86_64-linux-gnu"     # asm/types.h for -target bpf (Debian multiarch)
 DESTS, PARENT = "ll_dests", "ll_parent"
-ATTACH_TIMEOUT_S = 30.0
+ATTACH_TIMEOUT_S = 30.0      # each tool's timeouts stretch with LINKLAB_TIME_SCALE (VM guests)
 
 
 class BpfError(RuntimeError):
@@ -112,9 +113,9 @@ def tc_attach(ns: NamespaceLike, dev: str, obj: Path, section: str) -> int:
     return the program id."""
     tc = require("tc", "iproute2")
     try:
-        cmd([tc, "qdisc", "add", "dev", dev, "clsact"], ns=ns, timeout=10)
+        cmd([tc, "qdisc", "add", "dev", dev, "clsact"], ns=ns, timeout=10 * time_scale())
         cmd([tc, "filter", "add", "dev", dev, "ingress", "bpf", "da", "obj", obj,
-             "sec", section], ns=ns, timeout=ATTACH_TIMEOUT_S)
+             "sec", section], ns=ns, timeout=ATTACH_TIMEOUT_S * time_scale())
     except CmdError as exc:
         raise BpfError(f"{dev}: attaching {obj.name} [{section}] at tc ingress: {exc}") from None
     return tc_prog_id(ns, dev)
@@ -123,7 +124,7 @@ def tc_attach(ns: NamespaceLike, dev: str, obj: Path, section: str) -> int:
 def tc_prog_id(ns: NamespaceLike, dev: str) -> int:
     """The id of the BPF program at tc ingress of ``dev`` (BpfError if there is none)."""
     out = cmd([require("tc", "iproute2"), "-j", "filter", "show", "dev", dev, "ingress"],
-              ns=ns, timeout=10).stdout
+              ns=ns, timeout=10 * time_scale()).stdout
     for f in json.loads(out or "[]"):
         prog = f.get("options", {}).get("prog")
         if prog:
@@ -133,7 +134,8 @@ def tc_prog_id(ns: NamespaceLike, dev: str) -> int:
 
 def tc_detach(ns: NamespaceLike, dev: str) -> None:
     """Remove the clsact qdisc of ``dev`` and with it every tc program on it."""
-    cmd([require("tc", "iproute2"), "qdisc", "del", "dev", dev, "clsact"], ns=ns, timeout=10)
+    cmd([require("tc", "iproute2"), "qdisc", "del", "dev", dev, "clsact"], ns=ns,
+        timeout=10 * time_scale())
 
 
 @contextmanager
@@ -148,7 +150,7 @@ def netkit_attach(ns: NamespaceLike, primary_index: int, objs: Objects, section:
         assert proc.stdout is not None and proc.stderr is not None
         line = proc.stdout.readline()
         if not line:
-            proc.wait(timeout=ATTACH_TIMEOUT_S)
+            proc.wait(timeout=ATTACH_TIMEOUT_S * time_scale())
             raise BpfError(f"netkit index {primary_index}: {objs.loader.name} {section} {where}:"
                            f" {proc.stderr.read().strip() or f'exited {proc.returncode}'}")
         yield int(json.loads(line)["prog_id"])
@@ -158,10 +160,10 @@ def link_detach(prog_ids: Iterable[int]) -> int:
     """BPF_LINK_DETACH every link running one of ``prog_ids``; return how many."""
     bpftool = require("bpftool", "bpftool")
     wanted = set(prog_ids)
-    links = [lk["id"] for lk in json.loads(cmd([bpftool, "-j", "link", "show"], timeout=30).stdout
-                                           or "[]") if lk.get("prog_id") in wanted]
+    shown = cmd([bpftool, "-j", "link", "show"], timeout=30 * time_scale()).stdout
+    links = [lk["id"] for lk in json.loads(shown or "[]") if lk.get("prog_id") in wanted]
     for link in links:
-        cmd([bpftool, "link", "detach", "id", link], timeout=10)
+        cmd([bpftool, "link", "detach", "id", link], timeout=10 * time_scale())
     return len(links)
 
 
@@ -170,7 +172,7 @@ def link_detach(prog_ids: Iterable[int]) -> int:
 def loaded(what: str, ident: int) -> bool:
     """Is BPF ``what`` (prog, map) ``ident`` still in the kernel?"""
     res = cmd([require("bpftool", "bpftool"), what, "show", "id", ident], check=False,
-              timeout=10)
+              timeout=10 * time_scale())
     return res.returncode == 0
 
 
@@ -178,9 +180,9 @@ def maps_of(prog_ids: Iterable[int]) -> dict[int, dict[str, int]]:
     """prog id -> {map name: map id} for the programs given."""
     bpftool = require("bpftool", "bpftool")
     progs = {p["id"]: p for p in json.loads(cmd([bpftool, "-j", "prog", "show"],
-                                                timeout=30).stdout)}
+                                                timeout=30 * time_scale()).stdout)}
     names = {m["id"]: m.get("name", "") for m in json.loads(cmd([bpftool, "-j", "map", "show"],
-                                                                timeout=30).stdout)}
+                                                                timeout=30 * time_scale()).stdout)}
     out = {}
     for pid in prog_ids:
         if pid not in progs:
@@ -222,7 +224,7 @@ def fill(prog_ids: Iterable[int], dests: Mapping[ipaddress.IPv4Address | ipaddre
                          f"value hex {_hex(parent_index.to_bytes(4, 'little'))}")
     try:
         cmd([require("bpftool", "bpftool"), "batch", "file", "-"], input="\n".join(lines) + "\n",
-            timeout=30)
+            timeout=30 * time_scale())
     except CmdError as exc:
         raise BpfError(f"filling BPF maps: {exc}") from None
     return len(lines)
