@@ -36,8 +36,8 @@ from linklab.ownership import Run
 from linklab.results import atomic_write, kernel_release, virtualisation
 from linklab.suite import RUN_ID_ENV, new_run_id
 from linklab.vmleg.bytecode import warm_bytecode
-from linklab.vmleg.guests import _Prefixed, guest_argv, run_guests
-from linklab.vmleg.junit import junit_key, junit_names, merge_junit, read_junit, replay
+from linklab.vmleg.guests import run_guests
+from linklab.vmleg.junit import junit_key, merge_junit, read_junit, replay
 from linklab.vmleg.phases import (
     PHASES,
     PHASES_ENV,
@@ -46,24 +46,11 @@ from linklab.vmleg.phases import (
     leg_phases,
     phase_summary,
     process_age_s,
-    read_guest_phases,
 )
-from linklab.vmleg.shard import (
-    Guest,
-    group_key,
-    item_weights,
-    make_guests,
-    previous_durations,
-    shard,
-)
+from linklab.vmleg.shard import Guest, make_guests
 
-__all__ = [  # the plugin's hooks are found by pytest; these are imported from here
-    "GUEST_ARGS_KEY", "GUEST_CELLS_AHEAD", "PHASES", "PHASES_ENV", "PHASES_KEY", "Guest",
-    "GuestPhases", "_Prefixed", "group_key", "guest_argv", "item_weights", "junit_key",
-    "junit_names", "leg_phases", "merge_junit", "phase_summary", "previous_durations",
-    "process_age_s", "read_guest_phases", "read_junit", "replay", "run_guests", "shard",
-    "vm_requested",
-]
+# imported from here by linklab.pytest.cost, bench/vm_leg.py and tests/unit/test_cost.py
+__all__ = ["GUEST_ARGS_KEY", "PHASES", "leg_phases", "phase_summary", "vm_requested"]
 
 GUEST_ARGS_KEY = pytest.StashKey[list[str]]()   # options handed on to the guests' pytest
 GUEST_CELLS_AHEAD = 3   # DHCP cells in flight per guest (linklab.pytest.ahead)
