@@ -41,7 +41,7 @@ def iproute2_steps(sc: Scenario, prefix: str) -> tuple[list[list[str]], list[lis
                       *[f"{k.replace('/', '.')}={v}" for k, v in sysctls.items()]])
         steps.append(["ip", "-n", name, "link", "set", "lo", "up"])
 
-    def addrs(logical: str, ifname: str, addr_list) -> None:  # noqa: ANN001
+    def addrs(logical: str, ifname: str, addr_list) -> None:
         for a in addr_list:
             steps.append(["ip", "-n", ns[logical], "addr", "add", str(a), "dev", ifname] +
                          (["nodad"] if a.version == 6 else []))

@@ -39,7 +39,7 @@ OBJECT_KINDS: dict[str, str] = {
 }
 
 
-def object_module(kind: str):  # noqa: ANN201
+def object_module(kind: str):
     """The module owning objects of ``kind`` (KeyError names the unknown kind)."""
     return importlib.import_module(OBJECT_KINDS[kind])
 
@@ -226,7 +226,7 @@ def _pids_inside(name: str) -> list[tuple[int, int | None]]:
     return found
 
 
-def clean(*, log=print) -> list[Leftovers]:  # noqa: ANN001
+def clean(*, log=print) -> list[Leftovers]:
     """Remove what runs whose process is dead left behind; return what was removed."""
     removed: list[Leftovers] = []
     if not os.path.isdir(RECORD_DIR):
@@ -249,7 +249,7 @@ def clean(*, log=print) -> list[Leftovers]:  # noqa: ANN001
     return removed
 
 
-def claim_and_release(path: str, left: Leftovers, log=print,  # noqa: ANN001
+def claim_and_release(path: str, left: Leftovers, log=print,
                       owner: str = "dead run", prefix: str = "linklab clean") -> bool:
     """Claim a record (rename: of two concurrent cleaners one proceeds) and remove what it
     lists, last created first; False if another cleaner had it. A process is reported

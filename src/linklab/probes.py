@@ -572,7 +572,8 @@ def mtu_inherit(topo: Topology) -> Observation:
 
 
 def second_child(topo: Topology) -> Observation:
-    """Try to add another child of the same kind and mode to the parent: what does the kernel say?"""
+    """Try to add another child of the same kind and mode to the parent: what does the kernel
+    say?"""
     h = next(h for h in topo.scenario.hosts if h.mode == "passthru")
     ns = topo.ns(h.name)
     try:
@@ -608,6 +609,9 @@ def netfilter_drop(topo: Topology) -> Iterator[None]:
 SPECIAL = {"mtu-inherit": mtu_inherit, "second-child": second_child}
 
 
+SHOWN = 20      # mismatched pairs named in a truth table's detail (every one is a results row)
+
+
 class Observer:
     """Observations of one live topology, made in one batch the first time a cell asks: the
     fixed checks' packets and every flow of the scenario's own checks ([[check]], [pairs])."""
@@ -630,8 +634,9 @@ class Observer:
                      for fc, o in self.flows(cell) if o.result != fc.expected
                      and fc.expected != UNSET]
             if wrong:
+                more = f"; … and {len(wrong) - SHOWN} more" if len(wrong) > SHOWN else ""
                 return Observation("mismatch", f"{len(wrong)} of {len(cell.flows)} pairs: "
-                                               + "; ".join(wrong))
+                                               + "; ".join(wrong[:SHOWN]) + more)
             return Observation(cell.expected, f"{len(cell.flows)} pairs as expected")
         if cell.flows:
             return seen[flow_key(cell.flows[0])]

@@ -94,7 +94,7 @@ class RunDir:
     path: Path
 
     @classmethod
-    def create(cls, root: Path | str, run_id: str) -> "RunDir":
+    def create(cls, root: Path | str, run_id: str) -> RunDir:
         path = Path(root) / run_id
         path.mkdir(parents=True, exist_ok=True)
         (path / "raw").mkdir(exist_ok=True)

@@ -86,7 +86,7 @@ def test_topology_factory_is_leak_free_and_releases_lifo(tmp_path: Path, user_sc
     assert closed == [*reversed(b_names), *reversed(a_names)], closed
 
 
-def test_topology_factory_takes_inline_toml_and_dicts(linklab_topology) -> None:  # noqa: ANN001
+def test_topology_factory_takes_inline_toml_and_dicts(linklab_topology) -> None:
     import tomllib
 
     text = (SHIPPED / "veth.toml").read_text()
@@ -103,6 +103,6 @@ def test_topology_factory_takes_inline_toml_and_dicts(linklab_topology) -> None:
 
 
 @pytest.mark.linklab_scenario("macvlan-private")
-def test_the_scenario_marker_names_the_topology(linklab_live) -> None:  # noqa: ANN001
+def test_the_scenario_marker_names_the_topology(linklab_live) -> None:
     assert linklab_live.scenario.name == "macvlan-private"
     assert linklab_live.observe("child-to-child").result == "blocked"

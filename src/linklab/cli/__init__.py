@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     return int(entry(COMMANDS[args.command][0], "main")(args) or 0)
 
 
-def entry(target: str, what: str):  # noqa: ANN201
+def entry(target: str, what: str):
     """The function ``what`` (arguments | main) of a COMMANDS target."""
     module, _, prefix = target.partition(":")
     return getattr(importlib.import_module(module), f"{prefix or 'cli'}_{what}")

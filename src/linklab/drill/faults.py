@@ -62,7 +62,7 @@ def fault_bench(d: Drill) -> list[dict]:
     try:
         rows = rows_of(res, "bench")
         valid = True
-    except Exception as exc:  # noqa: BLE001 - the finding is that it does not load
+    except Exception as exc:
         rows, valid = [], False
         d.log(f"  bench parquet: {exc}")
     errors = [r for r in rows if r.get("error")]
@@ -110,7 +110,7 @@ def fault_dhcp(d: Drill) -> dict:
     try:
         rows = rows_of(res, "dhcp")
         valid = True
-    except Exception:  # noqa: BLE001
+    except Exception:
         rows, valid = [], False
     failed = [r for r in rows if r["outcome"] == "failed"]
     passed = [r for r in rows if r["outcome"] == "passed"]

@@ -17,6 +17,7 @@ from linklab.cmd import bkg, cmd
 from linklab.drill import ROOT, UPLINK_FILTER
 from linklab.drill.faults import bad_inputs, concurrency, fault_bench, fault_dhcp, fault_vm
 from linklab.drill.host import host_diff, host_state
+from linklab.drill.inputs import GENERATED_CASES, generated_inputs, hostile_strings
 from linklab.drill.runner import Drill, dhcp_sockets
 from linklab.drill.targets import (
     TARGETS,
@@ -35,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="CI size: one kill point per target, two Ctrl-C points")
     ap.add_argument("--seed", type=int, default=None, help="random seed for the kill jitter")
     ap.add_argument("--only", default="", help="comma list of sections: kill,sigint,faults,"
-                                               "concurrency,badinput,vm")
+                                               "concurrency,badinput,generated,hostile,vm")
+    ap.add_argument("--generated-cases", type=int, default=GENERATED_CASES,
+                    help="generated bad input: examples per property (default %(default)s)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--make-test", action="store_true",
                     help="also run `make test` inside the host diff and the uplink capture")
@@ -120,6 +123,12 @@ def run_all(d: Drill, args: argparse.Namespace, only: set[str], t_start: float,
             if want("badinput"):
                 d.log("== 5. bad input corpus")
                 summary["badinput"] = bad_inputs(d)
+            if want("generated"):
+                d.log("== 5b. generated bad input (Hypothesis)")
+                summary["generated"] = generated_inputs(d, args.generated_cases)
+            if want("hostile"):
+                d.log("== 5c. hostile strings in a report (headless Chromium)")
+                summary["hostile"] = hostile_strings(d)
         finally:
             time.sleep(0.5)   # let tcpdump flush the last packets
     lines = cmd(["tcpdump", "-r", pcap, "-n", "-tt"], check=False).stdout.splitlines()
@@ -144,6 +153,7 @@ def print_summary(s: dict) -> bool:
     faults = s.get("faults", [])
     conc = s.get("concurrency", [])
     bad = s.get("badinput")
+    gen, hostile = s.get("generated"), s.get("hostile")
     dh = [r for r in kills if "dhcp_servers" in r]
     checks = []
 
@@ -195,6 +205,14 @@ def print_summary(s: dict) -> bool:
     if bad:
         line("bad inputs tried / clear errors", f"{bad['tried']} / {bad['clear']}",
              bad["tried"] >= 20 and bad["clear"] == bad["tried"])
+    if gen:
+        line("generated bad input: cases / tracebacks / hangs",
+             f"{gen['cases']} / {gen['tracebacks']} / {gen['hangs']} ({gen['wall_s']:.0f} s)",
+             gen["cases"] >= 1000 and gen["tracebacks"] == 0 and gen["hangs"] == 0)
+    if hostile:
+        line("hostile strings: scripts run / shown as text",
+             f"{hostile['scripts_run']} / {hostile['shown']} ({hostile['wall_s']:.0f} s)",
+             hostile["passed"] and hostile["scripts_run"] == 0)
     line("host diff (links addrs routes rules neigh sysctls)",
          "empty" if not s["host_diff"] else ", ".join(s["host_diff"]), not s["host_diff"])
     line("packets leaked on eth0 (suite ranges, DHCP)", str(s["uplink_packets"]),

@@ -49,7 +49,7 @@ class Drill:
         self.current: subprocess.Popen | None = None
         try:
             return fn(*args)
-        except Exception as exc:  # noqa: BLE001 - reported in the summary
+        except Exception as exc:
             proc, rec = getattr(self, "current", None), getattr(self, "current_rec", None)
             if proc is not None and proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)

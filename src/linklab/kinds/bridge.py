@@ -13,7 +13,7 @@ HOST_FORWARDS = True
 validate_mode = validate_choices(sys.modules[__name__], "bridge")
 
 
-def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
+def validate(ctx, sc, host, where: str) -> None:
     if host.bridge is None:
         raise ctx.fail(f"{where}.bridge", "missing: bridge kind needs a bridge table with "
                                           "ifname and the gateway addresses")
@@ -29,7 +29,7 @@ def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
     container_count(ctx, sc, host, where)
 
 
-def prepare(topo, host) -> None:  # noqa: ANN001
+def prepare(topo, host) -> None:
     data = []
     if host.ageing_time is not None:
         data.append(("IFLA_BR_AGEING_TIME", host.ageing_time * 100))  # centiseconds
@@ -38,12 +38,12 @@ def prepare(topo, host) -> None:  # noqa: ANN001
     topo.add_addrs(host.name, index, host.bridge.addrs)
 
 
-def attach(topo, c, host) -> int:  # noqa: ANN001
+def attach(topo, c, host) -> int:
     index, peer_index = topo.add_veth(c.name, c.ifname, host.name, c.peer.ifname,
                                       mtu=topo.scenario.mtu, address=c.mac)
     topo.enslave(host.name, peer_index, topo.index(host.name, host.bridge.ifname))
     return index
 
 
-def probe(nl, parent: int, mode, flag) -> None:  # noqa: ANN001
+def probe(nl, parent: int, mode, flag) -> None:
     nl.link_add("llprobe0", 0, "bridge")

@@ -23,10 +23,10 @@ from typing import Any
 from linklab import cni
 from linklab.format import fields
 from linklab.kinds.bridge import probe as probe_bridge
+from linklab.kinds.common import check_choice, container_count, no_bridge
 from linklab.kinds.ipvlan import probe as probe_ipvlan
 from linklab.kinds.macvlan import probe as probe_macvlan
 from linklab.kinds.veth import probe as probe_veth
-from linklab.kinds.common import check_choice, container_count, no_bridge
 
 # mode -> (plugin, the plugin's own mode or None)
 PLUGINS: dict[str, tuple[str, str | None]] = {

@@ -7,7 +7,7 @@ from __future__ import annotations
 from types import ModuleType
 
 
-def check_choice(ctx, field: str, value: str | None, choices: tuple[str, ...],  # noqa: ANN001
+def check_choice(ctx, field: str, value: str | None, choices: tuple[str, ...],
                  kind: str, prefix: str = "") -> None:
     """Validate an enumerated field (mode, flag) against the kind's choices."""
     field = prefix + field
@@ -22,16 +22,16 @@ def check_choice(ctx, field: str, value: str | None, choices: tuple[str, ...],  
         raise ctx.fail(field, f"unknown {kind} {field} {value!r} (known: {' | '.join(choices)})")
 
 
-def validate_choices(mod: ModuleType, kind: str):  # noqa: ANN201
+def validate_choices(mod: ModuleType, kind: str):
     """The ``validate_mode`` of a kind with the given MODES and FLAGS."""
-    def validate_mode(ctx, mode, flag, prefix: str = "") -> None:  # noqa: ANN001
+    def validate_mode(ctx, mode, flag, prefix: str = "") -> None:
         check_choice(ctx, "mode", mode, mod.MODES, kind, prefix)
         check_choice(ctx, "flag", flag if flag or not mod.FLAGS else mod.FLAGS[0], mod.FLAGS,
                      kind, prefix)
     return validate_mode
 
 
-def container_count(ctx, sc, host, where: str, single: bool = False) -> None:  # noqa: ANN001
+def container_count(ctx, sc, host, where: str, single: bool = False) -> None:
     """Two or more containers on a lone host (one on a passthru parent, which admits no
     more); with several hosts, a host may carry none (e.g. a DHCP server's host)."""
     mine = sc.containers_of(host.name)
@@ -44,7 +44,7 @@ def container_count(ctx, sc, host, where: str, single: bool = False) -> None:  #
                                     f"container(s), got {len(mine)}")
 
 
-def no_bridge(ctx, host, where: str) -> None:  # noqa: ANN001
+def no_bridge(ctx, host, where: str) -> None:
     """Only the bridge kind takes a host bridge table."""
     if host.bridge is not None:
         raise ctx.fail(f"{where}.bridge", "only the bridge kind has a host bridge")

@@ -21,7 +21,7 @@ FLAG_VALUE = {"bridge": 0, "private": 1, "vepa": 2}
 validate_mode = validate_choices(sys.modules[__name__], "ipvlan")
 
 
-def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
+def validate(ctx, sc, host, where: str) -> None:
     for i, c in enumerate(sc.containers):
         if c.host == host.name and c.mac is not None:
             raise ctx.fail(f"container[{i}].mac", "ipvlan children share the parent's MAC; "
@@ -29,7 +29,7 @@ def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
     child_validate(ctx, sc, host, where, single=False)
 
 
-def prepare(topo, host) -> None:  # noqa: ANN001
+def prepare(topo, host) -> None:
     pass
 
 
@@ -38,9 +38,9 @@ def link_data(mode: str, flag: str | None) -> list:
             ("IFLA_IPVLAN_FLAGS", FLAG_VALUE[flag or "bridge"])]
 
 
-def attach(topo, c, host) -> int:  # noqa: ANN001
+def attach(topo, c, host) -> int:
     return topo.add_child(c, "ipvlan", link_data(host.mode, host.flag))
 
 
-def probe(nl, parent: int, mode, flag) -> None:  # noqa: ANN001
+def probe(nl, parent: int, mode, flag) -> None:
     nl.link_add("llprobe1", 0, "ipvlan", link=parent, data=link_data(mode, flag))

@@ -18,11 +18,11 @@ MODE_VALUE = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}  # MACVLAN_MO
 validate_mode = validate_choices(sys.modules[__name__], "macvlan")
 
 
-def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
+def validate(ctx, sc, host, where: str) -> None:
     child_validate(ctx, sc, host, where, single=host.mode == "passthru")
 
 
-def child_validate(ctx, sc, host, where: str, single: bool) -> None:  # noqa: ANN001
+def child_validate(ctx, sc, host, where: str, single: bool) -> None:
     no_bridge(ctx, host, where)
     for i, c in enumerate(sc.containers):
         if c.host == host.name and c.peer is not None:
@@ -31,7 +31,7 @@ def child_validate(ctx, sc, host, where: str, single: bool) -> None:  # noqa: AN
     container_count(ctx, sc, host, where, single)
 
 
-def prepare(topo, host) -> None:  # noqa: ANN001
+def prepare(topo, host) -> None:
     pass
 
 
@@ -39,10 +39,10 @@ def link_data(mode: str) -> list:
     return [("IFLA_MACVLAN_MODE", MODE_VALUE[mode])]
 
 
-def attach(topo, c, host) -> int:  # noqa: ANN001
+def attach(topo, c, host) -> int:
     """Create the child on the parent, directly inside the container's namespace."""
     return topo.add_child(c, "macvlan", link_data(host.mode), address=c.mac)
 
 
-def probe(nl, parent: int, mode, flag) -> None:  # noqa: ANN001
+def probe(nl, parent: int, mode, flag) -> None:
     nl.link_add("llprobe1", 0, "macvlan", link=parent, data=link_data(mode))

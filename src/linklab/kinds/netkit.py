@@ -14,7 +14,6 @@ from contextlib import ExitStack
 
 from linklab import bpf
 from linklab.kinds.common import validate_choices
-from linklab.kinds.veth import validate  # validated as veth: the same shape
 from linklab.kinds.veth_bpf import FROM_PARENT, destinations
 
 MODES = ("l3", "l2")

@@ -13,7 +13,7 @@ HOST_FORWARDS = True
 validate_mode = validate_choices(sys.modules[__name__], "veth")
 
 
-def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
+def validate(ctx, sc, host, where: str) -> None:
     no_bridge(ctx, host, where)
     for i, c in enumerate(sc.containers):
         if c.host == host.name and (c.peer is None or not c.peer.addrs):
@@ -22,11 +22,11 @@ def validate(ctx, sc, host, where: str) -> None:  # noqa: ANN001
     container_count(ctx, sc, host, where)
 
 
-def prepare(topo, host) -> None:  # noqa: ANN001
+def prepare(topo, host) -> None:
     pass
 
 
-def attach(topo, c, host) -> int:  # noqa: ANN001
+def attach(topo, c, host) -> int:
     """Create the container's veth in its namespace, peer in its host's namespace."""
     index, peer_index = topo.add_veth(c.name, c.ifname, host.name, c.peer.ifname,
                                       mtu=topo.scenario.mtu, address=c.mac)
@@ -34,5 +34,5 @@ def attach(topo, c, host) -> int:  # noqa: ANN001
     return index
 
 
-def probe(nl, parent: int, mode, flag) -> None:  # noqa: ANN001
+def probe(nl, parent: int, mode, flag) -> None:
     nl.link_add("llprobe0", 0, "veth", peer={"ifname": "llprobe1"})

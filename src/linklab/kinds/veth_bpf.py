@@ -15,8 +15,8 @@ from contextlib import ExitStack
 
 from linklab import bpf
 from linklab.kinds.common import validate_choices
+
 # validated, prepared, attached and probed as veth: the BPF programs come in finish()
-from linklab.kinds.veth import attach, prepare, probe, validate
 
 MODES: tuple[str, ...] = ()
 FLAGS: tuple[str, ...] = ()

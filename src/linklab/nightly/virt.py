@@ -189,7 +189,7 @@ class Libvirt:
     def __init__(self, run: Run, *, start_timeout_s: float = 120.0,
                  lock_wait_s: float = 0.0) -> None:
         # one system libvirtd per machine (one socket, one /etc/libvirt): one run at a time
-        self._lock = open(LOCK, "w")  # noqa: SIM115 (held for the life of the object)
+        self._lock = open(LOCK, "w")
         deadline = time.monotonic() + lock_wait_s
         while True:
             try:

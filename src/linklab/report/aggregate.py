@@ -156,7 +156,7 @@ def _read_table(path: Path, table: str, notes: list[str]) -> pd.DataFrame:
         if file.exists():
             try:
                 return _normalise(reader(file), table)
-            except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file to name
+            except Exception as exc:
                 notes.append(f"{name}: cannot be read ({type(exc).__name__}: {exc}); table skipped")
     return _normalise(pd.DataFrame(columns=list(TABLES[table])), table)
 
