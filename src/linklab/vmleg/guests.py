@@ -72,7 +72,7 @@ def run_guests(guests: list[Guest], kernel: vm.Kernel, owner: Run, results_root:
                                env={PHASES_ENV: str(g.phases),
                                     "LINKLAB_VM_GUEST": f"g{g.index}" if len(guests) > 1 else ""},
                                out=out, err=err, cancel=cancel, clock=clock)
-        except BaseException as exc:
+        except BaseException as exc:  # handed to the main thread, as this guest's outcome
             g.outcome = vm.Outcome(vm.EXIT_SETUP, kernel.release, "n/a", None, 0.0, "setup",
                                    [f"{type(exc).__name__}: {exc}"])
         finally:
