@@ -6,8 +6,9 @@ client's lease time, then the medians and, last, the totals against the targets:
 
     dhcp lease: median X s (target < 1 s)   dhcp matrix: Y s for N cells (target <= 30 s)
 
-Usage: bench/dhcp_matrix.py [-k SUBSTRING]   (exit 1 when a cell disagrees with the table or
-a target is missed)
+Usage (root, the venv where linklab is installed):
+    sudo .venv/bin/python bench/dhcp_matrix.py [-k SUBSTRING]
+(exit 1 when a cell disagrees with the table or a target is missed)
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
 from linklab.build import build
 from linklab.capabilities import missing_link
 from linklab.dhcp.cell import run_cell
 from linklab.dhcp.matrix import MATRIX_FILE, load_matrix
 from linklab.model import load_scenario
 from linklab.ownership import Run
+
+ROOT = Path(__file__).resolve().parents[1]
 
 LEASE_TARGET_S = 1.0
 MATRIX_TARGET_S = 30.0

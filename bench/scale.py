@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """How linklab scales with the number of containers: build, check all pairs and tear down a
-scenario of N containers (a veth pair each, routed by the host; IPv4; [pairs] with the given probes),
-for each N, and print the times, the cost per container and per pair, and whether growth is
-linear (the log-log slope between the smallest and the largest N: 1.0 is linear, 2.0 square).
+scenario of N containers (a veth pair each, routed by the host; IPv4; [pairs] with the given
+probes), for each N, and print the times, the cost per container and per pair, and whether growth
+is linear (the log-log slope between the smallest and the largest N: 1.0 is linear, 2.0 square).
 
 Build and teardown are expected to grow with the containers, the check with the pairs
 (N x (N + 2) per probe): a slope above ~1.2 against its own measure of size is reported as
 growing faster than it should.
 
-Usage (root): bench/scale.py [-n 10 50 250] [--probes icmp tcp:80] [--write DIR]
+Usage (root, the venv where linklab is installed):
+    sudo .venv/bin/python bench/scale.py [-n 10 50 250] [--probes icmp tcp:80] [--write DIR]
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ import resource
 import sys
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
 
 from linklab.build import start
 from linklab.checks import cells
