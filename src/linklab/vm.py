@@ -266,7 +266,8 @@ def guest_script(argv: Sequence[str], cwd: str, env: dict[str, str],
         mount = f"mount -t 9p -o {CACHE_OPTS} {CACHE_TAG} {CACHE_DIR}"
         lines.append(f"if mkdir -p {CACHE_DIR} && {mount}; then")
         for i, d in enumerate(inner):
-            lines.append(f"  mkdir -p /run/linklab-rw{i} && mount --bind {q(str(d))} /run/linklab-rw{i}")
+            lines.append(f"  mkdir -p /run/linklab-rw{i} && "
+                         f"mount --bind {q(str(d))} /run/linklab-rw{i}")
         for c in cached:   # (mkdir: a directory under one of virtme-ng's tmpfs mounts)
             lines.append(f"  mkdir -p {q(str(c))} && "
                          f"mount --bind {q(CACHE_DIR + str(c))} {q(str(c))}")
@@ -387,7 +388,7 @@ def _guest_env(virt: str, env: dict[str, str] | None) -> dict[str, str]:
     guest_env.update({"LINKLAB_VIRT": virt, "LINKLAB_IN_VM": "1", "PYTHONUNBUFFERED": "1"})
     # the guest runs Python ~20x and traffic ~25x slower: stretch every wait (probes, servers)
     guest_env.setdefault("LINKLAB_TIME_SCALE", "2" if virt == "kvm" else "5")
-    if virt == ICOUNT_VIRT:   # the same hash order in every boot, and what the clock was, for meta.json
+    if virt == ICOUNT_VIRT:   # the same hash order every boot; the clock's settings for meta.json
         guest_env.update({"PYTHONHASHSEED": "0", "LINKLAB_VM_QEMU": qemu_version(),
                           "LINKLAB_VM_ICOUNT": ICOUNT_OPTS})
     guest_env.update(env or {})

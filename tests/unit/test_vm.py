@@ -94,7 +94,8 @@ def test_guest_script_markers_and_status(tmp_path: Path) -> None:
     script = tmp_path / "guest.sh"
     script.write_text(vm.guest_script(["sh", "-c", "echo \"$LINKLAB_X\"; exit 7"],
                                       str(tmp_path), {"LINKLAB_X": "a 'quoted' value"}))
-    done = subprocess.run(["sh", str(script)], check=False, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(["sh", str(script)], check=False, capture_output=True, text=True,
+                          timeout=30)
     assert done.returncode == 7
     assert done.stdout == "a 'quoted' value\n"
     assert done.stderr.splitlines() == [vm.START, f"{vm.END}7"]
@@ -105,8 +106,8 @@ def test_covering_drops_nested_paths() -> None:
 
 
 def test_unknown_kernel_cli_error() -> None:
-    done = subprocess.run([*LINKLAB_VM, "--kernel", "9.99", "--", "true"], check=False, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run([*LINKLAB_VM, "--kernel", "9.99", "--", "true"], check=False,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == vm.EXIT_SETUP
     assert "--kernel 9.99: no such kernel in /boot" in done.stderr
 
