@@ -5,7 +5,9 @@ script would), in one run. Prints medians per topology and, last, the bridge rat
 
     lifecycle ratio: X      (linklab time / iproute2 time, bridge topology; target <= 0.15)
 
-Usage: bench/lifecycle.py [-n N] [scenario names...]   (default: bridge macvlan-bridge)
+Usage (root, the venv where linklab is installed):
+    sudo .venv/bin/python bench/lifecycle.py [-n N] [scenario names...]
+(default: bridge macvlan-bridge)
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from linklab import kinds
+from linklab.build import FORWARDING, NS_SYSCTLS, REMOTE_PORT, build, uplink_port
+from linklab.model import Node, Scenario, load_scenario
+from linklab.ownership import Run
 
-from linklab import kinds  # noqa: E402
-from linklab.build import FORWARDING, NS_SYSCTLS, REMOTE_PORT, build, uplink_port  # noqa: E402
-from linklab.model import Node, Scenario, load_scenario  # noqa: E402
-from linklab.ownership import Run  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def iproute2_steps(sc: Scenario, prefix: str) -> tuple[list[list[str]], list[list[str]]]:
