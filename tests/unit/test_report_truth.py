@@ -87,3 +87,12 @@ def test_the_page_has_the_truth_section_only_when_there_are_own_checks(tmp_path:
     out2 = tmp_path / "plain" / "index.html"
     render(load_results(results_dir(tmp_path / "plain", [])), out2)
     assert 'id="truth"' not in out2.read_text()
+
+
+def test_the_summary_counts_the_pairs_and_names_the_mismatched(tmp_path: Path) -> None:
+    from linklab.report.view import build
+
+    view = build(load_results(results_dir(tmp_path, pairs(mismatch=("c2", "host")))))
+    (own,) = [c for c in view.section("summary").cells if c.table.startswith("own checks")]
+    assert (own.as_documented, own.failed, own.skipped) == (14, 1, 0)
+    assert own.failures == ["tenants v4 tcp/80 c2 → host"]

@@ -66,6 +66,11 @@ class Inputs:
         return out
 
     @functools.cached_property
+    def truth(self) -> list[truth.TruthLeg]:
+        """The truth tables of the scenarios' own checks, per leg."""
+        return truth.truth_legs(self.results)
+
+    @functools.cached_property
     def dhcp(self) -> list[dhcp.DhcpTable]:
         return dhcp.dhcp_tables(self.results)
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from linklab.bench import compare as cmp
 from linklab.report.aggregate import LOOPBACK, Leg
+from linklab.report.sections import truth
 from linklab.report.sections.baseline import BaselineView
 from linklab.report.sections.common import display_scale
 from linklab.report.sections.connectivity import Matrix
@@ -137,6 +138,20 @@ def cell_counts(matrices: list[Matrix], dhcp: list[DhcpTable]) -> list[CellCount
     return out
 
 
+def truth_counts(legs: list[truth.TruthLeg]) -> list[CellCount]:
+    """The pairs of the truth tables (the scenarios' own checks), per leg."""
+    out = []
+    for t in legs:
+        count = {k: sum(tt.counts.get(k, 0) for tt in t.tables)
+                 for k in ("pass", "isolated", "fail", "skipped")}
+        failed = [f for tt in t.tables for f in tt.failed]
+        out.append(CellCount(t.leg, "own checks (truth tables)",
+                             count["pass"] + count["isolated"], count["fail"], count["skipped"],
+                             failed[:20] + ([f"… and {len(failed) - 20} more"]
+                                            if len(failed) > 20 else [])))
+    return out
+
+
 def build(inputs: Inputs) -> Summary:
     """Section "summary" ("what this run says"): cell counts, rankings, regressions."""
     bench = inputs.wall.tables["bench"]
@@ -150,7 +165,7 @@ def build(inputs: Inputs) -> Summary:
               "layout": meta_bench.get("layout"), "seed": meta_bench.get("order_seed")}
     comparison = inputs.comparison
     return Summary(
-        cells=cell_counts(inputs.matrices, inputs.dhcp),
+        cells=cell_counts(inputs.matrices, inputs.dhcp) + truth_counts(inputs.truth),
         rankings=rankings(inputs),
         regressions=comparison.having("regressed") if comparison else None,
         baseline=comparison, measurements=len(measured),

@@ -6,8 +6,9 @@ the connectivity rows that name a source and a destination (``src``, ``dst``).""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -40,6 +41,7 @@ class TruthTable:
     mismatches: int
     hidden: int = 0   # rows all as expected, left out of a large table
     counts: dict[str, int] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)   # "scenario family probe src → dst"
 
     @property
     def id(self) -> str:
@@ -55,12 +57,12 @@ class TruthLeg:
     tables: list[TruthTable]
 
 
-def _probe(row: pd.Series) -> str:
+def _probe(row: Mapping[str, Any]) -> str:
     return row["proto"] if row["proto"] == "icmp" or not row["port"] else \
         f"{row['proto']}/{row['port']}"
 
 
-def _cell(row: pd.Series) -> TruthCell:
+def _cell(row: Mapping[str, Any]) -> TruthCell:
     expected, observed = row["expected"], row["observed"] or "—"
     title = f"{row['src']} → {row['dst']} {_probe(row)} {row['family']}: expected {expected}, " \
             f"observed {observed}"
@@ -94,7 +96,8 @@ def truth_tables(frame: pd.DataFrame) -> list[TruthTable]:
     flows = frame[(frame["src"] != "") & (frame["dst"] != "")].copy()
     if flows.empty:
         return []
-    flows["_probe"] = flows.apply(_probe, axis=1)
+    flows["_probe"] = flows["proto"].where(
+        (flows["proto"] == "icmp") | (flows["port"] == ""), flows["proto"] + "/" + flows["port"])
     # a [pairs] row wins over the [[check]] row of the same pair (same observation)
     flows["_rank"] = (flows["origin"] != "pairs").astype(int)
     out = []
@@ -105,17 +108,20 @@ def truth_tables(frame: pd.DataFrame) -> list[TruthTable]:
         not_src = set(part["dst"]) - set(sources)
         destinations = _order([*sources, *part["dst"]], not_src)
         cells: dict[tuple[str, str], TruthCell] = {}
-        for _, row in part.iterrows():
-            cells.setdefault((row["src"], row["dst"]), _cell(row))
+        for row in part.to_dict("records"):      # 63 000 pairs a table: no iterrows
+            key = (row["src"], row["dst"])
+            if key not in cells:
+                cells[key] = _cell(row)
         counts = {k: sum(c.cls == k for c in cells.values())
                   for k in ("pass", "isolated", "fail", "skipped")}
         table = TruthTable(scenario, family, probe, sources, destinations, cells,
                            counts["fail"], counts=counts)
+        table.failed = [f"{scenario} {family} {probe} {s} → {d}"
+                        for (s, d), c in cells.items() if c.cls == "fail"]
         if len(sources) > MAX_ROWS:
-            keep = [s for s in sources if any(cells.get((s, d), TruthCell("", "", "")).cls
-                                              == "fail" for d in destinations)]
-            table.hidden = len(sources) - len(keep)
-            table.sources = keep
+            failing = {s for (s, _d), c in cells.items() if c.cls == "fail"}
+            table.hidden = len(sources) - len(failing)
+            table.sources = [s for s in sources if s in failing]
         out.append(table)
     return out
 
@@ -131,4 +137,4 @@ def truth_legs(results: Results) -> list[TruthLeg]:
 
 def build(inputs: Inputs) -> list[TruthLeg] | None:
     """Section "truth": None (left out) when no scenario declared its own checks."""
-    return truth_legs(inputs.results) or None
+    return inputs.truth or None
