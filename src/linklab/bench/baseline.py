@@ -85,7 +85,7 @@ def summary_lines(rows: Iterable[Mapping[str, Any]]) -> list[str]:
     lines = ["datapath                 " + "".join(f"{c[0]:>21}" for c in cols) +
              "   eff fwd x1",
              "(median ±CI95 CV%; Gbit/s, %, one-way us, s/Gbit)"]
-    for (virt, name, mode, flag, fam), vals in by_dp.items():
+    for (_virt, name, mode, flag, fam), vals in by_dp.items():
         label = " ".join(p for p in (name, mode, flag, fam) if p)
         cells = []
         for c, _d, _s, metric in cols:

@@ -88,9 +88,9 @@ def objects(run: object = None) -> Objects:
     try:
         CACHE.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=CACHE))
-    except OSError:
+    except OSError as exc:
         if run is None:
-            raise BpfError(f"{CACHE} is not writable and no run owns a scratch directory")
+            raise BpfError(f"{CACHE} is not writable and no run owns a scratch directory") from exc
         work = Path(run.tmpdir("bpf"))  # type: ignore[attr-defined]
         _compile(work)
         return Objects(work / "redirect.bpf.o", work / "nk_attach")

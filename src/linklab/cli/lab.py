@@ -146,10 +146,10 @@ def ls_main(args: argparse.Namespace) -> int:
     up = pinned()
     if not up:
         print("no topology is up")
-    for name, (path, left) in up.items():
+    for name, (_path, left) in up.items():
         alive = [n for n in left.namespaces if os.path.exists(f"{NETNS_DIR}/{n}")]
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(left.pin_info.get("created",
-                                                                                   0)))
+        created = left.pin_info.get("created", 0)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
         print(f"{name:<20} {len(alive)}/{len(left.namespaces)} namespaces  up since {when}  "
               f"{left.pin_info.get('scenario', '?')}  nodes: "
               f"{', '.join(left.pin_info.get('nodes', []))}")

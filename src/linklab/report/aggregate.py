@@ -46,7 +46,8 @@ class Leg:
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^a-z0-9]+", "-", f"{'host' if self.is_host else 'vm'}-{self.kernel}-{self.virt}".lower()).strip("-")
+        where = "host" if self.is_host else "vm"
+        return re.sub(r"[^a-z0-9]+", "-", f"{where}-{self.kernel}-{self.virt}".lower()).strip("-")
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def _read_table(path: Path, table: str, notes: list[str]) -> pd.DataFrame:
         unknown = sorted({k for r in rows for k in r} - set(TABLES[table]))
         if unknown:
             notes.append(f"{table}: column(s) {unknown} are not known to this linklab; ignored")
-        if rows and not (path / f"{table}.parquet").exists() and not (path / f"{table}.csv").exists():
+        finalised = (path / f"{table}.parquet").exists() or (path / f"{table}.csv").exists()
+        if rows and not finalised:
             notes.append(f"{table}: not finalised (no {table}.parquet / {table}.csv); "
                          "the run was interrupted or is still running — showing the rows it saved")
         return _normalise(pd.DataFrame(rows), table)
@@ -199,7 +201,8 @@ def load_results(path: Path | str) -> Results:
             meta = json.loads(meta_file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ReportError(f"{meta_file}: not valid JSON ({exc}); the run did not finish "
-                              "writing it — re-run, or delete the file to render the rows alone")
+                              "writing it — re-run, or delete the file to render the rows "
+                              "alone") from exc
         if not isinstance(meta, dict):
             raise ReportError(f"{meta_file}: expected a JSON object, found {type(meta).__name__}")
         schema = meta.get("schema")
