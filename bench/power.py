@@ -215,8 +215,9 @@ def main() -> int:
     chosen = min(meeting) if meeting else None
     if chosen is not None:
         need = args.fixed_min + per_rep * (chosen + 1)
+        fits = "fits" if need <= BUDGET_MIN else "does NOT fit"
         print(f"repetitions needed: {chosen} (one figure), about {need:.1f} min for a whole make "
-              f"report ({'fits' if need <= BUDGET_MIN else 'does NOT fit'} in {BUDGET_MIN:.0f} min)")
+              f"report ({fits} in {BUDGET_MIN:.0f} min)")
         fam_fa = gate_rate(pool_a, None, chosen, args.trials, rng, family=figures)
         fam_det = gate_rate(pool_a, None, chosen, args.trials, rng, family=figures,
                             scale=1 - SLOWDOWN)

@@ -71,5 +71,6 @@ def test_against_baseline(pytestconfig: pytest.Config, bench: Bench,
     assert report.deltas or report.warnings, "no figure of this run is in the baseline"
     bad = report.regressions
     assert not bad, "regressions beyond --bench-fail-on and the noise:\n" + "\n".join(
-        f"{d.label()}: {d.change_pct:+.1f} % ({', '.join(f'{t.metric}:{t.pct:g}%' for t in d.failed)})"
+        f"{d.label()}: {d.change_pct:+.1f} % "
+        f"({', '.join(f'{t.metric}:{t.pct:g}%' for t in d.failed)})"
         for d in bad)

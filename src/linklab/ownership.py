@@ -1,9 +1,9 @@
 """Ownership records: what a run created, so that only its own leftovers are removed.
 
 Each run appends, *before* creating anything, one JSON line per namespace, process, path or
-other system object to ``/run/linklab/<marker>.jsonl``. ``clean`` reads every record whose owning process
-is dead (PID and start time no longer match) and removes exactly what it lists — never
-anything found by a name pattern.
+other system object to ``/run/linklab/<marker>.jsonl``. ``clean`` reads every record whose
+owning process is dead (PID and start time no longer match) and removes exactly what it lists —
+never anything found by a name pattern.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ RECORD_DIR = os.environ.get("LINKLAB_RECORD_DIR", "/run/linklab")
 # record lists such an object. Adding a kind of object is adding its module and one line here.
 OBJECT_KINDS: dict[str, str] = {
     "tracefs": "linklab.anatomy.tracefs",   # anatomy: tracefs instances (rmdir)
-    "uplink": "linklab.twohost.uplink",  # two-host split: a node's NIC lent to a topology (moved back)
+    # two-host split: a node's NIC lent to a topology (moved back)
+    "uplink": "linklab.twohost.uplink",
     # the nightly's libvirt (linklab.nightly.virt): daemons in the run's namespace, its pool,
     # networks, domains and volumes
     "libvirt-daemon": "linklab.nightly.virt",

@@ -127,7 +127,8 @@ class Event:
 
     ts: float
     cpu: int
-    event: str              # net_dev_queue | net_dev_xmit | netif_rx | netif_receive_skb | kfree_skb
+    # net_dev_queue | net_dev_xmit | netif_rx | netif_receive_skb | kfree_skb
+    event: str
     skbaddr: str
     dev: str = ""
     len: int = 0

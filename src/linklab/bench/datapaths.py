@@ -77,7 +77,8 @@ BPF_REMOTE = ("veth", "bridge", "macvlan-bridge", "veth-bpf")
 REMOTE_FLAG = "to-remote"        # the flag column of container <-> remote rows
 
 
-def by_name(scenario_dir: Path | str, names: tuple[str, ...], path: str = "child") -> list[Datapath]:
+def by_name(scenario_dir: Path | str, names: tuple[str, ...],
+            path: str = "child") -> list[Datapath]:
     """The datapaths of the named scenarios; ``path="remote"``: the remote host (server) <-
     c1 (client) across the parent NIC and the router, flagged :data:`REMOTE_FLAG`."""
     found = {d.name: d for d in datapaths(scenario_dir)}

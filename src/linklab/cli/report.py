@@ -26,8 +26,8 @@ def cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="HTML file to write (default: reports/<run-id>/index.html, "
                              "and reports/latest points at it)")
     parser.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
-                        help="with --baseline: smallest change that counts, in percent (default 5); "
-                             "the 95%% confidence intervals must also be apart")
+                        help="with --baseline: smallest change that counts, in percent "
+                             "(default 5); the 95%% confidence intervals must also be apart")
     parser.add_argument("--fail-on", default="", metavar="METRIC:PCT%,...",
                         help="with --baseline: per-metric thresholds overriding --threshold, "
                              "as for pytest --bench-fail-on (e.g. throughput:5%%,latency_p99:10%%)")
