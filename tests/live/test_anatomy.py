@@ -184,7 +184,8 @@ def test_owned_instance_is_seen_and_removed_by_its_kind() -> None:
 
 
 CHILD = textwrap.dedent("""\
-    import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the test
+    # PR_SET_PDEATHSIG: die with the test
+    import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)
     import sys, time
     from linklab.ownership import Run
     from linklab.anatomy import nftcount, tracefs

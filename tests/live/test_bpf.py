@@ -127,7 +127,8 @@ def test_host_netfilter_and_container_to_container(name: str, run, scenario) -> 
 # ---- kill -9 -------------------------------------------------------------------------------
 
 HOLDER = """
-import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the test
+# PR_SET_PDEATHSIG: die with the test
+import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)
 import json, sys, time
 from linklab.build import build
 from linklab.model import load_scenario

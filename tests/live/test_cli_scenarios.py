@@ -18,7 +18,8 @@ from tests import LINKLAB
 def test_up_exec_down_leaves_nothing(linklab_cli, process_state) -> None:
     name = f"t{os.getpid()}"
     # held by this test's process: a drill's kill -9 of the session leaves nothing pinned
-    up = linklab_cli("up", str(SHIPPED / "veth.toml"), "--name", name, "--held-by", str(os.getpid()))
+    up = linklab_cli("up", str(SHIPPED / "veth.toml"), "--name", name,
+                     "--held-by", str(os.getpid()))
     assert up.returncode == 0, up.stderr
     try:
         record = next(w for w in up.stdout.split() if w.startswith(RECORD_DIR))

@@ -46,7 +46,8 @@ def test_next_session_cleaned_every_dead_run_at_start(tmp_path: Path) -> None:
 
 
 HOLDER = textwrap.dedent("""
-    import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the test
+    # PR_SET_PDEATHSIG: die with the test
+    import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)
     import subprocess, time
     from linklab.cmd import wrap
     from linklab.netns import NetNS

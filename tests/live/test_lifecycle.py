@@ -51,7 +51,8 @@ def test_a_build_that_fails_halfway_is_rolled_back(tmp_path: Path, run: Run,
 
 
 HOLDER = textwrap.dedent("""
-    import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the test
+    # PR_SET_PDEATHSIG: die with the test
+    import ctypes, signal; ctypes.CDLL(None).prctl(1, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # a CI shell may start us ignoring it
     import sys, time
     from linklab.build import build

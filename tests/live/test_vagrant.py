@@ -20,7 +20,8 @@ needs_vagrant = pytest.mark.skipif(
     reason="vagrant not installed (Debian packages vagrant vagrant-libvirt; `make setup`)")
 
 
-def vagrant_validate(cwd: Path, tmp: Path, provider: str, **env: str) -> subprocess.CompletedProcess:
+def vagrant_validate(cwd: Path, tmp: Path, provider: str,
+                     **env: str) -> subprocess.CompletedProcess:
     """`vagrant validate` in cwd, offline, with a throwaway Vagrant home and state dir."""
     full = {
         **os.environ,
