@@ -14,6 +14,7 @@ from contextlib import ExitStack
 
 from linklab import bpf
 from linklab.kinds.common import validate_choices
+from linklab.kinds.veth import validate as validate  # a hook: veth's shape
 from linklab.kinds.veth_bpf import FROM_PARENT, destinations
 
 MODES = ("l3", "l2")

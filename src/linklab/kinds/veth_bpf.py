@@ -15,6 +15,10 @@ from contextlib import ExitStack
 
 from linklab import bpf
 from linklab.kinds.common import validate_choices
+from linklab.kinds.veth import attach as attach  # veth's hooks (the registry's)
+from linklab.kinds.veth import prepare as prepare
+from linklab.kinds.veth import probe as probe
+from linklab.kinds.veth import validate as validate
 
 # validated, prepared, attached and probed as veth: the BPF programs come in finish()
 
