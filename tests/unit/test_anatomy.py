@@ -39,18 +39,23 @@ from tests import DATA
 SCENARIOS = scenario_datapaths(SHIPPED)
 
 
-TRACE = textwrap.dedent("""\
-    # tracer: nop
-    #
-    # entries-in-buffer/entries-written: 6/6   #P:2
-    #
-              python-123     [001] b..1.   100.000100: tracing_mark_write: linklab-probe 0
-              python-123     [001] b..1.   100.000200: net_dev_queue: dev=a1234p1 skbaddr=00000000aaaa0001 len=714
-              python-123     [001] b..1.   100.000300: netif_rx: dev=a1234p2 skbaddr=00000000aaaa0001 len=700
-              python-123     [001] b..1.   100.000400: kfree_skb: skbaddr=00000000aaaa0001 rx_sk=0000000000000000 protocol=2048 location=ip_rcv_finish_core+0x1c9/0x4a0 reason: IP_LOCAL_SOURCE
-              python-123     [001] b..1.   100.000500: tracing_mark_write: linklab-probe 1
-              python-123     [001] b..1.   100.000600: kfree_skb: skbaddr=00000000aaaa0001 rx_sk=0000000000000000 protocol=34525 location=ip6_mc_input+0x1/0x2 reason: NOT_SPECIFIED
-    """)
+# an instance's trace file: the header, then one line per hit (task-pid, [CPU], flags, timestamp,
+# event, fields)
+TASK = "          python-123     [001] b..1.   "
+TRACE = "".join(f"{line}\n" for line in (
+    "# tracer: nop",
+    "#",
+    "# entries-in-buffer/entries-written: 6/6   #P:2",
+    "#",
+    f"{TASK}100.000100: tracing_mark_write: linklab-probe 0",
+    f"{TASK}100.000200: net_dev_queue: dev=a1234p1 skbaddr=00000000aaaa0001 len=714",
+    f"{TASK}100.000300: netif_rx: dev=a1234p2 skbaddr=00000000aaaa0001 len=700",
+    f"{TASK}100.000400: kfree_skb: skbaddr=00000000aaaa0001 rx_sk=0000000000000000 protocol=2048"
+    " location=ip_rcv_finish_core+0x1c9/0x4a0 reason: IP_LOCAL_SOURCE",
+    f"{TASK}100.000500: tracing_mark_write: linklab-probe 1",
+    f"{TASK}100.000600: kfree_skb: skbaddr=00000000aaaa0001 rx_sk=0000000000000000 protocol=34525"
+    " location=ip6_mc_input+0x1/0x2 reason: NOT_SPECIFIED",
+))
 
 
 def test_a_trace_parses_into_events_in_order() -> None:

@@ -65,7 +65,8 @@ def test_endpoints_without_v6_say_so() -> None:
         ep.addr("v6")
 
 
-def test_blocks_interleave_datapaths_in_a_recorded_shuffled_order(tmp_path: Path, monkeypatch) -> None:
+def test_blocks_interleave_datapaths_in_a_recorded_shuffled_order(tmp_path: Path,
+                                                                  monkeypatch) -> None:
     """run_blocks measures each datapath once per repetition, in a shuffled order that the
     seed reproduces, and stores the position and the disturbance of every row."""
     calls: list[tuple[str, int]] = []

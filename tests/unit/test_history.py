@@ -67,5 +67,6 @@ def test_history_cli_writes_a_self_contained_page(tmp_path: Path, capsys) -> Non
 def test_history_needs_two_runs(tmp_path: Path, capsys) -> None:
     shutil.copytree(SAMPLE, tmp_path / "only")
     assert main(["report", "--history", str(tmp_path), "-o", str(tmp_path / "x.html")]) == 2
-    assert "1 run(s) with benchmark figures; a history needs at least two" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "1 run(s) with benchmark figures; a history needs at least two" in err
     assert main(["report", "--history", str(tmp_path / "nope")]) == 2

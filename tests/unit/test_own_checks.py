@@ -75,7 +75,8 @@ def test_checks_parse_into_flows_with_readable_cell_ids() -> None:
 BAD = [
     ("unknown-node", CHECKS.replace('to = "c1:80"', 'to = "c9:80"'), "check[0].to",
      "no node 'c9'"),
-    ("unknown-source", CHECKS.replace('from = "c1"\nto = "upstream"', 'from = "c7"\nto = "upstream"'),
+    ("unknown-source",
+     CHECKS.replace('from = "c1"\nto = "upstream"', 'from = "c7"\nto = "upstream"'),
      "check[2].from", "no node 'c7'"),
     ("tcp-without-port", CHECKS.replace('to = "c1:80"', 'to = "c1"'), "check[0].to",
      "tcp needs a port"),

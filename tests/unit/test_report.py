@@ -69,9 +69,11 @@ def test_efficiency_is_relative_to_loopback_of_same_leg() -> None:
     thr = summary[summary["section"] == "throughput"]
     loop = thr[thr["datapath"] == "loopback"]
     assert (loop["efficiency"] == 1.0).all()
-    veth = thr[(thr["datapath"] == "veth") & (thr["direction"] == "forward") & (thr["streams"] == "1")]
-    host_loop = loop[(loop["virt"] == "none") & (loop["direction"] == "forward") & (loop["streams"] == "1")]
-    assert veth["efficiency"].iloc[0] == pytest.approx(veth["median"].iloc[0] / host_loop["median"].iloc[0])
+    forward_x1 = thr[(thr["direction"] == "forward") & (thr["streams"] == "1")]
+    veth = forward_x1[forward_x1["datapath"] == "veth"]
+    host_loop = forward_x1[(forward_x1["datapath"] == "loopback") & (forward_x1["virt"] == "none")]
+    assert veth["efficiency"].iloc[0] == pytest.approx(veth["median"].iloc[0]
+                                                       / host_loop["median"].iloc[0])
     assert (thr["n"] == 5).all() and (thr["ci_low"] <= thr["median"]).all()
 
 
@@ -152,7 +154,8 @@ def test_vm_figures_stay_in_their_own_block(tmp_path: Path) -> None:
     assert "ipvlan l2 bridge" not in host and "macvlan bridge" not in vm
 
 
-def test_baseline_section_highlights_regressions_and_machine_mismatch(sample: Path, tmp_path: Path) -> None:
+def test_baseline_section_highlights_regressions_and_machine_mismatch(sample: Path,
+                                                                      tmp_path: Path) -> None:
     meta = json.loads((sample / "meta.json").read_text())
     for part in sample.glob("bench*.jsonl"):  # the same run on another kernel
         part.write_text(part.read_text().replace(meta["kernel"], "6.1.0-28-amd64"))
@@ -178,7 +181,8 @@ def test_default_output_and_latest_link(sample: Path, tmp_path: Path, monkeypatc
     assert out.is_file()
     latest = tmp_path / "reports" / "latest"
     assert latest.is_symlink() and (latest / "index.html").samefile(out)
-    assert capsys.readouterr().out.strip().endswith(str(Path("reports") / sample.name / "index.html"))
+    printed = capsys.readouterr().out.strip()
+    assert printed.endswith(str(Path("reports") / sample.name / "index.html"))
     assert main(["report", str(sample)]) == 0  # re-render replaces the link
     assert latest.is_symlink()
 
@@ -226,7 +230,8 @@ def test_unknown_schema_is_a_clear_error(sample: Path, tmp_path: Path, capsys) -
 
 def test_bad_baseline_is_named(sample: Path, tmp_path: Path, capsys) -> None:
     (sample / "meta.json").write_text("{\"schema\": 1, ")
-    rc, _, err = _report([str(SAMPLE), "--baseline", str(sample), "-o", str(tmp_path / "x.html")], capsys)
+    rc, _, err = _report([str(SAMPLE), "--baseline", str(sample),
+                          "-o", str(tmp_path / "x.html")], capsys)
     assert rc == 2 and f"{sample / 'meta.json'}: not valid JSON" in err
 
 

@@ -103,7 +103,8 @@ def test_dry_run_prints_the_exact_steps(tmp_path: Path) -> None:
     earlier_night(tmp_path, "20260102T010000Z", "failed")      # never a baseline
     before = listing(tmp_path)
     out = subprocess.run([str(REPO / "ci" / "nightly"), "--nightly-dir", str(tmp_path)],
-                         env={**os.environ, "DRY_RUN": "1", "NIGHTLY_BENCH_FAIL_ON": "throughput:7%",
+                         env={**os.environ, "DRY_RUN": "1",
+                              "NIGHTLY_BENCH_FAIL_ON": "throughput:7%",
                               "NIGHTLY_STAMP": "20260103T010000Z"},
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
