@@ -142,6 +142,14 @@ def test_make_nightly_dry_run_calls_the_script() -> None:
     assert "ci/nightly --dry-run" in out.stdout.splitlines()
 
 
+def test_nightly_help_shows_the_default_gate() -> None:
+    """--help renders every option's help (a bare % in one made argparse raise)."""
+    out = subprocess.run([str(REPO / "ci" / "nightly"), "--help"], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "throughput:5%,latency_p99:10%" in " ".join(out.stdout.split())
+
+
 @pytest.mark.parametrize("args, message", [
     (["--provider", "docker"], "--provider docker: use libvirt or virtualbox"),
     (["--box", "fedora"], "--box fedora: use debian or ubuntu"),
