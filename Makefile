@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test unit connectivity bench cost clean doctor nightly nightly-local report kernel-matrix drill
+.PHONY: setup lint test unit connectivity bench cost clean doctor nightly nightly-local report kernel-matrix drill
 
 # One results/<run-id>/ per `make test` / `make kernel-matrix` (LINKLAB_RUN_ID overrides).
 TEST_RUN_ID := $(or $(LINKLAB_RUN_ID),$(shell date -u +%Y%m%dT%H%M%SZ)-make)
@@ -12,7 +12,8 @@ TEST_RUN_ID := $(or $(LINKLAB_RUN_ID),$(shell date -u +%Y%m%dT%H%M%SZ)-make)
 setup:
 	@bash scripts/setup
 
-# The CI test command: unit tests, the connectivity matrix on the host kernel, the bench smoke.
+# The CI test command: lint (ruff, the rules in pyproject.toml), unit tests, the connectivity
+# matrix on the host kernel, the bench smoke.
 # Then a project of its own (examples/own-tests) and the VM leg: the ipvlan and netkit cells and
 # their anatomy (this host kernel lacks both) on a Debian kernel under
 # QEMU (linklab vm); all legs write into one results/<run-id>/, each row and JUnit record
@@ -23,11 +24,19 @@ VM_LEG := -m "connectivity or anatomy" -k "connectivity and (ipvlan or netkit) o
   (ipvlan-l2-bridge or ipvlan-l3-bridge or ipvlan-l3s-bridge or wire or netkit)"
 test: export LINKLAB_RUN_ID = $(TEST_RUN_ID)
 test: setup
+	$(PY) -m ruff check .
 	$(PYTEST) -p xdist -n 2 -q -m "not bench and not cost" --junitxml=results/$(TEST_RUN_ID)/junit-host.xml
 	$(PYTEST) -q -m bench --bench-smoke
 	cd examples/own-tests && $(CURDIR)/$(PY) -m pytest -q --rootdir=.   # a project of its own
 	$(PYTEST) -v -rfEs --vm $(VM_LEG)
 	$(PYTEST) -v -rfEs $(COST) --cost-smoke
+
+# ruff over the tree with the rule set in pyproject.toml ([tool.ruff.lint]); `make test` runs it
+# first. Only the virtualenv is needed (ruff is pinned in the dev extra).
+lint:
+	@test -x $(PY) || { echo "make lint: no $(PY); python3 -m venv .venv && \
+	.venv/bin/pip install -e '.[dev]' (or make setup)" >&2; exit 2; }
+	$(PY) -m ruff check .
 
 # The unit tests alone (tests/unit): no root, no namespace, no QEMU; seconds on any machine.
 # Only the virtualenv is needed, not `make setup`'s Debian packages (which need root).
