@@ -89,11 +89,11 @@ class Counted:
         self.slowest_s = max(self.slowest_s, time.monotonic() - t)
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
-    def record(self, record_property: Callable[[str, object], None]) -> None:
+    def record(self, node: pytest.Item) -> None:
+        """Into the JUnit XML (properties of the test case), stdout and the report file."""
         wall = time.monotonic() - self.t0
-        record_property("cases", self.cases)
-        record_property("wall_s", round(wall, 2))
-        record_property("slowest_s", round(self.slowest_s, 3))
+        node.user_properties += [("cases", self.cases), ("wall_s", round(wall, 2)),
+                                 ("slowest_s", round(self.slowest_s, 3))]
         print(f"{self.name}: {self.cases} cases in {wall:.1f} s (slowest {self.slowest_s:.2f} s)"
               f" {self.outcomes}")
         if REPORT:
@@ -335,8 +335,8 @@ def check_file(path: Path) -> str:
     return "accepted"
 
 
-def test_generated_scenario_files_load_or_name_the_field(
-        tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
+def test_generated_scenario_files_load_or_name_the_field(tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
     """Every generated file loads (and ``linklab check`` prints its cells) or is refused with
     a ScenarioError naming it and a field."""
     counted = Counted("scenario files")
@@ -349,7 +349,7 @@ def test_generated_scenario_files_load_or_name_the_field(
         counted.run(lambda: check_file(path))
 
     prop()
-    counted.record(record_property)
+    counted.record(request.node)
     assert counted.cases > 0
 
 
@@ -451,7 +451,7 @@ def parse_one(parse: Callable[[str], object], error: type, text: str) -> str:
 
 @pytest.mark.parametrize("tool", list(TOOL_OUTPUT))
 def test_generated_tool_output_parses_or_gives_the_tools_error(
-        tool: str, record_property: Callable[[str, object], None]) -> None:
+        tool: str, request: pytest.FixtureRequest) -> None:
     """Truncated, mutated and garbage tool output parses or raises the parser's own error."""
     strategy, parse, error = TOOL_OUTPUT[tool]
     counted = Counted(f"{tool} output")
@@ -462,7 +462,7 @@ def test_generated_tool_output_parses_or_gives_the_tools_error(
         counted.run(lambda: parse_one(parse, error, text))
 
     prop()
-    counted.record(record_property)
+    counted.record(request.node)
     assert counted.cases > 0
 
 

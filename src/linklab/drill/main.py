@@ -206,7 +206,7 @@ def print_summary(s: dict) -> bool:
         line("bad inputs tried / clear errors", f"{bad['tried']} / {bad['clear']}",
              bad["tried"] >= 20 and bad["clear"] == bad["tried"])
     if gen:
-        line("generated bad input: cases / tracebacks / hangs",
+        line("generated bad input: cases/tracebacks/hangs",
              f"{gen['cases']} / {gen['tracebacks']} / {gen['hangs']} ({gen['wall_s']:.0f} s)",
              gen["cases"] >= 1000 and gen["tracebacks"] == 0 and gen["hangs"] == 0)
     if hostile:
