@@ -50,7 +50,8 @@ class Decoys:
         alive = processes().get(self.pid)
         ok = sum(os.path.exists(f"{NETNS}/{n}") and
                  bool(subprocess.run(["ip", "-n", n, "-j", "link", "show", "eth0"],
-                                     capture_output=True, check=False).stdout) for n in self.namespaces)
+                                     capture_output=True, check=False).stdout)
+                 for n in self.namespaces)
         ok += int(alive is not None and alive.start == self.pid_start)
         ok += int(os.path.isdir(self.tmp))
         return ok, len(self.namespaces) + 2

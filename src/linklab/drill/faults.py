@@ -134,7 +134,8 @@ def fault_vm(d: Drill) -> dict:
     with open(logpath, "w") as log:
         proc = subprocess.run([PY, "-m", "linklab.cli", "vm", "--tcg", "--timeout", "240", "--",
                                "sh", "-c", "echo c > /proc/sysrq-trigger"], cwd=ROOT,
-                              env=d.env(rec), stdout=log, stderr=subprocess.STDOUT, timeout=400, check=False)
+                              env=d.env(rec), stdout=log, stderr=subprocess.STDOUT, timeout=400,
+                              check=False)
     wall = time.monotonic() - t0
     out = Path(logpath).read_text()
     qemu_left = [p.pid for p in processes().values() if p.comm.startswith("qemu-system")
@@ -189,7 +190,8 @@ def bad_inputs(d: Drill) -> dict:
     with open(logpath, "w") as log:
         subprocess.run([*pytest_argv(*corpus, "-n", "2", "-rf"),
                         f"--results-dir={res}", f"--junitxml={junit}"], cwd=ROOT,
-                       env=d.env(rec), stdout=log, stderr=subprocess.STDOUT, timeout=900, check=False)
+                       env=d.env(rec), stdout=log, stderr=subprocess.STDOUT, timeout=900,
+                       check=False)
     cases = list(ET.parse(junit).getroot().iter("testcase"))
     bad = [c.get("name") for c in cases if c.find("failure") is not None
            or c.find("error") is not None]

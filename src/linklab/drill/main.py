@@ -194,9 +194,10 @@ def print_summary(s: dict) -> bool:
              and all(r["rc"] == 2 for r in ints)
              and all(r["remaining"] == 0 and r["records_left"] == 0 for r in ints))
     for f in faults:
+        parquet = ("parquet ok" if f["parquet_valid"] else
+                   "no parquet" if f["parquet_valid"] is None else "parquet BAD")
         line(f"fault: {f['fault']}"[:44], f"{'reported' if f['reported'] else 'NOT reported'}"
-             f", {'parquet ok' if f['parquet_valid'] else 'no parquet' if f['parquet_valid'] is None else 'parquet BAD'}"
-             f", left {f['left']}",
+             f", {parquet}, left {f['left']}",
              f["reported"] and f["parquet_valid"] is not False and f["left"] == 0)
     if conc:
         line("concurrent runs passed", f"{sum(r['rc'] == 0 for r in conc)}/{len(conc)} "

@@ -151,7 +151,8 @@ class Drill:
         decoys.remove()
         self._restore(obs, remaining, rec)
         self.log(f"  kill -9 {target.name:12} @{trigger:16} t={t:5.1f}s owned={at_kill.count():3} "
-                 f"({at_kill.describe()}) found={row['found']:3} removed={row['removed']:3} left={row['remaining']} "
+                 f"({at_kill.describe()}) found={row['found']:3} removed={row['removed']:3} "
+                 f"left={row['remaining']} "
                  f"decoys={row['decoys_ok']}/{row['decoys']} cleaner={cleaner} "
                  f"({found.describe()})" + (f" LEFT: {row['remaining_detail']}"
                                             if row.get("remaining_detail") else ""))
