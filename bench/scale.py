@@ -67,6 +67,7 @@ routes = [{{ to = "default", via = "198.19.70.1" }}]
 
 [pairs]
 probes = [{", ".join(f'"{p}"' for p in probes)}]
+families = ["v4"]
 containers = "pass"
 host = "pass"
 gateway = "pass"
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     print(f"{'containers':>10} {'pairs':>7} {'build s':>8} {'check s':>8} {'teardown s':>10} "
-          f"{'ms/container':>12} {'us/pair':>8} {'mismatched':>10}")
+          f"{'ms/container':>12} {'us/pair':>8} {'mismatched':>10} {'max RSS MB':>10}")
     for n in sorted(args.n):
         text = scale_scenario(n, args.probes)
         if args.write:
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         per_c = 1000 * (r["build_s"] + r["teardown_s"]) / n
         per_p = 1e6 * r["check_s"] / max(1, r["pairs"])
         print(f"{n:>10} {r['pairs']:>7} {r['build_s']:>8.2f} {r['check_s']:>8.2f} "
-              f"{r['teardown_s']:>10.2f} {per_c:>12.2f} {per_p:>8.1f} {r['mismatched']:>10}",
+              f"{r['teardown_s']:>10.2f} {per_c:>12.2f} {per_p:>8.1f} {r['mismatched']:>10} "
+              f"{r['maxrss_mb']:>10.0f}",
               flush=True)
         for line in r["wrong"][:10]:
             print(f"  mismatch: {line}")

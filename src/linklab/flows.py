@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from linklab.format import Validator, fields
+from linklab.format import MAX_PAIRS, Validator, fields
 
 if TYPE_CHECKING:   # the model imports this module to parse: no import circle
     from linklab.model import Expectation, Node
@@ -195,7 +195,7 @@ def parse_groups(ctx: Validator, raw: Any, containers: Sequence[str]) -> dict[st
 
 
 def parse_pairs(ctx: Validator, raw: Any, expect: Mapping[str, Expectation],
-                groups: Mapping[str, tuple[str, ...]], containers: Sequence[str],
+                groups: Mapping[str, tuple[str, ...]], containers: Sequence[Node],
                 require_expect: bool = True) -> Pairs:
     """``pairs = "all"`` (icmp, every rule from [expect]) or a ``[pairs]`` table. A rule not
     given takes the fixed matrix's expectation of c1/c2 (``containers`` <- child-to-child,
@@ -241,11 +241,21 @@ def parse_pairs(ctx: Validator, raw: Any, expect: Mapping[str, Expectation],
         if not groups:
             raise ctx.fail("pairs.containers", "'same-group' needs a [group] table")
         grouped = {m for ms in groups.values() for m in ms}
-        lone = [c for c in containers if c not in grouped]
+        lone = [c.name for c in containers if c.name not in grouped]
         if lone:
             raise ctx.fail("group", f"container {lone[0]!r} is in no group (pairs.containers "
                                     "= 'same-group' needs every container in one)")
-    return Pairs(probes, tuple(f for f in FAMILIES if f in fams), rules, whys)
+    # the families asked for that some container has
+    families = tuple(f for f in FAMILIES if f in fams
+                     and any(c.addr(4 if f == "v4" else 6) for c in containers))
+    n = len(containers)
+    count = n * (n - 1 + 3) * len(probes) * len(families)   # at most: a family may be missing
+    if count > MAX_PAIRS:
+        raise ctx.fail("pairs", f"{count:,} pairs ({n} containers x {n + 2} destinations x "
+                                f"{len(probes)} probes x {len(families)} families): linklab "
+                                f"checks at most {MAX_PAIRS:,} per scenario (MAX_PAIRS); give "
+                                "fewer probes or families")
+    return Pairs(probes, families, rules, whys)
 
 
 def _family_ok(a: Node, b: Node, fam: str) -> bool:

@@ -32,6 +32,10 @@ MTU_RANGE = (1280, 65535)                                 # IPv6 needs at least 
 # measured 250 containers' build, all pairs and teardown; namespaces and probe sockets grow
 # with it, all pairs with its square)
 MAX_CONTAINERS = 1024
+# the most pairs a [pairs] table may ask for (containers x destinations x probes x families):
+# each is a probe and a results row, ~1 kB of memory while checked (bench/scale.py: 189 000
+# pairs of 250 containers in ~10 s, 213 MB)
+MAX_PAIRS = 500_000
 
 
 class ScenarioError(ValueError):

@@ -407,7 +407,7 @@ def load_data(data: Mapping[str, Any], path: Path | str = "<inline>", *,
     names = [c.name for c in containers]
     checks = parse_checks(ctx, data["check"], nodes, require_expect) if "check" in data else ()
     groups = parse_groups(ctx, data["group"], names) if "group" in data else {}
-    pairs = parse_pairs(ctx, data["pairs"], expect, groups, names, require_expect) \
+    pairs = parse_pairs(ctx, data["pairs"], expect, groups, containers, require_expect) \
         if "pairs" in data else None
     if groups and pairs is None:
         raise ctx.fail("group", "[group] is read by [pairs] (containers = 'same-group'): "
@@ -424,8 +424,8 @@ def with_all_pairs(sc: Scenario) -> Scenario:
     every pair of containers probed with icmp, expected as its [expect] says of c1/c2."""
     if sc.pairs is not None or len(sc.containers) < 2 or not sc.containers[0].addrs:
         return sc
-    pairs = parse_pairs(_Ctx(sc.path), "all", sc.expect, sc.groups,
-                        [c.name for c in sc.containers], require_expect=False)
+    pairs = parse_pairs(_Ctx(sc.path), "all", sc.expect, sc.groups, sc.containers,
+                        require_expect=False)
     return Scenario(**{**sc.__dict__, "pairs": pairs})
 
 

@@ -248,3 +248,17 @@ why = "tenants"
     assert text.count("[[check]]") == 1
     assert '[[check]]\nfrom = "c1"\nto = "remote"\nproto = "icmp"\nfamily = "v4"\n' \
            'expect = "blocked"' in text
+
+
+def test_more_pairs_than_the_bound_are_refused_naming_the_limit() -> None:
+    spec = importlib.util.spec_from_file_location("linklab_bench_scale",
+                                                  REPO / "bench" / "scale.py")
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    text = scale.scale_scenario(600, ["icmp", "tcp:80"])
+    with pytest.raises(ScenarioError) as err:
+        load_text(text, "big.toml")
+    assert str(err.value) == ("big.toml: pairs: 722,400 pairs (600 containers x 602 destinations "
+                              "x 2 probes x 1 families): linklab checks at most 500,000 per "
+                              "scenario (MAX_PAIRS); give fewer probes or families")
+    assert load_text(scale.scale_scenario(600, ["icmp"]), "ok.toml").pairs is not None
