@@ -14,6 +14,7 @@ the unit in a column, never as formatted strings.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -75,16 +76,60 @@ def kernel_release() -> str:
     return platform.release()
 
 
+class ResultsError(OSError):
+    """The results directory cannot be written (a full disk, a read-only mount); the message
+    names the file and says what was kept."""
+
+
+def _cannot(path: Path, exc: OSError, kept: str) -> ResultsError:
+    return ResultsError(exc.errno, f"cannot write {path}: {exc.strerror or exc} ({kept}); "
+                                   "free space on that filesystem or pass another "
+                                   "--results-dir")
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write ``path`` so that readers see the old file or the whole new one."""
+    """Write ``path`` so that readers see the old file or the whole new one; on a write error
+    the temporary file is removed and :class:`ResultsError` names ``path``."""
     # the host name too: two VM guests share this directory and may run the same PID
     tmp = path.with_name(f".{path.name}.{os.uname().nodename}.{os.getpid()}.tmp")
     mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode) as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):    # a directory gone read-only keeps it
+            tmp.unlink(missing_ok=True)
+        raise _cannot(path, exc, "not written; an earlier version, if any, is unchanged") \
+            from None
+
+
+def append_whole(path: Path, text: str) -> None:
+    """Append ``text`` (whole rows) to ``path`` or nothing: a write the disk cuts short is
+    truncated back, so that the file keeps whole rows and a later row does not land on half
+    of this one."""
+    data = text.encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _cannot(path, exc, "the rows written before are kept") from None
+    try:
+        start = os.fstat(fd).st_size
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, start)      # needs no space; fails only on a read-only fs,
+            except OSError:                  # where the write cannot have landed either
+                pass
+            raise _cannot(path, exc, "this row not written; the rows before it are kept") \
+                from None
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -107,8 +152,7 @@ class RunDir:
         if extra:
             raise ValueError(f"{table}: unknown column(s) {sorted(extra)}; known: {columns}")
         name = f"{table}.{part}.jsonl" if part else f"{table}.jsonl"
-        with open(self.path / name, "a") as fh:
-            fh.write(json.dumps({c: row.get(c) for c in columns}) + "\n")
+        append_whole(self.path / name, json.dumps({c: row.get(c) for c in columns}) + "\n")
 
     def extend(self, table: str, rows: list[dict[str, Any]], part: str = "") -> None:
         """Append several rows at once (a truth table's pairs: one open, one write)."""
@@ -117,9 +161,8 @@ class RunDir:
             if extra := set(row) - set(columns):
                 raise ValueError(f"{table}: unknown column(s) {sorted(extra)}; known: {columns}")
         name = f"{table}.{part}.jsonl" if part else f"{table}.jsonl"
-        with open(self.path / name, "a") as fh:
-            fh.write("".join(json.dumps({c: row.get(c) for c in columns}) + "\n"
-                             for row in rows))
+        append_whole(self.path / name, "".join(json.dumps({c: row.get(c) for c in columns})
+                                               + "\n" for row in rows))
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         """All rows of a table from its .jsonl parts (complete or interrupted runs)."""
@@ -133,7 +176,8 @@ class RunDir:
         return out
 
     def finalise(self, table: str) -> int:
-        """Write ``<table>.csv`` and ``<table>.parquet`` atomically from the jsonl rows."""
+        """Write ``<table>.csv`` and ``<table>.parquet`` atomically from the jsonl rows (each
+        whole or not at all: :class:`ResultsError` names the one that could not be)."""
         import pandas as pd  # lazy: heavy (~0.35 s); every pytest worker imports this module
 
         rows = self.rows(table)
@@ -142,8 +186,14 @@ class RunDir:
         frame = pd.DataFrame(rows, columns=list(TABLES[table]))
         atomic_write(self.path / f"{table}.csv", frame.to_csv(index=False))
         tmp = self.path / f".{table}.parquet.tmp"
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, self.path / f"{table}.parquet")
+        try:
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, self.path / f"{table}.parquet")
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise _cannot(self.path / f"{table}.parquet", exc, "not written; the rows are in "
+                          f"{table}*.jsonl") from None
         return len(rows)
 
     def write_meta(self, meta: dict[str, Any]) -> None:

@@ -289,6 +289,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
+    if call.excinfo is not None and call.excinfo.errisinstance(store.ResultsError):
+        stop_on_results_error(item.session, call.excinfo.value)
+    try:
+        save_cell_row(item, report)
+    except store.ResultsError as exc:
+        stop_on_results_error(item.session, exc)
+
+
+def stop_on_results_error(session: pytest.Session, exc: BaseException) -> None:
+    """A results directory that cannot be written (full, read-only) stops the run after the
+    current test: pytest says so, naming the file, tears the topologies down and exits 2."""
+    session.shouldstop = f"linklab: {exc}"
+
+
+def save_cell_row(item: pytest.Item, report: pytest.TestReport) -> None:
+    """The connectivity row(s) of a matrix cell's test."""
     cell = getattr(item, "callspec", None) and item.callspec.params.get("linklab_cell")
     if cell is None or not hasattr(cell, "check"):
         return
@@ -347,10 +363,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _is_worker(config):
         return
     rd = run_dir(config)
-    if os.environ.get("LINKLAB_IN_VM") != "1":  # the host session finalises the VM's rows too
-        for table in store.TABLES:              # (pandas alone takes ~30 s to import there)
-            rd.finalise(table)
-    write_leg_meta(rd, config._linklab_started)  # type: ignore[attr-defined]
+    try:
+        if os.environ.get("LINKLAB_IN_VM") != "1":  # the host session finalises the VM's rows
+            for table in store.TABLES:              # too (pandas alone takes ~30 s to import)
+                rd.finalise(table)
+        write_leg_meta(rd, config._linklab_started)  # type: ignore[attr-defined]
+    except store.ResultsError as exc:
+        config.get_terminal_writer().line(f"linklab: {exc}", red=True)
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     after = host_snapshot()
     before = config._linklab_snapshot  # type: ignore[attr-defined]
     if after != before:

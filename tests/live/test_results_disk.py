@@ -1,0 +1,126 @@
+"""A results directory that cannot be written mid-run: a small tmpfs that fills, and one that
+is remounted read-only while the connectivity matrix writes into it.
+
+The run stops with an error naming the file; the jsonl keeps whole rows; no parquet, csv or
+temporary file is left half-written; every namespace the run made is gone; ``linklab report``
+renders what remains and says what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import LINKLAB, PYTEST, REPO
+
+SELECTION = ("tests/live/test_connectivity.py", "-m", "connectivity", "-k",
+             "veth and not bpf and not cni and not twohost")   # 21 cells, ~2 s
+RECORDS = Path("/run/linklab")
+
+
+def _namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    return {ln.split()[0] for ln in out.stdout.splitlines() if ln.strip()}
+
+
+def _recorded() -> set[str]:
+    """Namespaces listed in any run's ownership record (other sessions' live runs)."""
+    out = set()
+    for rec in RECORDS.glob("*.jsonl"):
+        for line in rec.read_text(errors="replace").splitlines():
+            try:
+                out.add(json.loads(line).get("ns"))
+            except (json.JSONDecodeError, AttributeError):
+                continue
+    return out
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """Function scope; root, mount(8). A 256 KiB tmpfs of its own, unmounted after the test."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("needs root and mount(8)")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "linklab-test", mnt],
+                   check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", mnt], check=False)
+
+
+def _start(results: Path, records: Path, run_id: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "LINKLAB_RUN_ID": run_id, "LINKLAB_RECORD_DIR": str(records)}
+    with open(log, "w") as fh:
+        return subprocess.Popen([*PYTEST, "-q", *SELECTION, f"--results-dir={results}"],
+                                cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def _check_remains(run: Path, records: Path, before: set[str], out: str, tmp_path: Path,
+                   why: str) -> None:
+    """Whole rows kept, nothing half-written, nothing left, and a report that renders."""
+    assert f"cannot write {run}/" in out and why in out, out[-2000:]
+    parts = list(run.glob("connectivity*.jsonl"))
+    assert parts, f"no rows kept: {sorted(p.name for p in run.iterdir())}"
+    for part in parts:
+        text = part.read_text()
+        assert text.endswith("\n"), f"{part.name} ends in half a row"
+        rows = [json.loads(line) for line in text.splitlines()]
+        assert rows and all(r["outcome"] for r in rows)
+    half = [p.name for p in run.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert not half, f"temporary files left: {half}"
+    parquet = run / "connectivity.parquet"
+    if parquet.exists():    # written whole or not at all
+        import pandas as pd  # heavy; only this branch needs it
+
+        assert len(pd.read_parquet(parquet)) == sum(len(p.read_text().splitlines())
+                                                    for p in parts)
+    assert not list(records.glob("*.jsonl")), "the run left its ownership record"
+    left = _namespaces() - before - _recorded()
+    assert not left, f"namespaces left: {sorted(left)}"
+    html = tmp_path / "report" / "index.html"
+    rep = subprocess.run([*LINKLAB, "report", str(run), "-o", str(html)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert rep.returncode == 0 and html.is_file(), rep.stdout + rep.stderr
+    assert "not finalised" in rep.stdout + rep.stderr, rep.stdout + rep.stderr
+
+
+def test_a_results_disk_that_fills_mid_run(small_fs: Path, tmp_path: Path) -> None:
+    """About two 4 KiB pages free: the matrix's rows fill them after a dozen cells."""
+    (small_fs / "filler").write_bytes(b"\0" * (248 * 1024))
+    records = tmp_path / "records"
+    records.mkdir()
+    before = _namespaces()
+    proc = _start(small_fs / "results", records, "disk-full", tmp_path / "run.log")
+    assert proc.wait(timeout=300) == 2       # pytest: interrupted
+    _check_remains(small_fs / "results" / "disk-full", records, before,
+                   (tmp_path / "run.log").read_text(), tmp_path, "No space left on device")
+
+
+def test_a_results_disk_remounted_read_only_mid_run(small_fs: Path, tmp_path: Path) -> None:
+    """Remounted read-only once the first rows are in."""
+    records = tmp_path / "records"
+    records.mkdir()
+    before = _namespaces()
+    run = small_fs / "results" / "read-only"
+    proc = _start(small_fs / "results", records, "read-only", tmp_path / "run.log")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if sum(len(p.read_text().splitlines()) for p in run.glob("connectivity*.jsonl")) >= 3:
+            subprocess.run(["mount", "-o", "remount,ro", small_fs], check=True)
+            break
+        time.sleep(0.005)
+    else:
+        pytest.fail(f"the run wrote no rows to remount under (exit {proc.poll()})")
+    rc = proc.wait(timeout=300)
+    out = (tmp_path / "run.log").read_text()
+    assert rc == 2, out[-2000:]
+    _check_remains(run, records, before, out, tmp_path, "Read-only file system")
