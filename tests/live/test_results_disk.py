@@ -65,8 +65,9 @@ def _start(results: Path, records: Path, run_id: str, log: Path) -> subprocess.P
 
 
 def _check_remains(run: Path, records: Path, before: set[str], out: str, tmp_path: Path,
-                   why: str) -> None:
-    """Whole rows kept, nothing half-written, nothing left, and a report that renders."""
+                   why: str) -> int:
+    """Whole rows kept, nothing half-written, nothing left, and a report that renders; the
+    number of rows kept."""
     assert f"cannot write {run}/" in out and why in out, out[-2000:]
     parts = list(run.glob("connectivity*.jsonl"))
     assert parts, f"no rows kept: {sorted(p.name for p in run.iterdir())}"
@@ -75,6 +76,7 @@ def _check_remains(run: Path, records: Path, before: set[str], out: str, tmp_pat
         assert text.endswith("\n"), f"{part.name} ends in half a row"
         rows = [json.loads(line) for line in text.splitlines()]
         assert rows and all(r["outcome"] for r in rows)
+        kept = len(rows)
     half = [p.name for p in run.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
     assert not half, f"temporary files left: {half}"
     parquet = run / "connectivity.parquet"
@@ -91,9 +93,11 @@ def _check_remains(run: Path, records: Path, before: set[str], out: str, tmp_pat
                          capture_output=True, text=True, timeout=120, check=False)
     assert rep.returncode == 0 and html.is_file(), rep.stdout + rep.stderr
     assert "not finalised" in rep.stdout + rep.stderr, rep.stdout + rep.stderr
+    return kept
 
 
-def test_a_results_disk_that_fills_mid_run(small_fs: Path, tmp_path: Path) -> None:
+def test_a_results_disk_that_fills_mid_run(small_fs: Path, tmp_path: Path,
+                                           request: pytest.FixtureRequest) -> None:
     """About two 4 KiB pages free: the matrix's rows fill them after a dozen cells."""
     (small_fs / "filler").write_bytes(b"\0" * (248 * 1024))
     records = tmp_path / "records"
@@ -101,11 +105,14 @@ def test_a_results_disk_that_fills_mid_run(small_fs: Path, tmp_path: Path) -> No
     before = _namespaces()
     proc = _start(small_fs / "results", records, "disk-full", tmp_path / "run.log")
     assert proc.wait(timeout=300) == 2       # pytest: interrupted
-    _check_remains(small_fs / "results" / "disk-full", records, before,
-                   (tmp_path / "run.log").read_text(), tmp_path, "No space left on device")
+    kept = _check_remains(small_fs / "results" / "disk-full", records, before,
+                          (tmp_path / "run.log").read_text(), tmp_path,
+                          "No space left on device")
+    request.node.user_properties.append(("rows_kept", kept))   # the drill reads it
 
 
-def test_a_results_disk_remounted_read_only_mid_run(small_fs: Path, tmp_path: Path) -> None:
+def test_a_results_disk_remounted_read_only_mid_run(small_fs: Path, tmp_path: Path,
+                                                    request: pytest.FixtureRequest) -> None:
     """Remounted read-only once the first rows are in."""
     records = tmp_path / "records"
     records.mkdir()
@@ -123,4 +130,5 @@ def test_a_results_disk_remounted_read_only_mid_run(small_fs: Path, tmp_path: Pa
     rc = proc.wait(timeout=300)
     out = (tmp_path / "run.log").read_text()
     assert rc == 2, out[-2000:]
-    _check_remains(run, records, before, out, tmp_path, "Read-only file system")
+    kept = _check_remains(run, records, before, out, tmp_path, "Read-only file system")
+    request.node.user_properties.append(("rows_kept", kept))

@@ -45,3 +45,14 @@ def test_summary_lines(gen: dict | None, hostile: dict | None, ok: bool,
         assert f"{gen['cases']} / {gen['tracebacks']} / {gen['hangs']} (31 s)" in out
     if hostile:
         assert f"{hostile['scripts_run']} / {hostile['shown']}" in out
+
+
+@pytest.mark.parametrize("disk,ok", [
+    ({"tried": 2, "passed": 2, "rows_kept": [19, 16], "wall_s": 7.0}, True),
+    ({"tried": 2, "passed": 1, "rows_kept": [19, 0], "wall_s": 7.0}, False),
+    ({"tried": 0, "passed": 0, "rows_kept": [], "wall_s": 1.0}, False),
+], ids=["clean", "one-failed", "not-run"])
+def test_disk_summary_line(disk: dict, ok: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    assert print_summary({"host_diff": [], "uplink_packets": 0, "wall_s": 9.0,
+                          "disk": disk}) is ok
+    assert f"{disk['passed']}/{disk['tried']}, rows kept" in capsys.readouterr().out

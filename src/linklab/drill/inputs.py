@@ -1,5 +1,6 @@
-"""Generated bad input (Hypothesis, by the thousand) and hostile strings in a report: each runs
-its pytest module and reads the figures the tests put in their JUnit XML."""
+"""Generated bad input (Hypothesis, by the thousand), hostile strings in a report, and results
+on a disk that fills or turns read-only mid-run: each runs its pytest module and reads the
+figures the tests put in their JUnit XML."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from linklab.drill.targets import pytest_argv
 
 GENERATED = "tests/unit/test_generated_input.py"
 HOSTILE = "tests/live/test_report_browser.py::test_hostile_strings_render_as_text_in_chromium"
+DISK = "tests/live/test_results_disk.py"
 GENERATED_CASES = 1000   # examples per property (7 properties): ~30 s with -n 2
 
 
@@ -99,4 +101,19 @@ def hostile_strings(d: Drill) -> dict:
     d.log(f"  hostile strings: {row['scripts_run']} scripts run, {row['shown']} payloads shown "
           f"as text, in {wall:.0f} s" + (f"; {row['failure']}" if row["failure"] else "")
           + ("; skipped (no chromium?)" if case and case.skipped else ""))
+    return row
+
+
+def results_disk(d: Drill) -> dict:
+    """The veth matrix writing to a tmpfs that fills, and to one remounted read-only: runs
+    stopped naming the file, rows kept whole, nothing left, the remains rendered."""
+    ran, wall, hung = _run(d, "disk", pytest_argv(DISK, "-rfs"), {}, timeout_s=600)
+    passed = [c for c in ran if c.failure is None and not c.skipped]
+    row = {"tried": len(ran), "passed": len(passed), "hung": hung, "wall_s": round(wall, 1),
+           "rows_kept": [int(c.properties.get("rows_kept", 0)) for c in ran],
+           "failed": [f"{c.name}: {(c.failure or 'skipped').strip().splitlines()[0][:120]}"
+                      for c in ran if c not in passed]}
+    d.log(f"  results disk full / read-only: {row['passed']}/{row['tried']} stopped cleanly, "
+          f"rows kept {row['rows_kept']}, in {wall:.0f} s"
+          + (f"; {'; '.join(row['failed'])}" if row["failed"] else ""))
     return row

@@ -17,7 +17,7 @@ from linklab.cmd import bkg, cmd
 from linklab.drill import ROOT, UPLINK_FILTER
 from linklab.drill.faults import bad_inputs, concurrency, fault_bench, fault_dhcp, fault_vm
 from linklab.drill.host import host_diff, host_state
-from linklab.drill.inputs import GENERATED_CASES, generated_inputs, hostile_strings
+from linklab.drill.inputs import GENERATED_CASES, generated_inputs, hostile_strings, results_disk
 from linklab.drill.runner import Drill, dhcp_sockets
 from linklab.drill.targets import (
     TARGETS,
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="CI size: one kill point per target, two Ctrl-C points")
     ap.add_argument("--seed", type=int, default=None, help="random seed for the kill jitter")
     ap.add_argument("--only", default="", help="comma list of sections: kill,sigint,faults,"
-                                               "concurrency,badinput,generated,hostile,vm")
+                                               "concurrency,badinput,generated,hostile,disk,vm")
     ap.add_argument("--generated-cases", type=int, default=GENERATED_CASES,
                     help="generated bad input: examples per property (default %(default)s)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
@@ -129,6 +129,9 @@ def run_all(d: Drill, args: argparse.Namespace, only: set[str], t_start: float,
             if want("hostile"):
                 d.log("== 5c. hostile strings in a report (headless Chromium)")
                 summary["hostile"] = hostile_strings(d)
+            if want("disk"):
+                d.log("== 5d. results on a disk that fills / turns read-only mid-run")
+                summary["disk"] = results_disk(d)
         finally:
             time.sleep(0.5)   # let tcpdump flush the last packets
     lines = cmd(["tcpdump", "-r", pcap, "-n", "-tt"], check=False).stdout.splitlines()
@@ -153,7 +156,7 @@ def print_summary(s: dict) -> bool:
     faults = s.get("faults", [])
     conc = s.get("concurrency", [])
     bad = s.get("badinput")
-    gen, hostile = s.get("generated"), s.get("hostile")
+    gen, hostile, disk = s.get("generated"), s.get("hostile"), s.get("disk")
     dh = [r for r in kills if "dhcp_servers" in r]
     checks = []
 
@@ -214,6 +217,11 @@ def print_summary(s: dict) -> bool:
         line("hostile strings: scripts run / shown as text",
              f"{hostile['scripts_run']} / {hostile['shown']} ({hostile['wall_s']:.0f} s)",
              hostile["passed"] and hostile["scripts_run"] == 0)
+    if disk:
+        line("results disk full / read-only: clean stops",
+             f"{disk['passed']}/{disk['tried']}, rows kept "
+             f"{' + '.join(map(str, disk['rows_kept']))} ({disk['wall_s']:.0f} s)",
+             disk["tried"] == 2 and disk["passed"] == 2 and all(disk["rows_kept"]))
     line("host diff (links addrs routes rules neigh sysctls)",
          "empty" if not s["host_diff"] else ", ".join(s["host_diff"]), not s["host_diff"])
     line("packets leaked on eth0 (suite ranges, DHCP)", str(s["uplink_packets"]),
