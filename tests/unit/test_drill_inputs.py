@@ -48,8 +48,8 @@ def test_summary_lines(gen: dict | None, hostile: dict | None, ok: bool,
 
 
 @pytest.mark.parametrize("disk,ok", [
-    ({"tried": 2, "passed": 2, "rows_kept": [19, 16], "wall_s": 7.0}, True),
-    ({"tried": 2, "passed": 1, "rows_kept": [19, 0], "wall_s": 7.0}, False),
+    ({"tried": 3, "passed": 3, "rows_kept": [19, 16, 12], "wall_s": 17.0}, True),
+    ({"tried": 3, "passed": 2, "rows_kept": [19, 0, 12], "wall_s": 17.0}, False),
     ({"tried": 0, "passed": 0, "rows_kept": [], "wall_s": 1.0}, False),
 ], ids=["clean", "one-failed", "not-run"])
 def test_disk_summary_line(disk: dict, ok: bool, capsys: pytest.CaptureFixture[str]) -> None:

@@ -105,8 +105,9 @@ def hostile_strings(d: Drill) -> dict:
 
 
 def results_disk(d: Drill) -> dict:
-    """The veth matrix writing to a tmpfs that fills, and to one remounted read-only: runs
-    stopped naming the file, rows kept whole, nothing left, the remains rendered."""
+    """The veth matrix writing to a tmpfs that fills, and to one remounted read-only, and the
+    veth bench to one that fills: runs stopped naming the file, rows kept whole, nothing
+    left, the remains rendered."""
     ran, wall, hung = _run(d, "disk", pytest_argv(DISK, "-rfs"), {}, timeout_s=600)
     passed = [c for c in ran if c.failure is None and not c.skipped]
     row = {"tried": len(ran), "passed": len(passed), "hung": hung, "wall_s": round(wall, 1),

@@ -221,7 +221,7 @@ def print_summary(s: dict) -> bool:
         line("results disk full / read-only: clean stops",
              f"{disk['passed']}/{disk['tried']}, rows kept "
              f"{' + '.join(map(str, disk['rows_kept']))} ({disk['wall_s']:.0f} s)",
-             disk["tried"] == 2 and disk["passed"] == 2 and all(disk["rows_kept"]))
+             disk["tried"] == 3 and disk["passed"] == 3 and all(disk["rows_kept"]))
     line("host diff (links addrs routes rules neigh sysctls)",
          "empty" if not s["host_diff"] else ", ".join(s["host_diff"]), not s["host_diff"])
     line("packets leaked on eth0 (suite ranges, DHCP)", str(s["uplink_packets"]),
