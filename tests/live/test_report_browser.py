@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from linklab.report import history
 from linklab.report.aggregate import load_results
 from linklab.report.render import render
 from tests import DATA
 from tests.hostile import PAYLOADS, hostile_results
+from tests.unit.test_history import make_runs
 
 SAMPLE = DATA / "results-sample"
 CHROMIUM = "/usr/bin/chromium"
@@ -116,10 +118,6 @@ def test_report_renders_in_chromium(browser, tmp_path: Path) -> None:
 def test_history_renders_in_chromium(browser, tmp_path: Path) -> None:
     """The history page over four runs (one kernel change): every chart drew its lines and
     points, the change is marked, nothing was fetched."""
-    from test_history import make_runs
-
-    from linklab.report import history
-
     view = history.build(make_runs(tmp_path / "results", 4))
     out = tmp_path / "history" / "index.html"
     assert history.render(view, out) == len(view.metrics) >= 3

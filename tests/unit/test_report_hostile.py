@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from linklab.report import history
 from linklab.report.aggregate import load_results
 from linklab.report.render import render
 from tests.hostile import PAYLOADS, hostile_results
@@ -20,3 +21,14 @@ def test_hostile_strings_render_escaped(tmp_path: Path) -> None:
     for markup in ("<script", "<img", "</title><", "</svg><script"):
         assert markup not in page, markup
     assert "&lt;script&gt;" in page and PAYLOADS["template"] in page
+
+
+def test_hostile_strings_in_the_history_page_render_escaped(tmp_path: Path) -> None:
+    """``linklab report --history`` over three such runs: charts drawn, no markup through."""
+    for day in (1, 2, 3):
+        hostile_results(tmp_path / "results" / f"2025010{day}T100000Z-night")
+    out = tmp_path / "history" / "index.html"
+    assert history.render(history.build(tmp_path / "results"), out) >= 3
+    page = out.read_text()
+    for markup in ("<script", "<img", "</title><", "</svg><script"):
+        assert markup not in page, markup
