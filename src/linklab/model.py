@@ -284,6 +284,28 @@ def load_data(data: Mapping[str, Any], path: Path | str = "<inline>", *,
     """Validate a scenario given as a dict (the TOML document's shape)."""
     path = Path(path)
     ctx = _Ctx(path)
+    name, kind, mode, flag, mtu = _header(ctx, data, require_expect)
+    hosts = _hosts(ctx, data, kind, mode, flag)
+    upstream, hairpin = _upstream(ctx, data)
+    remote, remote_gw = _remote(ctx, data)
+    containers = _containers(ctx, data, hosts)
+    host_where = ["host"] if "host" in data else [f"hosts[{i}]" for i in range(len(hosts))]
+    _unique_names(ctx, hosts, containers)
+    _unique_addrs(ctx, host_where, hosts, upstream, remote, remote_gw, containers)
+    dhcp = _dhcp(ctx, data["dhcp"], hosts, upstream) if "dhcp" in data else None
+    sc = Scenario(name=name, path=path, kind=kind, mode=mode, flag=flag, mtu=mtu,
+                  description=ctx.typed(data, "description", "", str, ""), hosts=tuple(hosts),
+                  upstream=upstream, remote=remote, remote_gateway=remote_gw,
+                  containers=tuple(containers), hairpin=hairpin, dhcp=dhcp,
+                  cni=data.get("cni"))
+    for where, h in zip(host_where, hosts):
+        _kind_module(ctx, h.kind, f"{where}.kind").validate(ctx, sc, h, where)
+    return _with_flows(ctx, data, sc, require_expect)
+
+
+def _header(ctx: _Ctx, data: Mapping[str, Any],
+            require_expect: bool) -> tuple[str, str, str | None, str | None, int]:
+    """The document's top-level fields: its name, kind (mode, flag) and MTU."""
     required, optional = fields("scenario")
     if not require_expect:
         required, optional = required - {"expect"}, optional | {"expect"}
@@ -302,30 +324,47 @@ def load_data(data: Mapping[str, Any], path: Path | str = "<inline>", *,
     if not MTU_RANGE[0] <= mtu <= MTU_RANGE[1]:
         raise ctx.fail("mtu", f"{mtu} is out of range {MTU_RANGE[0]}..{MTU_RANGE[1]} (IPv6 "
                               f"needs at least {MTU_RANGE[0]})")
+    return name, kind, mode, flag, mtu
 
+
+def _hosts(ctx: _Ctx, data: Mapping[str, Any], kind: str, mode: str | None,
+           flag: str | None) -> list[Host]:
+    """[host], or two or more [[hosts]]."""
     if ("host" in data) == ("hosts" in data):
         raise ctx.fail("host", "missing required field ([host], or [[hosts]] for several hosts)"
                        if "host" not in data else "give [host] or [[hosts]], not both")
     if "host" in data:
-        hosts = [_host(ctx, data["host"], "host", "host", kind, mode, flag, named=False)]
-    else:
-        raw_hosts = ctx.typed(data, "hosts", "", list)
-        if len(raw_hosts) < 2:
-            raise ctx.fail("hosts", "[[hosts]] is for several hosts: give at least 2, or use "
-                                    "[host]")
-        hosts = [_host(ctx, h, "", f"hosts[{i}]", kind, mode, flag, named=True)
-                 for i, h in enumerate(raw_hosts)]
+        return [_host(ctx, data["host"], "host", "host", kind, mode, flag, named=False)]
+    raw_hosts = ctx.typed(data, "hosts", "", list)
+    if len(raw_hosts) < 2:
+        raise ctx.fail("hosts", "[[hosts]] is for several hosts: give at least 2, or use "
+                                "[host]")
+    return [_host(ctx, h, "", f"hosts[{i}]", kind, mode, flag, named=True)
+            for i, h in enumerate(raw_hosts)]
+
+
+def _upstream(ctx: _Ctx, data: Mapping[str, Any]) -> tuple[Node, bool]:
+    """[upstream] and whether it hairpins."""
     up_d = data["upstream"]
     ctx.table(up_d, "upstream", *fields("upstream"))
     hairpin = ctx.typed(up_d, "hairpin", "upstream.", bool, False)
     upstream = _node(ctx, {k: v for k, v in up_d.items() if k != "hairpin"}, "upstream",
                      "upstream")
+    return upstream, hairpin
+
+
+def _remote(ctx: _Ctx, data: Mapping[str, Any]) -> tuple[Node, tuple[IPIface, ...]]:
+    """[remote] and its gateway addresses."""
     rem_d = data["remote"]
     ctx.table(rem_d, "remote", *fields("remote"))
     gw_raw = ctx.typed(rem_d, "gateway", "remote.", list)
     remote_gw = tuple(ctx.iface_addr(a, f"remote.gateway[{i}]") for i, a in enumerate(gw_raw))
     remote = _node(ctx, {k: v for k, v in rem_d.items() if k != "gateway"}, "remote", "remote")
+    return remote, remote_gw
 
+
+def _containers(ctx: _Ctx, data: Mapping[str, Any], hosts: list[Host]) -> list[Node]:
+    """The [[container]] tables, each on one of ``hosts`` (the first by default)."""
     raw_containers = ctx.typed(data, "container", "", list)
     if len(raw_containers) > MAX_CONTAINERS:
         raise ctx.fail("container", f"{len(raw_containers)} containers: linklab accepts at most "
@@ -344,7 +383,11 @@ def load_data(data: Mapping[str, Any], path: Path | str = "<inline>", *,
         node = _node(ctx, {k: v for k, v in c.items() if k not in ("name", "host")}, cname, w,
                      set(FORMAT["container"]) - set(NODE) - {"name", "host"})
         containers.append(Node(**{**node.__dict__, "host": host_name}))
+    return containers
 
+
+def _unique_names(ctx: _Ctx, hosts: list[Host], containers: list[Node]) -> None:
+    """No host or container takes a role's name or another node's."""
     seen: dict[str, str] = {}
     for i, h in enumerate(hosts):
         if h.name in ROLES[1:] or h.name in seen:
@@ -354,7 +397,11 @@ def load_data(data: Mapping[str, Any], path: Path | str = "<inline>", *,
         if n.name in ROLES or n.name in seen:
             raise ctx.fail(f"container[{i}].name", f"duplicate name {n.name!r}")
         seen[n.name] = f"container[{i}]"
-    host_where = ["host"] if "host" in data else [f"hosts[{i}]" for i in range(len(hosts))]
+
+
+def _unique_addrs(ctx: _Ctx, host_where: list[str], hosts: list[Host], upstream: Node,
+                  remote: Node, remote_gw: tuple[IPIface, ...], containers: list[Node]) -> None:
+    """No address is given to two interfaces (peers, bridges and the remote's gateway too)."""
     addr_owner: dict[Any, str] = {}
     for where, node in [*zip(host_where, (h.node for h in hosts)), ("upstream", upstream),
                         ("remote", remote),
@@ -370,44 +417,41 @@ def load_data(data: Mapping[str, Any], path: Path | str = "<inline>", *,
                                                  f"{addr_owner[a.ip]}")
             addr_owner[a.ip] = where
 
-    dhcp = None
-    if "dhcp" in data:
-        d = data["dhcp"]
-        ctx.table(d, "dhcp", *fields("dhcp"))
-        server = ctx.typed(d, "server", "dhcp.", str)
-        host_names = [h.name for h in hosts]
-        if server not in ("upstream", *host_names):
-            raise ctx.fail("dhcp.server", f"{server!r}: must be 'upstream' or a host "
-                                          f"({', '.join(host_names)})")
-        pool = ctx.typed(d, "pool", "dhcp.", list)
-        if len(pool) != 2:
-            raise ctx.fail("dhcp.pool", "must be [first, last] IPv4 addresses")
-        try:
-            lo, hi = (ipaddress.IPv4Address(p) for p in pool)
-        except (ValueError, TypeError) as exc:
-            raise ctx.fail("dhcp.pool", str(exc)) from None
-        for p in (lo, hi):
-            ctx.allowed(p, "dhcp.pool", str(p))
-        srv_host = next((h for h in hosts if h.name == server), None)
-        srv = (srv_host.bridge or srv_host.node) if srv_host else upstream
-        srv_addr = srv.addr(4)
-        if srv_addr is None or lo not in srv_addr.network or hi not in srv_addr.network:
-            raise ctx.fail("dhcp.pool", f"{lo}-{hi} is not inside the server's subnet")
-        dhcp = Dhcp(server, lo, hi, srv_addr.network)
 
-    sc = Scenario(name=name, path=path, kind=kind, mode=mode, flag=flag, mtu=mtu,
-                  description=ctx.typed(data, "description", "", str, ""), hosts=tuple(hosts),
-                  upstream=upstream, remote=remote, remote_gateway=remote_gw,
-                  containers=tuple(containers), hairpin=hairpin, dhcp=dhcp,
-                  cni=data.get("cni"))
-    for where, h in zip(host_where, hosts):
-        _kind_module(ctx, h.kind, f"{where}.kind").validate(ctx, sc, h, where)
+def _dhcp(ctx: _Ctx, d: Any, hosts: list[Host], upstream: Node) -> Dhcp:
+    """[dhcp]: its server (upstream or a host) and a pool inside the server's subnet."""
+    ctx.table(d, "dhcp", *fields("dhcp"))
+    server = ctx.typed(d, "server", "dhcp.", str)
+    host_names = [h.name for h in hosts]
+    if server not in ("upstream", *host_names):
+        raise ctx.fail("dhcp.server", f"{server!r}: must be 'upstream' or a host "
+                                      f"({', '.join(host_names)})")
+    pool = ctx.typed(d, "pool", "dhcp.", list)
+    if len(pool) != 2:
+        raise ctx.fail("dhcp.pool", "must be [first, last] IPv4 addresses")
+    try:
+        lo, hi = (ipaddress.IPv4Address(p) for p in pool)
+    except (ValueError, TypeError) as exc:
+        raise ctx.fail("dhcp.pool", str(exc)) from None
+    for p in (lo, hi):
+        ctx.allowed(p, "dhcp.pool", str(p))
+    srv_host = next((h for h in hosts if h.name == server), None)
+    srv = (srv_host.bridge or srv_host.node) if srv_host else upstream
+    srv_addr = srv.addr(4)
+    if srv_addr is None or lo not in srv_addr.network or hi not in srv_addr.network:
+        raise ctx.fail("dhcp.pool", f"{lo}-{hi} is not inside the server's subnet")
+    return Dhcp(server, lo, hi, srv_addr.network)
+
+
+def _with_flows(ctx: _Ctx, data: Mapping[str, Any], sc: Scenario,
+                require_expect: bool) -> Scenario:
+    """``sc`` with its [expect] cells, its own [[check]] flows and its [pairs] by [group]."""
     expect = _expectations(ctx, data.get("expect", {}), sc, require_expect)
     nodes = sc.nodes
-    names = [c.name for c in containers]
+    names = [c.name for c in sc.containers]
     checks = parse_checks(ctx, data["check"], nodes, require_expect) if "check" in data else ()
     groups = parse_groups(ctx, data["group"], names) if "group" in data else {}
-    pairs = parse_pairs(ctx, data["pairs"], expect, groups, containers, require_expect) \
+    pairs = parse_pairs(ctx, data["pairs"], expect, groups, sc.containers, require_expect) \
         if "pairs" in data else None
     if groups and pairs is None:
         raise ctx.fail("group", "[group] is read by [pairs] (containers = 'same-group'): "
