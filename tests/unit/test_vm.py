@@ -164,8 +164,7 @@ def test_guest_phases_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert json.loads((tmp_path / "q.json").read_text()) == {"import_s": 3.0}
 
 
-def test_a_panic_while_booting_is_retried_once_and_a_panic_of_the_command_never(
-        monkeypatch) -> None:
+def test_a_panic_while_booting_is_retried_once_and_a_panic_of_the_command_never() -> None:
     """A guest that panics before its command starts (boot_s None) is booted once more; one
     that panics while the command runs is that command's outcome."""
     boot_panic = vm.Outcome(125, "6.12", "tcg", None, 2.0, "panic", ["Oops: int3"])
@@ -175,9 +174,9 @@ def test_a_panic_while_booting_is_retried_once_and_a_panic_of_the_command_never(
                                 ([boot_panic, boot_panic], boot_panic, 2),
                                 ([cmd_panic, ran], cmd_panic, 1)):
         queue = list(script)
-        monkeypatch.setattr(vm, "_run_once", lambda argv, queue=queue, **kw: queue.pop(0))
         err = io.BytesIO()
-        assert vm.run(["true"], err=err) is want
+        assert vm.run(["true"], err=err,
+                      once=lambda argv, queue=queue, **kw: queue.pop(0)) is want
         assert len(script) - len(queue) == boots
         assert (b"booting it once more" in err.getvalue()) == (boots == 2)
 
