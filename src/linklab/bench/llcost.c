@@ -432,7 +432,9 @@ static int tcp_crr(const struct dest *d, long count, long warmup)
 static int tcp_stream(const struct dest *d, long long bytes)
 {
 	int fd = open_socket(d, SOCK_STREAM, 0);
-	int64_t t0 = now_ns();
+	/* slices of BYTES / CHUNKS written (the last ends with the sink's count) */
+	long long per = bytes % CHUNKS == 0 ? bytes / CHUNKS : 0, next = per;
+	int64_t t0 = mark[0] = now_ns();
 	set_timeout(fd, SO_SNDTIMEO, 2);
 	set_timeout(fd, SO_RCVTIMEO, 2);
 	connect_to(fd, d, "");
@@ -446,6 +448,8 @@ static int tcp_stream(const struct dest *d, long long bytes)
 			fail("write to %s port %s after %lld of %lld bytes: %s", d->host, d->port,
 			     bytes - left, bytes, n < 0 ? strerror(errno) : "nothing written");
 		left -= n;
+		for (; per && bytes - left >= next && marks < CHUNKS - 1; next += per)
+			mark[++marks] = now_ns();
 	}
 	if (shutdown(fd, SHUT_WR) < 0)
 		fail("shutdown to %s port %s: %s", d->host, d->port, strerror(errno));
@@ -458,6 +462,8 @@ static int tcp_stream(const struct dest *d, long long bytes)
 		fail("tcp-sink %s port %s received %s of %lld bytes", d->host, d->port,
 		     (char *)buf, bytes);
 	int64_t ns = now_ns() - t0;
+	if (per)
+		mark[++marks] = t0 + ns;
 	close(fd);
 	return report(1, ns, bytes);
 }
