@@ -519,6 +519,15 @@ def test_figures_that_are_not_numbers_are_tool_failures(
         parse(text)
 
 
+def test_ping_output_with_a_long_run_of_digits_parses_in_linear_time() -> None:
+    """_PING_SENT started a match at every digit of a 20000-digit run: 4 s (a 6.4 s case
+    exceeded the generator's deadline)."""
+    text = PING_SEED + "9" * 20000 + " bytes\n"
+    t0 = time.monotonic()
+    assert parse_ping(text).sent == 2
+    assert time.monotonic() - t0 < 0.5
+
+
 def test_kea_csv_that_csv_refuses_is_a_lease_file_error() -> None:
     """csv.Error (a field over csv's 128 KiB limit) escaped the parser."""
     with pytest.raises(LeaseFileError, match="^kea-leases4.csv:5: not a CSV file"):

@@ -173,7 +173,9 @@ def _sockperf_result(text: str) -> SockperfResult:
 # ---- ping (iputils) --------------------------------------------------------------------------
 
 _PING_TIME = re.compile(rf"icmp_seq=\d+ .*?time={_NUM} ms")
-_PING_SENT = re.compile(r"(\d+) packets transmitted, (\d+) received")
+# (?<!\d): never from inside a run of digits, where each start would rescan the rest of the run
+# (quadratic: 20000 digits of garbage took 4 s)
+_PING_SENT = re.compile(r"(?<!\d)(\d+) packets transmitted, (\d+) received")
 
 
 @dataclass(frozen=True)
