@@ -5,8 +5,10 @@ claims judged with these figures, and the wall-clock sections unchanged by these
 
 ``tests/data/results-cost`` holds rows of a real cost run on 6.12 (a subset) and, FABRICATED
 for these tests, a second kernel ``6.1.0-fabricated-scaled`` (the same rows x 1.094, bridge
-x 1.081, loopback unchanged) and ``anatomy.fabricated.jsonl``. They are merged into a copy of
-``results-sample`` (host wall-clock rows), as ``make report`` merges legs into one run."""
+x 1.081, loopback unchanged) and ``anatomy.fabricated.jsonl`` (a host leg with the host's
+datapaths and a two-host bridge, a VM leg on 6.12 with veth, ipvlan and netkit). They are merged
+into a copy of ``results-sample`` (host wall-clock rows), as ``make report`` merges legs into one
+run."""
 
 from __future__ import annotations
 
@@ -104,7 +106,36 @@ def test_the_section_holds_each_kernel_path_and_metric_with_mean_cv_n(tmp_path: 
     # the anatomy's stack entries beside each figure, only c1's host's on the wire path
     assert row(rr, "veth-pair").stack.count == 1 and row(rr, "bridge").stack.count == 2
     assert row(remote, "veth").stack.count == 2 and row(remote, "ipvlan l2 bridge").stack.count == 1
-    assert row(rr, "netkit l2 bpf").stack is None                  # not traced: "—"
+    assert row(rr, "netkit l2 bpf").stack.count == 1 and row(remote, "bridge").stack.count == 2
+    assert row(rr, "loopback").stack is None                       # not traced: "—"
+
+
+def test_stack_entries_come_from_the_kernels_leg_else_the_hosts(tmp_path: Path) -> None:
+    """The VM leg traces the kinds the host lacks, the host leg the rest: each datapath from
+    the leg of the cost rows' kernel where it was traced there, else from the host's; a
+    two-host scenario of the same kind (twohost-bridge) is never taken for the datapath."""
+    results = load_results(merged(tmp_path))
+    section = cost.build(results)
+    host, vm = (leg.label for leg in results.legs("anatomy"))
+    assert host.startswith("host") and vm.startswith("VM leg")
+    rr = table(section, K612, "child", "instructions_per_round_trip")
+    remote = table(section, K612, "remote", "instructions_per_round_trip")
+    assert row(rr, "veth").stack.leg == row(rr, "ipvlan l2 bridge").stack.leg == vm
+    assert row(rr, "veth-pair").stack.leg == row(rr, "macvlan bridge").stack.leg == host
+    assert (row(rr, "bridge").stack.where, row(remote, "bridge").stack.where) == \
+        ("host,c2", "host,c1")                                     # bridge's, not twohost's
+    k612 = next(k for k in section.kernels if k.kernel == K612)
+    legs = dict(k612.anatomy_legs)
+    assert list(legs) == [vm, host] and "ipvlan l2 bridge" in legs[vm]
+    assert "bridge" in legs[host] and "veth" not in legs[host]
+    # a kernel without a leg of its own: the host's only (ipvlan and netkit not traced)
+    r61 = table(section, K61, "child", "instructions_per_round_trip")
+    assert row(r61, "bridge").stack.leg == host and row(r61, "ipvlan l2 bridge").stack is None
+    page = html(build(results))[0]
+    assert f"stack entries from the anatomy of: {vm} (ipvlan l2 bridge, netkit l2 bpf, veth); " \
+        f"{host} (bridge, macvlan bridge, veth-pair)" in page
+    # the Anatomy section names a scenario only where it is not the datapath's own
+    assert "<h4>veth-pair</h4>" in page and "<h4>bridge <small>twohost-bridge</small></h4>" in page
 
 
 def test_a_2_percent_costlier_datapath_is_named_with_its_size(tmp_path: Path) -> None:

@@ -114,7 +114,8 @@ def legs(results: Results) -> list[AnatomyLeg]:
         for sc, part in frame.groupby("scenario", sort=True):
             first = part.iloc[0]
             label = datapath_label(first["kind"], first["mode"], first["flag"])
-            shown = "" if sc.replace("-", " ") == label else sc
+            own = "-".join(p for p in (first["kind"], first["mode"], first["flag"]) if p)
+            shown = "" if sc in (own, label.replace(" ", "-")) else sc
             steps = [Step(r["check"], r["family"], r["direction"],
                           {c: _int(r[c]) for c in COUNTS}, end_text(r), r["stack_ns"],
                           r["path"], r["nf_path"])

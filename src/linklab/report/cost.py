@@ -209,37 +209,54 @@ def judge(pairs: Sequence[tuple[Iterable[float], Iterable[float]]], metric: str,
 
 @dataclass(frozen=True)
 class Stack:
-    """Receive-stack entries of the path's probe packet, and the namespaces they were in."""
+    """Receive-stack entries of the path's probe packet, the namespaces they were in, and the
+    anatomy leg that traced it."""
 
     count: int | None          # None: traced but not delivered
     where: str
     end: str = ""
+    leg: str = ""
 
 
-def stack_entries(results: Results, kernel: str) -> tuple[dict[tuple[str, Datapath], Stack], str]:
-    """(path, datapath) -> stack entries of one IPv4 packet from the anatomy table, from the
-    leg of this kernel if traced there, else the host's; and the label of that leg."""
+def _own_scenario(row: Mapping[str, Any]) -> bool:
+    """The anatomy row of a datapath's own scenario (``macvlan-vepa-hairpin``), the one the
+    bench measures: a two-host scenario of the same kind (``twohost-bridge``) crosses a wire
+    between c1 and c2 and counts differently."""
+    own = "-".join(p for p in (row["kind"], row["mode"], row["flag"]) if p)
+    return row["scenario"] == own
+
+
+def stack_entries(results: Results, kernel: str
+                  ) -> tuple[dict[tuple[str, Datapath], Stack], list[tuple[str, list[str]]]]:
+    """(path, datapath) -> stack entries of one IPv4 packet from the anatomy table: each
+    datapath from the leg of this kernel if traced there, else from the host's (the VM leg
+    traces the kinds the host lacks); and each leg used with the datapaths it gave."""
     frame = results.tables.get("anatomy")
     if frame is None or frame.empty:
-        return {}, ""
+        return {}, []
     legs = results.legs("anatomy")
-    leg = next((lg for lg in legs if lg.kernel == kernel), None) or \
-        next((lg for lg in legs if lg.is_host), None) or legs[0]
-    rows = results.leg_rows("anatomy", leg)
-    rows = rows[rows["family"] == "v4"].drop_duplicates(
-        ["scenario", "check", "family", "direction"], keep="last")
+    order = [lg for lg in legs if lg.kernel == kernel] + [lg for lg in legs if lg.is_host]
     out: dict[tuple[str, Datapath], Stack] = {}
-    for r in rows.to_dict("records"):
-        for path, (check, direction, local) in ANATOMY_PROBE.items():
-            if r["check"] != check or r["direction"] != direction:
+    used: dict[str, list[str]] = {}
+    for leg in dict.fromkeys(order):
+        rows = results.leg_rows("anatomy", leg)
+        rows = rows[rows["family"] == "v4"].drop_duplicates(
+            ["scenario", "check", "family", "direction"], keep="last")
+        for r in rows.to_dict("records"):
+            if not _own_scenario(r):
                 continue
-            where = [ns for ns in str(r["stack_ns"]).split(",")
-                     if ns and not (local and ns in ELSEWHERE)]
-            delivered = r["delivered"] == "True"
-            out.setdefault((path, (r["kind"], r["mode"], r["flag"])),
-                           Stack(len(where) if delivered else None, ",".join(where),
-                                 "" if delivered else str(r["end"])))
-    return out, leg.label
+            dp = (r["kind"], r["mode"], r["flag"])
+            for path, (check, direction, local) in ANATOMY_PROBE.items():
+                if r["check"] != check or r["direction"] != direction or (path, dp) in out:
+                    continue
+                where = [ns for ns in str(r["stack_ns"]).split(",")
+                         if ns and not (local and ns in ELSEWHERE)]
+                delivered = r["delivered"] == "True"
+                out[(path, dp)] = Stack(len(where) if delivered else None, ",".join(where),
+                                        "" if delivered else str(r["end"]), leg.label)
+                if datapath_label(*dp) not in used.setdefault(leg.label, []):
+                    used[leg.label].append(datapath_label(*dp))
+    return out, [(leg, sorted(dps)) for leg, dps in used.items()]
 
 
 # ---- the section -----------------------------------------------------------------------------
@@ -272,7 +289,8 @@ class CostTable:
 class KernelCost:
     kernel: str
     paths: list[tuple[PathDef, list[CostTable]]]
-    anatomy_leg: str               # where the stack entries come from ('' when not traced)
+    anatomy_legs: list[tuple[str, list[str]]]   # each leg the stack entries come from, and
+    #                                              the datapaths it gave ([] when not traced)
 
 
 @dataclass
@@ -457,7 +475,7 @@ def build(results: Results, threshold: cmp.Threshold = THRESHOLD) -> CostSection
         return CostSection([], [], [], threshold.pct, clock or {})
     kernels = []
     for kernel in sorted(set(rows["kernel"]), key=kernel_order, reverse=True):
-        stacks, leg = stack_entries(results, kernel)
-        kernels.append(KernelCost(kernel, tables(rows, kernel, stacks, threshold), leg))
+        stacks, legs = stack_entries(results, kernel)
+        kernels.append(KernelCost(kernel, tables(rows, kernel, stacks, threshold), legs))
     return CostSection(kernels, kernel_changes(rows, threshold), agreement(results, threshold),
                        threshold.pct, clock or {})
