@@ -31,9 +31,7 @@ def test_cost(cost_datapath: Datapath, cost_run: CostRun, run: object,
     why = check_missing(cost_datapath)
     if why:
         pytest.skip(why)
-    errors = cost.measure_datapath(cost_datapath, run, reps=cost_run.reps,
-                                   warmup=cost_run.warmup, metrics=cost_run.metrics,
-                                   sink=cost_run.sink_for(cost_datapath))
+    errors = cost_run.measure(cost_datapath, run)
     assert not errors, f"{len(errors)} run(s) failed:\n" + "\n".join(errors)
     mine = {k: v for k, v in cost_run.figures.items() if k[0] == cost_datapath.name}
     paths = ("child",) if cost_datapath.reference else cost.PATHS
