@@ -61,11 +61,18 @@ def run_boot(run_id: str, kernel: str, extra: list[str]) -> float:
     return time.monotonic() - started
 
 
-def figures(run_dir: Path) -> dict[tuple[str, str, str], list[float]]:
-    """(datapath label, path, what) -> values of one results directory's icount rows."""
+def is_release(release: str, spec: str) -> bool:
+    """``6.1`` names 6.1.0-57-amd64, not 6.12.118 (as ``--vm-kernel`` reads it)."""
+    return not spec or release == spec or release.startswith((spec + ".", spec + "-"))
+
+
+def figures(run_dir: Path, kernel: str = "") -> dict[tuple[str, str, str], list[float]]:
+    """(datapath label, path, what) -> values of one results directory's icount rows (of
+    the kernels whose release starts with ``kernel``)."""
     out: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for r in RunDir(run_dir).rows("bench"):
-        if r.get("virt") != ICOUNT_VIRT or r.get("error") or r.get("value") is None:
+        if r.get("virt") != ICOUNT_VIRT or r.get("error") or r.get("value") is None \
+                or not is_release(str(r.get("kernel")), kernel):
             continue
         flags = [f for f in (r.get("flag") or "").split("+") if f]
         path = "remote" if FROM_REMOTE in flags else "child"
@@ -122,7 +129,12 @@ def main() -> int:
             print(f"cost: boot {b}: {wall:.0f} s of wall time", flush=True)
             dirs.append(ROOT / "results" / run_id)
 
-    boots = [figures(d) for d in dirs]
+    kernels = sorted({str(r.get("kernel")) for d in dirs for r in RunDir(d).rows("bench")
+                      if r.get("virt") == ICOUNT_VIRT})
+    if len(kernels) > 1:
+        print(f"cost: kernels {', '.join(kernels)} in these runs; this table is {args.kernel}"
+              " (--kernel picks another)")
+    boots = [figures(d, args.kernel) for d in dirs]
     keys = sorted(set().union(*boots))
     if not keys:
         print("cost: no instruction-clock rows in " + ", ".join(map(str, dirs)))
