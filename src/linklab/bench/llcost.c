@@ -194,14 +194,22 @@ static void sink_buffer(int fd)
 		"may be dropped\n", strerror(err), size);
 }
 
-static _Noreturn void tcp_serve(int fd)
+/* the next connection; a client that gave up before it was accepted is skipped */
+static int accept_one(int fd)
 {
 	for (;;) {
 		int c = accept(fd, NULL, NULL);
-		if (c < 0 && errno != EINTR && errno != ECONNABORTED && errno != EPROTO)
+		if (c >= 0)
+			return c;
+		if (errno != EINTR && errno != ECONNABORTED && errno != EPROTO)
 			fail("accept: %s", strerror(errno));
-		if (c < 0)
-			continue;
+	}
+}
+
+static _Noreturn void tcp_serve(int fd)
+{
+	for (;;) {
+		int c = accept_one(fd);
 		ssize_t n = read(c, buf, sizeof buf);
 		if (n > 0)      /* a failure here is this connection's client's to report */
 			n = write(c, buf, 1);
@@ -214,11 +222,7 @@ static _Noreturn void tcp_sink(int fd)
 {
 	char reply[24];
 	for (;;) {
-		int c = accept(fd, NULL, NULL);
-		if (c < 0 && errno != EINTR && errno != ECONNABORTED && errno != EPROTO)
-			fail("accept: %s", strerror(errno));
-		if (c < 0)
-			continue;
+		int c = accept_one(fd);
 		unsigned long long total = 0;
 		ssize_t n;
 		while ((n = read(c, buf, sizeof buf)) > 0)
