@@ -24,6 +24,7 @@ from linklab.dhcp.cni import (
     DISCOVER,
     REQUEST,
     CniDhcpCell,
+    CniObservation,
     load_cni_matrix,
     run_cni_cell,
 )
@@ -39,6 +40,18 @@ CLIENT_TOOL = {"udhcpc": "busybox", "dhclient": "dhclient"}
 TIMEOUT_BOUND_S = (TIMEOUT_ATTEMPTS * 2 + 3) * SCALE
 
 pytestmark = pytest.mark.connectivity
+
+
+
+def assert_lease_and_stored(cell: DhcpCell | CniDhcpCell,
+                            seen: DhcpObservation | CniObservation) -> None:
+    """The lease the cell expects, and the client identifiers the server stored."""
+    assert seen.lease == cell.expected.lease, (
+        f"{cell.id}: expected {cell.expected.lease} lease ({cell.expected.why}); observed "
+        f"{seen.lease}: {seen.detail}")
+    assert seen.stored == cell.expected.stored, (
+        f"{cell.id}: expected stored identifiers {list(cell.expected.stored)}, the server "
+        f"stored {list(seen.stored)}: {seen.detail}")
 
 
 def _row(cell: DhcpCell, outcome: str, observed: str = "", leases: str = "", detail: str = "",
@@ -144,12 +157,7 @@ def test_dhcp(dhcp_cell: DhcpCell, run, results, request, dhcp_ahead: Ahead) -> 
     results.append("dhcp", _row(cell, "passed" if ok else "failed", observed, leases,
                                 seen.detail, round(seen.lease_s, 4),
                                 round(seen.server_start_s, 4)), part=part)
-    assert seen.lease == cell.expected.lease, (
-        f"{cell.id}: expected {cell.expected.lease} lease ({cell.expected.why}); observed "
-        f"{seen.lease}: {seen.detail}")
-    assert seen.stored == cell.expected.stored, (
-        f"{cell.id}: expected stored identifiers {list(cell.expected.stored)}, the server "
-        f"stored {list(seen.stored)}: {seen.detail}")
+    assert_lease_and_stored(cell, seen)
     assert seen.configured == cell.expected_configured, (
         f"{cell.id}: expected {list(cell.expected_configured)} to configure their address, "
         f"observed {list(seen.configured)}: {seen.detail}")
@@ -327,12 +335,7 @@ def test_cni_dhcp(cni_cell: CniDhcpCell, run, results, request) -> None:
     assert not reach or {r.broadcast for r in asks} == {cell.daemon == "broadcast"}, (
         f"{cell.id}: broadcast flag in DISCOVER/REQUEST {sorted({r.broadcast for r in asks})} "
         f"with the {cell.daemon} daemon")
-    assert seen.lease == cell.expected.lease, (
-        f"{cell.id}: expected {cell.expected.lease} lease ({cell.expected.why}); observed "
-        f"{seen.lease}: {seen.detail}")
-    assert seen.stored == cell.expected.stored, (
-        f"{cell.id}: expected stored identifiers {list(cell.expected.stored)}, the server "
-        f"stored {list(seen.stored)}: {seen.detail}")
+    assert_lease_and_stored(cell, seen)
     assert seen.configured == expected_configured, (
         f"{cell.id}: expected {list(expected_configured)} to be plugged with an address, "
         f"observed {list(seen.configured)}: {seen.detail}")
