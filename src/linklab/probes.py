@@ -334,6 +334,16 @@ class Servers:
         self.socks.clear()
 
 
+def flow_socket(topo: Topology, src: str, family: int, kind: int) -> socket.socket:
+    """A non-blocking socket of ``kind`` made in ``src``'s namespace, bound to its address."""
+    af = socket.AF_INET6 if family == 6 else socket.AF_INET
+    with topo.ns(src).enter():
+        sock = socket.socket(af, kind)
+    sock.setblocking(False)
+    sock.bind((str(topo.addr(src, family)), 0))
+    return sock
+
+
 class TcpConnect(Probe):
     """A tcp connect from ``src`` to ``dst``:``port`` (a listener there): the handshake
     completing is ``pass``; a refusal or no answer is ``blocked``. One SYN, retransmitted by
@@ -341,13 +351,9 @@ class TcpConnect(Probe):
 
     def __init__(self, topo: Topology, src: str, dst: str, family: int, port: int) -> None:
         self.dst = str(topo.addr(dst, family))
-        af = socket.AF_INET6 if family == 6 else socket.AF_INET
-        with topo.ns(src).enter():
-            self.sock = socket.socket(af, socket.SOCK_STREAM)
+        self.sock = flow_socket(topo, src, family, socket.SOCK_STREAM)
         self.wfds = (self.sock,)
-        self.sock.setblocking(False)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.bind((str(topo.addr(src, family)), 0))
         self.what = f"{src} -> {dst} {self.dst} tcp/{port}"
         code = self.sock.connect_ex((self.dst, port))
         if code not in (0, errno.EINPROGRESS):
@@ -368,12 +374,8 @@ class UdpEcho(Probe):
 
     def __init__(self, topo: Topology, src: str, dst: str, family: int, port: int) -> None:
         self.dst = str(topo.addr(dst, family))
-        af = socket.AF_INET6 if family == 6 else socket.AF_INET
-        with topo.ns(src).enter():
-            self.sock = socket.socket(af, socket.SOCK_DGRAM)
+        self.sock = flow_socket(topo, src, family, socket.SOCK_DGRAM)
         self.fds = (self.sock,)
-        self.sock.setblocking(False)
-        self.sock.bind((str(topo.addr(src, family)), 0))
         self.token = os.urandom(8)
         self.what = f"{src} -> {dst} {self.dst} udp/{port}"
         try:
