@@ -18,6 +18,7 @@ from linklab.drill import ROOT, UPLINK_FILTER
 from linklab.drill.faults import bad_inputs, concurrency, fault_bench, fault_dhcp, fault_vm
 from linklab.drill.host import host_diff, host_state
 from linklab.drill.inputs import GENERATED_CASES, generated_inputs, hostile_strings, results_disk
+from linklab.drill.nightly import NIGHTLY_FAULTS, nightly_faults
 from linklab.drill.runner import Drill, dhcp_sockets
 from linklab.drill.targets import (
     TARGETS,
@@ -26,6 +27,7 @@ from linklab.drill.targets import (
     dhcp_bound,
     namespaces_alive,
 )
+from linklab.drill.users import two_users
 from linklab.ownership import Run
 
 
@@ -36,10 +38,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="CI size: one kill point per target, two Ctrl-C points")
     ap.add_argument("--seed", type=int, default=None, help="random seed for the kill jitter")
     ap.add_argument("--only", default="", help="comma list of sections: kill,sigint,faults,"
-                                               "concurrency,badinput,generated,hostile,disk,vm")
+                    "concurrency,badinput,generated,hostile,disk,users,nightly,vm")
     ap.add_argument("--generated-cases", type=int, default=GENERATED_CASES,
                     help="generated bad input: examples per property (default %(default)s)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--nightly", action="store_true",
+                    help="also break live nights on the two Vagrant/libvirt VMs (ci/nightly "
+                         f"--local): {', '.join(NIGHTLY_FAULTS)}; about half an hour")
     ap.add_argument("--make-test", action="store_true",
                     help="also run `make test` inside the host diff and the uplink capture")
     args = ap.parse_args(argv)
@@ -132,6 +137,12 @@ def run_all(d: Drill, args: argparse.Namespace, only: set[str], t_start: float,
             if want("disk"):
                 d.log("== 5d. results on a disk that fills / turns read-only mid-run")
                 summary["disk"] = results_disk(d)
+            if want("users"):
+                d.log("== 6b. two users at once: one checkout and two checkouts")
+                summary["users"] = two_users(d, quick=args.quick)
+            if args.nightly or "nightly" in only:
+                d.log("== 8. the nightly's own failures, live on the two VMs")
+                summary["nightly"] = nightly_faults(d)
         finally:
             time.sleep(0.5)   # let tcpdump flush the last packets
     lines = cmd(["tcpdump", "-r", pcap, "-n", "-tt"], check=False).stdout.splitlines()
@@ -157,6 +168,7 @@ def print_summary(s: dict) -> bool:
     conc = s.get("concurrency", [])
     bad = s.get("badinput")
     gen, hostile, disk = s.get("generated"), s.get("hostile"), s.get("disk")
+    users, nightly = s.get("users", []), s.get("nightly", [])
     dh = [r for r in kills if "dhcp_servers" in r]
     checks = []
 
@@ -222,6 +234,17 @@ def print_summary(s: dict) -> bool:
              f"{disk['passed']}/{disk['tried']}, rows kept "
              f"{' + '.join(map(str, disk['rows_kept']))} ({disk['wall_s']:.0f} s)",
              disk["tried"] == 3 and disk["passed"] == 3 and all(disk["rows_kept"]))
+    for u in users:
+        line(f"two users, {u['layout']}: both finished"[:44],
+             f"{' + '.join(str(rc) for rc in u['rc'])} exit, {u['mixed']} mixed, left "
+             f"{len(u['left'])} ({u['wall_s']:.0f} s)",
+             all(rc == 0 for rc in u["rc"]) and u["mixed"] == 0 and not u["left"])
+    for n in nightly:
+        line(f"nightly: {n['fault']}"[:44],
+             f"{'broke' if n['broke'] else 'NOT broken'}, cause "
+             f"{'named' if n['named'] else 'NOT named'}, {n['seconds']:.0f} s, left "
+             f"{len(n['left'])}",
+             n["broke"] and n["named"] and n["destroyed"] and not n["left"])
     line("host diff (links addrs routes rules neigh sysctls)",
          "empty" if not s["host_diff"] else ", ".join(s["host_diff"]), not s["host_diff"])
     line("packets leaked on eth0 (suite ranges, DHCP)", str(s["uplink_packets"]),
