@@ -47,6 +47,7 @@ PACKAGES = (
     "iproute2", "util-linux", "procps", "ethtool", "nftables", "tcpdump",
     "iperf3", "sockperf", "iputils-ping",
     "kea-dhcp4-server", "dnsmasq-base", "busybox-static", "isc-dhcp-client",
+    "containernetworking-plugins",        # the CNI dhcp plugin as a client across two nodes
     "python3", "python3-venv", "git",
 )
 # Services a test node must not run on its own (the suite starts its servers in namespaces;
