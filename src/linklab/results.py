@@ -35,10 +35,11 @@ TABLES: dict[str, tuple[str, ...]] = {
                      # the scenario's own checks (linklab.flows): the flow, and where it was
                      # declared ("check": [[check]], "pairs": a [pairs] truth table's pair)
                      "src", "dst", "proto", "port", "origin"),
-    # one row per DHCP client-id cell
+    # one row per DHCP client-id cell; clients_kernel: the other machine's kernel when the
+    # clients ran there (a two-host scenario split across two nodes), '' on one machine
     "dhcp": ("scenario", "setup", "server", "server_option", "client", "client_id",
              "expected", "observed", "outcome", "leases", "detail", "kernel", "virt",
-             "lease_s", "server_start_s"),
+             "lease_s", "server_start_s", "clients_kernel"),
     # one row per measured figure (tidy)
     "bench": ("datapath", "mode", "flag", "family", "direction", "streams", "metric", "value",
               "unit", "repetition", "tool", "error", "kernel", "virt",

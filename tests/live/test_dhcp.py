@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,7 @@ from linklab.model import ScenarioError
 from linklab.ownership import Run
 from linklab.pytest.ahead import Ahead, cells_ahead
 from linklab.pytest.plugin import dhcp_matrix_files, matrix_scenarios, results_part
+from linklab.twohost.peer import PeerConfig, split_build
 
 SERVER_TOOL = {"kea": "kea-dhcp4", "dnsmasq": "dnsmasq"}
 CLIENT_TOOL = {"udhcpc": "busybox", "dhclient": "dhclient"}
@@ -55,7 +57,8 @@ def assert_lease_and_stored(cell: DhcpCell | CniDhcpCell,
 
 
 def _row(cell: DhcpCell, outcome: str, observed: str = "", leases: str = "", detail: str = "",
-         lease_s: float | None = None, server_start_s: float | None = None) -> dict:
+         lease_s: float | None = None, server_start_s: float | None = None,
+         clients_kernel: str = "") -> dict:
     exp = cell.expected
     return {"scenario": cell.scenario.name, "setup": cell.setup.name,
             "server": cell.server.split("-", 1)[0], "server_option": cell.server,
@@ -64,7 +67,8 @@ def _row(cell: DhcpCell, outcome: str, observed: str = "", leases: str = "", det
             "expected": f"{exp.lease} [{' '.join(exp.stored)}]", "observed": observed,
             "outcome": outcome, "leases": leases, "detail": detail,
             "kernel": store.kernel_release(), "virt": store.virtualisation(),
-            "lease_s": lease_s, "server_start_s": server_start_s}
+            "lease_s": lease_s, "server_start_s": server_start_s,
+            "clients_kernel": clients_kernel}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -86,8 +90,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError(f"DHCP matrix: {exc}") from None
     none = pytest.mark.skip(reason="no DHCP matrix: no dhcp/matrix.toml beside --scenarios "
                                    "and no --dhcp-matrix")
-    cases = [pytest.param(c, id=c.id) for c in found] or \
-        [pytest.param(None, id="no-matrix", marks=none)]
+    cases = [pytest.param(c, id=c.id, marks=[pytest.mark.two_host] * (len(c.scenario.hosts) > 1))
+             for c in found] or [pytest.param(None, id="no-matrix", marks=none)]
     metafunc.parametrize("dhcp_cell", cases)
 
 
@@ -117,11 +121,19 @@ def _dhcp_missing(cell: DhcpCell) -> str | None:
             or missing_tool(CLIENT_TOOL[cell.client]) or missing_link(sc.kind, sc.mode, sc.flag))
 
 
-def _observe_alone(cell: DhcpCell) -> DhcpObservation:
-    """One cell with an ownership record (and so namespace names) of its own, for a thread."""
+def _split_env(config: pytest.Config, cell: DhcpCell) -> Path | None:
+    """``--remote-env`` for a two-host cell: its server here, its clients on the peer node."""
+    env = config.getoption("--remote-env")
+    return Path(env) if env and len(cell.scenario.hosts) > 1 else None
+
+
+def _observe_alone(cell: DhcpCell, remote_env: Path | None = None) -> DhcpObservation:
+    """One cell with an ownership record (and so namespace names) of its own, for a thread;
+    split across two nodes with ``remote_env``."""
     own = Run()
     try:
-        with build(cell.scenario, own) as topo:
+        with (split_build(cell.scenario, own, PeerConfig.from_env(remote_env)) if remote_env
+              else build(cell.scenario, own)) as topo:
             return run_cell(cell, topo, own)
     finally:
         own.close()
@@ -134,7 +146,8 @@ def dhcp_ahead(request: pytest.FixtureRequest, run) -> Iterator[Ahead]:
     ahead = Ahead(cells_ahead(request.config))
     for item in request.session.items:
         cell = getattr(item, "callspec", None) and item.callspec.params.get("dhcp_cell")
-        if isinstance(cell, DhcpCell) and not _dhcp_missing(cell):
+        if isinstance(cell, DhcpCell) and not _dhcp_missing(cell) and \
+                not _split_env(request.config, cell):    # one lent NIC per node: in turn
             ahead.submit(cell.id, partial(_observe_alone, cell))
     yield ahead
     ahead.close()
@@ -147,7 +160,8 @@ def test_dhcp(dhcp_cell: DhcpCell, run, results, request, dhcp_ahead: Ahead) -> 
     if why:
         results.append("dhcp", _row(cell, "skipped", detail=why), part=part)
         pytest.skip(why)
-    seen = dhcp_ahead.result(cell.id, partial(_observe_alone, cell))
+    seen = dhcp_ahead.result(cell.id, partial(_observe_alone, cell,
+                                              _split_env(request.config, cell)))
     observed = f"{seen.lease} [{' '.join(seen.stored)}]"
     leases = "; ".join(f"{le.address} {le.hwaddr} {le.client_id or '-'}" for le in seen.leases)
     ok = (seen.lease, seen.stored, seen.configured) == \
@@ -156,7 +170,7 @@ def test_dhcp(dhcp_cell: DhcpCell, run, results, request, dhcp_ahead: Ahead) -> 
         ok = ok and all(r.timed_out and r.seconds <= TIMEOUT_BOUND_S for r in seen.clients)
     results.append("dhcp", _row(cell, "passed" if ok else "failed", observed, leases,
                                 seen.detail, round(seen.lease_s, 4),
-                                round(seen.server_start_s, 4)), part=part)
+                                round(seen.server_start_s, 4), seen.clients_kernel), part=part)
     assert_lease_and_stored(cell, seen)
     assert seen.configured == cell.expected_configured, (
         f"{cell.id}: expected {list(cell.expected_configured)} to configure their address, "
@@ -270,7 +284,7 @@ CNI_TIMEOUT_BOUND_S = 30 * SCALE
 
 def _cni_row(cell: CniDhcpCell, outcome: str, observed: str = "", leases: str = "",
              detail: str = "", lease_s: float | None = None,
-             server_start_s: float | None = None) -> dict:
+             server_start_s: float | None = None, clients_kernel: str = "") -> dict:
     exp = cell.expected
     return {"scenario": cell.scenario.name, "setup": cell.setup.name,
             "server": cell.server.split("-", 1)[0], "server_option": cell.server,
@@ -278,7 +292,8 @@ def _cni_row(cell: CniDhcpCell, outcome: str, observed: str = "", leases: str = 
             "expected": f"{exp.lease} [{' '.join(exp.stored)}]", "observed": observed,
             "outcome": outcome, "leases": leases, "detail": detail,
             "kernel": store.kernel_release(), "virt": store.virtualisation(),
-            "lease_s": lease_s, "server_start_s": server_start_s}
+            "lease_s": lease_s, "server_start_s": server_start_s,
+            "clients_kernel": clients_kernel}
 
 
 def test_cni_dhcp(cni_cell: CniDhcpCell, run, results, request) -> None:

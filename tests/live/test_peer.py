@@ -210,3 +210,57 @@ def test_a_lent_nic_goes_back_in_its_old_state(nodes: Nodes, run: Run) -> None:
     link = json.loads(cmd(["ip", "-j", "link", "show", "l2a"], nodes.a).stdout)[0]
     assert "UP" not in link["flags"] and link["mtu"] == 1450
     cmd(["ip", "-n", nodes.a, "link", "set", "l2a", "mtu", "1500", "up"])
+
+
+def _dhcp_cell(scenario: str, setup: str, server: str, client: str):
+    from linklab.dhcp.matrix import MATRIX_FILE, load_matrix
+    from linklab.model import load_all
+
+    scenarios = {sc.name: sc for sc in load_all(SHIPPED)}
+    return next(c for c in load_matrix(MATRIX_FILE, scenarios) if c.scenario.name == scenario
+                and c.setup.name == setup and c.server == server and c.client == client)
+
+
+@pytest.mark.parametrize("scenario, setup, server, client", [
+    ("dhcp-twohost-macvlan", "C", "kea-match-client-id", "udhcpc"),
+    ("dhcp-twohost-macvlan", "C", "dnsmasq-default", "dhclient"),
+    ("dhcp-twohost-ipvlan-l2", "B", "dnsmasq-default", "udhcpc"),   # distinct ids, one MAC
+    ("dhcp-twohost-ipvlan-l2", "A", "kea-no-match-client-id", "udhcpc"),  # one MAC, one lease
+])
+def test_dhcp_split_serves_clients_on_the_peer(nodes: Nodes, run: Run, netns_names,
+                                                scenario: str, setup: str, server: str,
+                                                client: str) -> None:
+    """A DHCP cell split across the nodes: the server's host stays on node-a, the clients'
+    host (whatever LINKLAB_PEER_HOSTS says) is built by the agent on node-b, whose clients ask
+    across the wire; the outcome is the one-machine matrix's expectation."""
+    from linklab.capabilities import missing_link, missing_tool
+    from linklab.dhcp.cell import run_cell
+
+    cell = _dhcp_cell(scenario, setup, server, client)
+    sc = cell.scenario
+    if why := (missing_link(sc.kind, sc.mode, sc.flag) or missing_tool(
+            {"kea": "kea-dhcp4", "dnsmasq": "dnsmasq"}[server.split("-")[0]])
+               or missing_tool({"udhcpc": "busybox", "dhclient": "dhclient"}[client])):
+        pytest.skip(why)
+    cfg = PeerConfig.from_env(nodes.write_env(LINKLAB_PEER_HOSTS="host2"))
+    with split_build(sc, run, cfg) as topo:
+        assert {"host2", "upstream"} <= set(topo.namespaces)      # the server's side: here
+        assert not {"host1", "c1", "c2"} & set(topo.namespaces)   # the clients: on node-b
+        seen = run_cell(cell, topo, run)
+        built = {ns.name for ns in topo.namespaces.values()} | set(topo.peer.namespaces)
+    assert (seen.lease, seen.stored) == (cell.expected.lease, cell.expected.stored), seen.detail
+    assert seen.configured == cell.expected_configured, seen.detail
+    assert seen.clients_kernel == os.uname().release
+    assert {r.ns for r in seen.clients} <= built
+    assert not built & netns_names()
+
+
+def test_a_dhcp_server_placed_on_the_peer_is_refused(nodes: Nodes, run: Run) -> None:
+    from linklab.twohost.placement import place
+
+    sc = load_scenario(SHIPPED / "dhcp-twohost-macvlan.toml")
+    with pytest.raises(PlacementError, match=r"dhcp-twohost-macvlan.toml: scenario "
+                                             r"dhcp-twohost-macvlan: the DHCP server \(host2\) "
+                                             r"stays on this node.*place host1, not host2"):
+        place(sc, ["host2"])
+    assert place(sc, ["host1"]).on_peer("c2")

@@ -46,6 +46,7 @@ class Observation:
     server_start_s: float
     lease_s: float                  # the slowest client that bound (0 when none did)
     detail: str
+    clients_kernel: str = ""        # the peer's kernel when the clients ran on the peer node
 
 
 def classify_id(client_id: str | None, mac: str, explicit: dict[str, str]) -> str:
@@ -97,46 +98,66 @@ def _classify_lease(results: list[ClientResult], leases: list[Lease]) -> str:
         f"inconsistent: {len(addrs)} addresses, {len(leases)} leases"
 
 
+def run_clients(topo: Topology, run: Run, client: str, client_ids: dict[str, str], *,
+                broadcast: bool, expect_bound: bool) -> tuple[list[ClientResult], dict[str, str]]:
+    """The cell's clients, in the namespaces of this ``topo`` (on a split, the peer agent's
+    half runs this for its containers), and the MAC of each client's link."""
+    attempts = BOUND_ATTEMPTS if expect_bound else TIMEOUT_ATTEMPTS
+    workdir = client_workdir(run)
+    try:
+        def one(name: str, cid: str) -> ClientResult:
+            # pyroute2 0.9 opens an IPRoute's socket per thread, at the thread's first
+            # call and in the thread's namespace: a client thread runs inside its own
+            with topo.ns(name).enter():
+                return run_client(client, topo.ns(name), topo.ifname(name), cid, workdir, run,
+                                  attempts_s=attempts, broadcast=broadcast, scaled=expect_bound)
+
+        if expect_bound or len(client_ids) == 1:
+            results = [one(name, cid) for name, cid in client_ids.items()]
+        else:
+            for name in client_ids:
+                _ = topo.ns(name).ipr  # ... and this thread's socket opened in the right one
+            with ThreadPoolExecutor(len(client_ids), thread_name_prefix="dhcp-client") as side:
+                results = list(side.map(one, client_ids, client_ids.values()))
+    finally:
+        remove_workdir(run, workdir)
+    return results, {name: link_mac(topo, name) for name in client_ids}
+
+
+def _clients_on_peer(topo: Topology, names: list[str]) -> bool:
+    """A split topology whose clients were built by the peer agent (on node-b)."""
+    return getattr(topo, "peer", None) is not None and \
+        not any(name in topo.namespaces for name in names)
+
+
 def run_cell(cell: DhcpCell, topo: Topology, run: Run) -> Observation:
-    """Start the cell's server, run its clients, read back addresses and lease records."""
+    """Start the cell's server, run its clients (here, or on the peer of a split topology),
+    read back addresses and lease records."""
     sc = topo.scenario
     assert sc.dhcp is not None
     server_ns, server_if = _server_side(topo)
     pool = Pool(sc.dhcp.subnet, sc.dhcp.pool_start, sc.dhcp.pool_end)
     expect_bound = cell.expected.lease != "none"
-    attempts = BOUND_ATTEMPTS if expect_bound else TIMEOUT_ATTEMPTS
     explicit = {n: cid for n, cid in cell.setup.client_ids.items() if cid not in (NO_ID, MAC_ID)}
-    workdir = client_workdir(run)
-    try:
-        with dhcp_server(cell.server, topo.ns(server_ns), server_if, pool, run) as server:
-            def client(name: str, cid: str) -> ClientResult:
-                # pyroute2 0.9 opens an IPRoute's socket per thread, at the thread's first
-                # call and in the thread's namespace: a client thread runs inside its own
-                with topo.ns(name).enter():
-                    return run_client(cell.client, topo.ns(name), topo.ifname(name), cid,
-                                      workdir, run, attempts_s=attempts,
-                                      broadcast=cell.broadcast_flag, scaled=expect_bound)
-
-            ids = cell.setup.client_ids
-            if expect_bound or len(ids) == 1:
-                results = [client(name, cid) for name, cid in ids.items()]
-            else:
-                for name in ids:
-                    _ = topo.ns(name).ipr  # ... and this thread's socket opened in the right one
-                with ThreadPoolExecutor(len(ids), thread_name_prefix="dhcp-client") as side:
-                    results = list(side.map(client, ids, ids.values()))
-            wanted = {r.address.ip for r in results if r.bound}  # type: ignore[union-attr]
-            deadline = time.monotonic() + LEASE_WAIT_S
-            while True:                      # dnsmasq rewrites its file just after the ACK
-                leases = server.leases()
-                if wanted <= {le.address for le in leases} or time.monotonic() > deadline:
-                    break
-                time.sleep(0.01)
-            server_start_s = server.started_s
-            log_tail = server.log_tail(6)
-    finally:
-        remove_workdir(run, workdir)
-    mac = {name: link_mac(topo, name) for name in cell.setup.client_ids}
+    ids = dict(cell.setup.client_ids)
+    with dhcp_server(cell.server, topo.ns(server_ns), server_if, pool, run) as server:
+        on_peer = _clients_on_peer(topo, list(ids))
+        if on_peer:
+            results, mac = topo.peer.dhcp_clients(cell.client, ids,
+                                                  broadcast=cell.broadcast_flag,
+                                                  expect_bound=expect_bound)
+        else:
+            results, mac = run_clients(topo, run, cell.client, ids,
+                                       broadcast=cell.broadcast_flag, expect_bound=expect_bound)
+        wanted = {r.address.ip for r in results if r.bound}  # type: ignore[union-attr]
+        deadline = time.monotonic() + LEASE_WAIT_S
+        while True:                      # dnsmasq rewrites its file just after the ACK
+            leases = server.leases()
+            if wanted <= {le.address for le in leases} or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        server_start_s = server.started_s
+        log_tail = server.log_tail(6)
     stored = tuple(sorted(classify_id(le.client_id, le.hwaddr, explicit) for le in leases))
     lease = _classify_lease(results, leases)
     names = list(cell.setup.client_ids)
@@ -157,4 +178,5 @@ def run_cell(cell: DhcpCell, topo: Topology, run: Run) -> Observation:
         detail += f" | client logs: {' // '.join(r.log[-300:] for r in results)}" \
                   f" | server log: {log_tail[-600:]}"
     return Observation(lease, stored, configured, tuple(results), tuple(leases), server_start_s,
-                       max((r.seconds for r in results if r.bound), default=0.0), detail)
+                       max((r.seconds for r in results if r.bound), default=0.0), detail,
+                       topo.peer.kernel if on_peer else "")

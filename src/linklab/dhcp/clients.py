@@ -13,7 +13,7 @@ import ipaddress
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from linklab.cmd import CmdError, bkg, cmd, require
@@ -56,6 +56,15 @@ class ClientResult:
         it failed afterwards, e.g. ipvlan refusing an address a sibling slave holds)."""
         match = LEASED_RE[self.client].search(self.log)
         return ipaddress.IPv4Address(match.group(1)) if match else None
+
+    def to_json(self) -> dict:
+        """For the peer agent's reply (the clients of a split DHCP cell ran on node-b)."""
+        return {**asdict(self), "address": str(self.address) if self.address else None}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> ClientResult:
+        address = raw.get("address")
+        return cls(**{**raw, "address": ipaddress.IPv4Interface(address) if address else None})
 
     @property
     def timed_out(self) -> bool:

@@ -13,7 +13,8 @@ What a killed agent leaves, ``linklab clean`` on node-b removes from that record
 Requests (one JSON object a line; each answered by one line, ``{"error": ...}`` on failure):
 ``facts`` (MACs of this half), ``observe`` (cells sourced here, with node-a's facts and
 listeners), ``listen``/``heard`` (a receiver here for a cell probed from node-a), ``cmd``
-(an argv in one of this half's namespaces).
+(an argv in one of this half's namespaces), ``dhcp_clients`` (a DHCP cell's clients in this
+half's containers, while node-a serves).
 
     python -m linklab.twohost.peer --scenario FILE --digest SHA256 --host host2 --uplink eth2
                            [--uplink-netns PATH]
@@ -40,11 +41,13 @@ from typing import Any
 from linklab.build import BuildError, Split, build
 from linklab.checks import Cell
 from linklab.cmd import CmdError, Result, cmd, proc_starttime
+from linklab.dhcp.cell import run_clients
+from linklab.dhcp.clients import ClientResult
 from linklab.model import Scenario, ScenarioError, load_scenario
 from linklab.ownership import Run, clean
 from linklab.probes import SPECIAL, Listener, Observation, facts_of, observe_batch
 from linklab.suite import TIME_SCALE_ENV, time_scale
-from linklab.twohost.placement import Placement, PlacementError, place
+from linklab.twohost.placement import Placement, PlacementError, dhcp_peer_hosts, place
 from linklab.twohost.remote import NetnsRemote, Remote, RemoteError, load_env, remote_from_env
 from linklab.twohost.uplink import Uplink
 
@@ -186,6 +189,14 @@ class PeerClient:
                            res.stderr, why=f"exited {res.returncode} on {self.where}")
         return res
 
+    def dhcp_clients(self, client: str, client_ids: dict[str, str], *, broadcast: bool,
+                     expect_bound: bool) -> tuple[list[ClientResult], dict[str, str]]:
+        """A DHCP cell's clients run on the peer (its containers live there), while this node
+        serves; their results and their links' MACs."""
+        reply = self.request("dhcp_clients", timeout=300, client=client, client_ids=client_ids,
+                             broadcast=broadcast, expect_bound=expect_bound)
+        return [ClientResult.from_json(r) for r in reply["results"]], reply["macs"]
+
     def close(self, quiet: bool = False) -> None:
         """Close the agent's stdin (it tears its half down) and wait for it; a hung one is
         killed by PID. A failed exit raises PeerError unless ``quiet`` (already failing)."""
@@ -214,8 +225,9 @@ def _starttime(pid: int) -> int | None:
 @contextmanager
 def split_build(sc: Scenario, run: Any, cfg: PeerConfig) -> Iterator[Any]:
     """node-a's side of a split scenario: the agent builds the placed host's half on the peer,
-    then this node builds the rest; released in the reverse order."""
-    placement = place(sc, cfg.peer_hosts)
+    then this node builds the rest; released in the reverse order. A DHCP scenario puts its
+    clients' host on the peer and keeps the server here (:func:`dhcp_peer_hosts`)."""
+    placement = place(sc, dhcp_peer_hosts(sc) if sc.dhcp else cfg.peer_hosts)
     with ExitStack() as stack:
         client = PeerClient(cfg, sc, placement, run)
         stack.callback(client.close)
@@ -230,8 +242,8 @@ def split_build(sc: Scenario, run: Any, cfg: PeerConfig) -> Iterator[Any]:
 class Agent:
     """The peer's half and the answers to node-a's requests."""
 
-    def __init__(self, topo: Any) -> None:
-        self.topo = topo
+    def __init__(self, topo: Any, run: Run) -> None:
+        self.topo, self.run = topo, run
         self.listeners: dict[str, Any] = {}
 
     def handle(self, req: dict) -> dict:
@@ -270,6 +282,11 @@ class Agent:
                   check=False, input=req.get("input"))
         return {"argv": res.argv, "rc": res.returncode, "stdout": res.stdout,
                 "stderr": res.stderr}
+
+    def op_dhcp_clients(self, req: dict) -> dict:
+        results, macs = run_clients(self.topo, self.run, req["client"], req["client_ids"],
+                                    broadcast=req["broadcast"], expect_bound=req["expect_bound"])
+        return {"results": [r.to_json() for r in results], "macs": macs}
 
     def close(self) -> None:
         for rx in self.listeners.values():
@@ -331,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             except BuildError as exc:
                 say({"error": f"build: {exc}", "marker": run.marker})
                 return 1
-            agent = Agent(topo)
+            agent = Agent(topo, run)
             stack.callback(agent.close)
             say({"kernel": os.uname().release, "facts": agent.op_facts({})["facts"],
                  "marker": run.marker, "namespaces": [n.name for n in topo.namespaces.values()],

@@ -5,6 +5,10 @@ peer (node-b); every other namespace (the other hosts, ``upstream``, ``remote``)
 node (node-a). One machine is the empty placement. The wire between the two halves is one NIC
 per node (:mod:`linklab.twohost.uplink`): node-a's joins the upstream switch, node-b's becomes the
 placed host's parent NIC, so exactly one host can be placed on the peer.
+
+A DHCP scenario is split one way only, the way the client-ID warning is about: the server's
+host stays on this node and the host of the clients (the containers) goes to the peer
+(:func:`dhcp_peer_hosts`), whatever ``LINKLAB_PEER_HOSTS`` says for the connectivity scenarios.
 """
 
 from __future__ import annotations
@@ -65,6 +69,16 @@ def place(sc: Scenario, peer_hosts: Iterable[str] = DEFAULT_PEER_HOSTS) -> Place
         raise PlacementError(f"{where}: place exactly one host on the peer (one NIC per node "
                              f"joins the halves), got {', '.join(wanted) or 'none'}")
     if sc.dhcp is not None:
-        raise PlacementError(f"{where}: a DHCP scenario cannot be split yet (its server and "
-                             f"clients run from one process); keep {wanted[0]} on this node")
+        server = sc.dhcp.server
+        server_host = next((c.host for c in sc.containers if c.name == server), server)
+        if server_host in wanted:
+            raise PlacementError(f"{where}: the DHCP server ({server}) stays on this node and "
+                                 f"its clients go to the peer: place "
+                                 f"{', '.join(dhcp_peer_hosts(sc)) or 'the clients host'}, "
+                                 f"not {server_host}")
     return Placement(sc, frozenset(wanted))
+
+
+def dhcp_peer_hosts(sc: Scenario) -> tuple[str, ...]:
+    """The host placed on the peer in a DHCP scenario: the one holding its clients."""
+    return tuple(dict.fromkeys(c.host for c in sc.containers if c.host))

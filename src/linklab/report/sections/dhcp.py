@@ -51,11 +51,13 @@ def dhcp_tables(results: Results) -> list[DhcpTable]:
         for r in records:
             cell = _dhcp_cell(r, notes)
             counts[cell.cls] += 1
-            key = (r["setup"], r["scenario"], r["client"], r["client_id"])
+            key = (r["setup"], r["scenario"], r["client"], r["client_id"],
+                   r.get("clients_kernel") or "")
             by_row.setdefault(key, {})[r["server_option"]] = cell
-        rows = [Row(f"{setup} · {client}", f"{scenario} · ids {ids or '—'}",
+        rows = [Row(f"{setup} · {client}", f"{scenario} · ids {ids or '—'}"
+                    + (f" · clients on another machine ({other})" if other else ""),
                     [cells.get(srv) for srv in servers])
-                for (setup, scenario, client, ids), cells in by_row.items()]
+                for (setup, scenario, client, ids, other), cells in by_row.items()]
         note_list = [(n, kind, text)
                      for (kind, text), n in sorted(notes.items(), key=lambda i: i[1])]
         out.append(DhcpTable(leg, servers, rows, note_list,
