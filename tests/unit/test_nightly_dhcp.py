@@ -1,0 +1,80 @@
+"""The night's two-machine DHCP table (linklab.nightly.dhcp, ci/nightly's two_host_dhcp):
+split cells paired with the same cells run inside one node, from the rows both wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from linklab.nightly import dhcp
+
+STAMP = "20261206T150000Z"
+
+
+def _row(setup: str, server: str, observed: str, outcome: str = "passed",
+         clients_kernel: str = "") -> dict:
+    return {"setup": setup, "scenario": "dhcp-twohost-ipvlan-l2", "server_option": server,
+            "client": "udhcpc", "expected": "distinct [c1 c2]", "observed": observed,
+            "outcome": outcome, "kernel": "6.1.0-57-amd64", "clients_kernel": clients_kernel}
+
+
+def _write(run: Path, rows: list[dict], torn: bool = False) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (run / "dhcp.jsonl").write_text(text + ('{"setup": "B", "scen' if torn else ""))
+
+
+def _night(tmp_path: Path, split: list[dict], a: list[dict], b: list[dict]) -> Path:
+    night = tmp_path / "nights" / STAMP
+    _write(night / "node-a" / "results" / f"{STAMP}-two-host", split, torn=True)
+    _write(night / "node-a" / "results" / f"{STAMP}-node-a", a)
+    _write(night / "node-b" / "results" / f"{STAMP}-node-b", b)
+    return night
+
+
+def test_split_cells_pair_with_the_one_machine_runs_and_a_difference_is_counted(
+        tmp_path: Path) -> None:
+    night = _night(tmp_path,
+                   [_row("B", "dnsmasq-default", "distinct [c1 c2]", clients_kernel="6.1.0"),
+                    _row("B", "kea-match-client-id", "none []", "failed", "6.1.0")],
+                   [_row("B", "dnsmasq-default", "distinct [c1 c2]"),
+                    _row("B", "kea-match-client-id", "distinct [c1 c2]")],
+                   [_row("B", "dnsmasq-default", "distinct [c1 c2]")])
+    split = dhcp.rows(night / "node-a" / "results" / f"{STAMP}-two-host")
+    assert len(split) == 2                          # the torn last line is skipped
+    pairs = dhcp.pair(split, {n: dhcp.rows(night / n / "results" / f"{STAMP}-{n}")
+                              for n in ("node-a", "node-b")})
+    by = {p.cell: p for p in pairs}
+    same = by["B-dhcp-twohost-ipvlan-l2-dnsmasq-default-udhcpc"]
+    differs = by["B-dhcp-twohost-ipvlan-l2-kea-match-client-id-udhcpc"]
+    assert same.same is True and same.clients_kernel == "6.1.0"
+    assert differs.same is False and differs.one_machine == {"node-a": "distinct [c1 c2]",
+                                                             "node-b": ""}
+    total = dhcp.summary(pairs)["total"]
+    assert total == {"split": 2, "passed": 1, "failed": 1, "compared": 2, "differ": 1}
+    text = dhcp.lines(pairs, ("node-a", "node-b"))
+    assert text[2].endswith("DIFFERS") and "not run" in text[2]
+
+
+def test_the_night_step_writes_the_table_and_fails_on_a_failed_split_cell(
+        tmp_path: Path, ci_nightly, capsys) -> None:
+    night = _night(tmp_path, [_row("B", "kea-match-client-id", "none []", "failed", "6.1")],
+                   [_row("B", "kea-match-client-id", "distinct [c1 c2]")], [])
+    assert ci_nightly.two_host_dhcp(night) == ci_nightly.EXIT_FAILED
+    saved = json.loads((night / "two-host-dhcp.json").read_text())
+    assert saved["total"]["differ"] == 1 and saved["errors"] == []
+    assert "DIFFERS" in (night / "two-host-dhcp.txt").read_text()
+    assert "1 failed, 0 errors of 1 split cells" in capsys.readouterr().out
+
+
+def test_an_errored_split_cell_breaks_the_step_and_no_dhcp_cell_is_no_verdict(
+        tmp_path: Path, ci_nightly) -> None:
+    night = _night(tmp_path, [], [], [])
+    junit = night / "node-a" / "results" / f"{STAMP}-two-host" / "junit-host.xml"
+    junit.write_text('<testsuites><testsuite><testcase name="test_dhcp[dhcp-B-x]">'
+                     '<error message="peer gone"/></testcase></testsuite></testsuites>')
+    assert ci_nightly.two_host_dhcp(night) == ci_nightly.EXIT_BROKEN
+    assert json.loads((night / "two-host-dhcp.json").read_text())["errors"] == [
+        "test_dhcp[dhcp-B-x]"]
+    junit.unlink()
+    assert ci_nightly.two_host_dhcp(night) == ci_nightly.EXIT_PASSED
