@@ -6,8 +6,13 @@ PYTEST := $(PY) -m pytest
 
 .PHONY: setup lint test unit connectivity bench cost clean doctor nightly nightly-local report kernel-matrix drill
 
-# One results/<run-id>/ per `make test` / `make kernel-matrix` (LINKLAB_RUN_ID overrides).
-TEST_RUN_ID := $(or $(LINKLAB_RUN_ID),$(shell date -u +%Y%m%dT%H%M%SZ)-make)
+# One results/<run-id>/ per `make test` / `make kernel-matrix` / `make report`
+# (LINKLAB_RUN_ID overrides): the UTC second, the target and make's own PID, so two users who
+# start make in the same second in one checkout never share a run directory (no live process
+# shares make's PID).
+STAMP := $(shell echo "$$(date -u +%Y%m%dT%H%M%SZ) $$PPID")
+TEST_RUN_ID := $(or $(LINKLAB_RUN_ID),$(word 1,$(STAMP))-make-$(word 2,$(STAMP)))
+REPORT_RUN_ID := $(or $(LINKLAB_RUN_ID),$(word 1,$(STAMP))-report-$(word 2,$(STAMP)))
 
 setup:
 	@bash scripts/setup
@@ -93,7 +98,7 @@ REPORT_ANATOMY := \
 	--deselect tests/live/test_anatomy.py::test_kill_9_mid_measurement_is_cleaned_by_ownership
 REPORT_VM ?= 1
 report: setup
-	@run=$${LINKLAB_RUN_ID:-$$(date -u +%Y%m%dT%H%M%SZ)-report}; dir=results/$$run; rc=0; \
+	@run=$(REPORT_RUN_ID); dir=results/$$run; rc=0; \
 	export LINKLAB_RUN_ID=$$run; mkdir -p $$dir; start=$$(date +%s); \
 	$(PYTEST) -q -rfEs -m "connectivity or bench or anatomy" $(REPORT_BENCH) $(REPORT_ANATOMY) \
 	  --junitxml=$$dir/junit-host.xml tests bench/test_bench.py || rc=1; \
