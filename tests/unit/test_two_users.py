@@ -1,11 +1,12 @@
 """Two users at once (issue #24): what two simultaneous ``make test`` / ``make report`` runs,
-in one checkout or two, must never share: run ids."""
+in one checkout or two, must never share: run ids, the setup (apt, the virtualenv)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,48 @@ def test_make_run_id_override_is_kept() -> None:
                           PRINT_IDS, "llu-ids"], capture_output=True, text=True, check=True,
                          env={**os.environ, "LINKLAB_RUN_ID": "mine"}).stdout.split()
     assert out == ["mine", "mine"]
+
+
+def _fake_checkout(tmp: Path) -> tuple[Path, dict[str, str]]:
+    """A checkout with scripts/setup, every Debian package 'installed' (a dpkg-query stub)
+    and a fake python whose ``-m venv`` and pip note when two of them overlap."""
+    repo, stubs, log = tmp / "repo", tmp / "bin", tmp / "log"
+    for d in (repo / "scripts", stubs, log):
+        d.mkdir(parents=True)
+    shutil.copy(ROOT / "scripts/setup", repo / "scripts/setup")
+    (repo / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    busy = textwrap.dedent(f"""\
+        mkdir {log}/busy 2>/dev/null || echo "$0 $*" >>{log}/overlap
+        echo "$0 $*" >>{log}/calls
+        sleep 0.4
+        rmdir {log}/busy 2>/dev/null || true
+        """)
+    (stubs / "dpkg-query").write_text("#!/bin/sh\necho 'install ok installed'\n")
+    (stubs / "python").write_text("#!/bin/sh\n" + busy + textwrap.dedent(f"""\
+        if [ "$1 $2" = "-m venv" ]; then
+          mkdir -p "$3/bin"; cp {stubs}/pip "$3/bin/pip"; cp {stubs}/pip "$3/bin/python"
+        fi
+        """))
+    (stubs / "pip").write_text("#!/bin/sh\n" + busy)
+    for f in stubs.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "PYTHON": str(stubs / "python"),
+           "LINKLAB_SETUP_LOCK": str(tmp / "setup.lock")}
+    return repo, env
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="flock (util-linux) is not installed")
+def test_two_setups_at_once_create_the_venv_once(tmp_path: Path) -> None:
+    """Two ``make setup`` at once in one checkout: one creates the virtualenv and installs into
+    it, the other waits and finds it done (without the lock both ran ``venv`` and ``pip`` into
+    the same directory at the same time)."""
+    repo, env = _fake_checkout(tmp_path)
+    procs = [subprocess.Popen(["bash", str(repo / "scripts/setup")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert not (tmp_path / "log/overlap").exists(), (tmp_path / "log/overlap").read_text()
+    calls = (tmp_path / "log/calls").read_text().splitlines()
+    assert sum(" -m venv " in c for c in calls) == 1, calls
+    assert sum("install -q -e" in c for c in calls) == 1, calls
