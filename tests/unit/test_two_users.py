@@ -1,5 +1,6 @@
 """Two users at once (issue #24): what two simultaneous ``make test`` / ``make report`` runs,
-in one checkout or two, must never share: run ids, the setup (apt, the virtualenv)."""
+in one checkout or two, must never share: run ids, the setup (apt, the virtualenv), the code a
+guest runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from linklab import vm
 
 ROOT = Path(__file__).resolve().parents[2]
 PRINT_IDS = "llu-ids: ; @echo $(TEST_RUN_ID) $(REPORT_RUN_ID)"
@@ -87,3 +90,13 @@ def test_two_setups_at_once_create_the_venv_once(tmp_path: Path) -> None:
     calls = (tmp_path / "log/calls").read_text().splitlines()
     assert sum(" -m venv " in c for c in calls) == 1, calls
     assert sum("install -q -e" in c for c in calls) == 1, calls
+
+
+def test_guest_env_carries_pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second checkout run with the first one's virtualenv (PYTHONPATH=<clone>/src): its
+    guests import the clone's linklab too (they start from a clean environment and imported
+    the first checkout's through the venv's editable install)."""
+    monkeypatch.setenv("PYTHONPATH", "/tmp/llu-clone/src")
+    assert vm.guest_env("tcg", None)["PYTHONPATH"] == "/tmp/llu-clone/src"
+    monkeypatch.delenv("PYTHONPATH")
+    assert "PYTHONPATH" not in vm.guest_env("tcg", None)

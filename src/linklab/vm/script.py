@@ -70,8 +70,13 @@ def guest_script(argv: Sequence[str], cwd: str, env: dict[str, str],
 
 
 def guest_env(virt: str, env: dict[str, str] | None) -> dict[str, str]:
-    """The guest command's environment: this process's ``LINKLAB_*``, the labels, ``env``."""
-    out = {k: v for k, v in os.environ.items() if k.startswith("LINKLAB_")}
+    """The guest command's environment: this process's ``LINKLAB_*`` and ``PYTHONPATH``, the
+    labels, ``env``."""
+    # PYTHONPATH too: the guest starts from a clean environment, and a second checkout run with
+    # the first one's virtualenv (PYTHONPATH=<checkout>/src) would otherwise test the first
+    # checkout's code in its guests (the venv's editable install points there)
+    out = {k: v for k, v in os.environ.items() if k.startswith("LINKLAB_")
+           or k == "PYTHONPATH"}
     out.update({"LINKLAB_VIRT": virt, "LINKLAB_IN_VM": "1", "PYTHONUNBUFFERED": "1"})
     # the guest runs Python ~20x and traffic ~25x slower: stretch every wait (probes, servers)
     out.setdefault("LINKLAB_TIME_SCALE", "2" if virt == "kvm" else "5")
