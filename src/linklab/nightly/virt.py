@@ -208,6 +208,7 @@ class Libvirt:
         self.names = Names(f"ll{run.marker}-")
         self._stack = ExitStack()
         self.timings: dict[str, float] = {}
+        self.pids: dict[str, tuple[int, int | None]] = {}   # daemon -> (pid, start time)
         self._stack.callback(self._lock.close)
         try:
             self._start(start_timeout_s)
@@ -239,6 +240,7 @@ class Libvirt:
             pid = self._wait(lambda f=pidfile: _pid_from(f), f"{name} to write {pidfile}", 30)
             if not _in_namespace(pid, self.ns.path):
                 raise VirtError(f"{name} (pid {pid}) is not inside namespace {ns_name}")
+            self.pids[name] = (pid, proc_starttime(pid))
         self._wait(libvirtd_answers, f"libvirtd to answer on {SOCKET}", timeout_s)
         self.timings["daemons_s"] = round(time.monotonic() - t0, 1)
         pool_dir = self.state / "pool"
@@ -294,6 +296,27 @@ class Libvirt:
                 stop_pid(pid, proc_starttime(pid), grace=2.0)
         self.ns.close()
         self.run.disown_namespace(name)
+
+    def daemon_died(self) -> str | None:
+        """Which of the run's daemons is gone (killed, crashed), if one is."""
+        for name, (pid, start) in self.pids.items():
+            if proc_starttime(pid) != start:
+                return f"{name} (pid {pid}) died mid-night"
+        return None
+
+    def address(self, node: str) -> tuple[bool, str | None]:
+        """(is the node's domain running, its lease's address on the management network)."""
+        dom, mgmt = self.names.domain(node), self.names.network("mgmt")
+        if virsh("domstate", dom, timeout=30).stdout.strip() != "running":
+            return False, None
+        macs = [f[4].lower() for f in (line.split() for line in
+                                       virsh("domiflist", dom, timeout=30).stdout.splitlines())
+                if len(f) >= 5 and f[2] == mgmt]
+        for line in virsh("net-dhcp-leases", mgmt, timeout=30).stdout.splitlines():
+            f = line.split()
+            if len(f) >= 5 and f[2].lower() in macs:
+                return True, f[4].split("/")[0]
+        return True, None
 
     def leftovers(self) -> list[str]:
         """What libvirt still lists under this run's prefix (empty after a clean close)."""

@@ -14,7 +14,8 @@ Requests (one JSON object a line; each answered by one line, ``{"error": ...}`` 
 ``facts`` (MACs of this half), ``observe`` (cells sourced here, with node-a's facts and
 listeners), ``listen``/``heard`` (a receiver here for a cell probed from node-a), ``cmd``
 (an argv in one of this half's namespaces), ``dhcp_clients`` (a DHCP cell's clients in this
-half's containers, while node-a serves).
+half's containers, while node-a serves), ``cni_plug``/``cni_unplug`` (a CNI DHCP cell's
+containers plugged by the CNI dhcp plugin here, kept until unplugged).
 
     python -m linklab.twohost.peer --scenario FILE --digest SHA256 --host host2 --uplink eth2
                            [--uplink-netns PATH]
@@ -43,12 +44,20 @@ from linklab.checks import Cell
 from linklab.cmd import CmdError, Result, cmd, proc_starttime
 from linklab.dhcp.cell import run_clients
 from linklab.dhcp.clients import ClientResult
+from linklab.dhcp.cni import ClientSide, plugged_side
 from linklab.model import Scenario, ScenarioError, load_scenario
 from linklab.ownership import Run, clean
 from linklab.probes import SPECIAL, Listener, Observation, facts_of, observe_batch
 from linklab.suite import TIME_SCALE_ENV, time_scale
 from linklab.twohost.placement import Placement, PlacementError, dhcp_peer_hosts, place
-from linklab.twohost.remote import NetnsRemote, Remote, RemoteError, load_env, remote_from_env
+from linklab.twohost.remote import (
+    NetnsRemote,
+    Remote,
+    RemoteError,
+    SshRemote,
+    load_env,
+    remote_from_env,
+)
 from linklab.twohost.uplink import Uplink
 
 READY_TIMEOUT_S = 120.0       # the agent's start and build (a TCG guest imports slowly)
@@ -145,10 +154,22 @@ class PeerClient:
         ready, _, _ = select.select([out], [], [], timeout)
         line = out.readline() if ready else None
         if not line:
-            why = "did not answer in time" if line is None else "exited"
+            why = "did not answer in time" if line is None else self._died()
             raise PeerError(f"{self.where}: the agent {why}"
                             f" (argv: {' '.join(self.argv)}){self._tail()}")
         return json.loads(line)
+
+    def _died(self) -> str:
+        """The agent's output ended: how, once its exit status is known (bounded wait)."""
+        try:
+            rc = self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            return "died (its output closed, the process still runs)"
+        if rc < 0:
+            return f"died (killed by signal {-rc})"
+        return f"died (exit {rc}" + (": ssh's, the agent was killed or the link dropped"
+                                     if rc == 255 and isinstance(self.cfg.remote, SshRemote)
+                                     else "") + ")"
 
     def _tail(self) -> str:
         self.err.seek(0)
@@ -196,6 +217,16 @@ class PeerClient:
         reply = self.request("dhcp_clients", timeout=300, client=client, client_ids=client_ids,
                              broadcast=broadcast, expect_bound=expect_bound)
         return [ClientResult.from_json(r) for r in reply["results"]], reply["macs"]
+
+    def cni_plug(self, daemon: str, expect_none: bool) -> ClientSide:
+        """A CNI DHCP cell's containers plugged on the peer (daemon up, ADDs done) while this
+        node serves; they stay plugged until :meth:`cni_unplug`."""
+        reply = self.request("cni_plug", timeout=600, daemon=daemon, expect_none=expect_none)
+        return ClientSide.from_json(reply["side"])
+
+    def cni_unplug(self) -> None:
+        """The DELs on the peer (released through its daemon), then its daemon stops."""
+        self.request("cni_unplug", timeout=300)
 
     def close(self, quiet: bool = False) -> None:
         """Close the agent's stdin (it tears its half down) and wait for it; a hung one is
@@ -245,6 +276,7 @@ class Agent:
     def __init__(self, topo: Any, run: Run) -> None:
         self.topo, self.run = topo, run
         self.listeners: dict[str, Any] = {}
+        self.plugged = ExitStack()         # a CNI cell's containers, between plug and unplug
 
     def handle(self, req: dict) -> dict:
         op = req.get("op")
@@ -288,7 +320,18 @@ class Agent:
                                     broadcast=req["broadcast"], expect_bound=req["expect_bound"])
         return {"results": [r.to_json() for r in results], "macs": macs}
 
+    def op_cni_plug(self, req: dict) -> dict:
+        self.plugged.close()               # a cell node-a never unplugged (it failed)
+        side = self.plugged.enter_context(plugged_side(self.topo, self.run, req["daemon"],
+                                                       req["expect_none"]))
+        return {"side": side.to_json()}
+
+    def op_cni_unplug(self, req: dict) -> dict:
+        self.plugged.close()
+        return {}
+
     def close(self) -> None:
+        self.plugged.close()
         for rx in self.listeners.values():
             rx.close()
 
