@@ -120,6 +120,10 @@ class Topology:
     def index(self, ns: str, ifname: str) -> int:
         return self._index[(ns, ifname)]
 
+    def has_link(self, ns: str, ifname: str) -> bool:
+        """Was ``ifname`` made in ``ns`` (not yet, for a container a CNI plugin will plug)?"""
+        return (ns, ifname) in self._index
+
     def next_index(self, ns: str) -> int:
         """An interface index for a new link in ``ns``, unique across the whole topology:
         before 6.14 the kernel looks a requested index up in the namespace the request is

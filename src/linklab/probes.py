@@ -476,9 +476,10 @@ def observe(topo: Topology, cells: list[Cell],
 
 
 def facts_of(topo: Topology) -> dict[str, dict[str, str]]:
-    """What the other node needs of this half: each namespace's interface MAC."""
+    """What the other node needs of this half: each namespace's interface MAC (none yet for a
+    container a CNI plugin has still to plug)."""
     return {name: {"mac": mac_of(topo, name)} for name in topo.namespaces
-            if name in _node_names(topo)}
+            if name in _node_names(topo) and topo.has_link(name, topo.ifname(name))}
 
 
 def _node_names(topo: Topology) -> set[str]:

@@ -77,8 +77,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "cni_cell" in metafunc.fixturenames:
         found = _cni_cells(metafunc.config)
         none = pytest.mark.skip(reason="no CNI DHCP matrix: no dhcp/cni.toml beside --scenarios")
-        metafunc.parametrize("cni_cell", [pytest.param(c, id=c.id) for c in found] or
-                             [pytest.param(None, id="no-matrix", marks=none)])
+        metafunc.parametrize("cni_cell", [
+            pytest.param(c, id=c.id, marks=[pytest.mark.two_host] * (len(c.scenario.hosts) > 1))
+            for c in found] or [pytest.param(None, id="no-matrix", marks=none)])
     if "dhcp_cell" not in metafunc.fixturenames:
         return
     config = metafunc.config
@@ -121,7 +122,7 @@ def _dhcp_missing(cell: DhcpCell) -> str | None:
             or missing_tool(CLIENT_TOOL[cell.client]) or missing_link(sc.kind, sc.mode, sc.flag))
 
 
-def _split_env(config: pytest.Config, cell: DhcpCell) -> Path | None:
+def _split_env(config: pytest.Config, cell: DhcpCell | CniDhcpCell) -> Path | None:
     """``--remote-env`` for a two-host cell: its server here, its clients on the peer node."""
     env = config.getoption("--remote-env")
     return Path(env) if env and len(cell.scenario.hosts) > 1 else None
@@ -313,7 +314,8 @@ def test_cni_dhcp(cni_cell: CniDhcpCell, run, results, request) -> None:
     if why:
         results.append("dhcp", _cni_row(cell, "skipped", detail=why), part=part)
         pytest.skip(why)
-    with build(sc, run) as topo:
+    env = _split_env(request.config, cell)
+    with (split_build(sc, run, PeerConfig.from_env(env)) if env else build(sc, run)) as topo:
         seen = run_cni_cell(cell, topo, run)
     observed = f"{seen.lease} [{' '.join(seen.stored)}]"
     leases = "; ".join(f"{le.address} {le.hwaddr} {le.client_id or '-'}" for le in seen.leases)
@@ -336,7 +338,8 @@ def test_cni_dhcp(cni_cell: CniDhcpCell, run, results, request) -> None:
     bound = [p.seconds for p in seen.plugged if p.address]
     results.append("dhcp", _cni_row(cell, "passed" if ok else "failed", observed, leases,
                                     seen.detail, round(max(bound), 4) if bound else 0.0,
-                                    round(seen.server_start_s, 4)), part=part)
+                                    round(seen.server_start_s, 4), seen.clients_kernel),
+                   part=part)
     if not reach:
         assert not seen.requests, (f"{cell.id}: expected no request on the wire "
                                    f"({cell.setup.why_no_request}): {seen.detail}")

@@ -264,3 +264,42 @@ def test_a_dhcp_server_placed_on_the_peer_is_refused(nodes: Nodes, run: Run) -> 
                                              r"stays on this node.*place host1, not host2"):
         place(sc, ["host2"])
     assert place(sc, ["host1"]).on_peer("c2")
+
+
+@pytest.mark.parametrize("scenario, server, daemon", [
+    ("dhcp-cni-twohost-macvlan", "dnsmasq-default", "plain"),
+    ("dhcp-cni-twohost-macvlan", "kea-no-match-client-id", "plain"),
+    ("dhcp-cni-twohost-ipvlan-l2", "dnsmasq-default", "broadcast"),   # one MAC, two ids
+])
+def test_cni_dhcp_split_plugs_on_the_peer(nodes: Nodes, run: Run, netns_names, scenario: str,
+                                          server: str, daemon: str) -> None:
+    """The CNI dhcp plugin as the client across two nodes: the daemon and the ADDs run in the
+    agent's host namespace on node-b, the server and the capture on node-a; the documented
+    client-id reaches the server across the wire; DEL releases before the daemon stops."""
+    from linklab import cni as cni_mod
+    from linklab.capabilities import missing_link, missing_tool
+    from linklab.dhcp.cni import CNI_MATRIX_FILE, load_cni_matrix, run_cni_cell
+    from linklab.model import load_all
+
+    scenarios = {sc.name: sc for sc in load_all(SHIPPED)}
+    cell = next(c for c in load_cni_matrix(CNI_MATRIX_FILE, scenarios)
+                if c.scenario.name == scenario and c.server == server and c.daemon == daemon)
+    sc = cell.scenario
+    why = missing_link(sc.kind, sc.mode, sc.flag) or missing_tool(
+        {"kea": "kea-dhcp4", "dnsmasq": "dnsmasq"}[server.split("-")[0]])
+    if not why:
+        try:
+            cni_mod.plugin_path("dhcp")
+        except cni_mod.CniError as exc:
+            why = exc.msg
+    if why:
+        pytest.skip(why)
+    with split_build(sc, run, PeerConfig.from_env(nodes.write_env())) as topo:
+        assert not {"host1", "c1", "c2"} & set(topo.namespaces)
+        seen = run_cni_cell(cell, topo, run)
+        built = {ns.name for ns in topo.namespaces.values()} | set(topo.peer.namespaces)
+    assert (seen.lease, seen.stored) == (cell.expected.lease, cell.expected.stored), seen.detail
+    assert seen.clients_kernel == os.uname().release
+    assert {r.client_id for r in seen.requests} <= set(seen.expected_ids.values()), seen.detail
+    assert seen.requests, f"no request crossed the wire: {seen.detail}"
+    assert not built & netns_names()

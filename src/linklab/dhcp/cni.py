@@ -20,7 +20,7 @@ import struct
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ DISCOVER, REQUEST = 1, 3
 class CniSetup:
     name: str
     description: str
-    scenario: str
+    scenarios: tuple[str, ...]    # one cell per scenario (one machine, or split over two)
     daemons: tuple[str, ...]
     requests_reach_server: bool = True
     why_no_request: str = ""
@@ -95,21 +95,26 @@ def load_cni_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list
         if not isinstance(reach, bool) or (not reach and not raw.get("why_no_request")):
             raise v.fail(f"{w}.requests_reach_server", "true or false; false needs "
                                                             "why_no_request")
-        sname = raw["scenario"]
-        sc = scenarios.get(sname)
-        if sc is None:
-            raise v.fail(f"{w}.scenario", f"no scenario named {sname!r}")
-        if sc.kind != "cni" or sc.dhcp is None or \
-                sc.cni["netconf"].get("ipam", {}).get("type") != "dhcp":
-            raise v.fail(f"{w}.scenario", f"{sname!r} is not a cni scenario with dhcp "
-                                               "IPAM and a [dhcp] table")
+        names = raw["scenario"] if isinstance(raw["scenario"], list) else [raw["scenario"]]
+        found = []
+        for sname in names:
+            sc = scenarios.get(sname) if isinstance(sname, str) else None
+            if sc is None:
+                raise v.fail(f"{w}.scenario", f"no scenario named {sname!r}")
+            if sc.kind != "cni" or sc.dhcp is None or \
+                    sc.cni["netconf"].get("ipam", {}).get("type") != "dhcp":
+                raise v.fail(f"{w}.scenario", f"{sname!r} is not a cni scenario with dhcp "
+                                                   "IPAM and a [dhcp] table")
+            found.append(sc)
+        if not found:
+            raise v.fail(f"{w}.scenario", "give a scenario name or a non-empty list of them")
         daemons = raw["daemons"]
         if not isinstance(daemons, list) or not daemons or \
                 not all(d in DAEMONS for d in daemons):
             raise v.fail(f"{w}.daemons", f"{daemons!r}: a non-empty list of "
                                               f"{' | '.join(DAEMONS)}")
-        setup = CniSetup(name, str(raw["description"]), sname, tuple(daemons), reach,
-                         str(raw.get("why_no_request", "")))
+        setup = CniSetup(name, str(raw["description"]), tuple(sc.name for sc in found),
+                         tuple(daemons), reach, str(raw.get("why_no_request", "")))
         expect = data["expect"].get(name)
         if not isinstance(expect, Mapping):
             raise v.fail(f"expect.{name}", "missing: every setup needs expected outcomes")
@@ -120,7 +125,7 @@ def load_cni_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list
             if per_server is None:
                 raise v.fail(wd, "missing: give outcomes for every daemon variant")
             v.table(per_server, wd, set(), {ANY_SERVER, *OPTIONS})
-            fake = _IdSetup({c.name: "" for c in sc.containers})
+            fake = _IdSetup({c.name: "" for c in found[0].containers})
             for server in OPTIONS:
                 raw_exp = per_server.get(server, per_server.get(ANY_SERVER))
                 if raw_exp is None:
@@ -131,7 +136,7 @@ def load_cni_matrix(path: Path | str, scenarios: Mapping[str, Scenario]) -> list
                 exp = parse_expected(v, raw_exp, f"{wd}.{server}", fake)  # type: ignore[arg-type]
                 if released:
                     exp = Expected(RELEASED, exp.stored, exp.why)
-                cells.append(CniDhcpCell(setup, sc, daemon, server, exp))
+                cells += [CniDhcpCell(setup, sc, daemon, server, exp) for sc in found]
     return cells
 
 
@@ -291,6 +296,7 @@ class CniObservation:
     parent_mac: str
     server_start_s: float
     detail: str
+    clients_kernel: str = ""      # the peer's kernel when the containers were on the peer
 
 
 def _classify(plugged: list[Plugged], leases: list[Lease]) -> str:
@@ -315,41 +321,94 @@ def _classify(plugged: list[Plugged], leases: list[Lease]) -> str:
     return f"inconsistent: {len(granted)} ADDs succeeded, {len(leases)} leases"
 
 
-def run_cni_cell(cell: CniDhcpCell, topo: Topology, run: Run) -> CniObservation:
-    """Server, daemon and capture up; plug c1 then c2; read results, leases and requests;
-    DEL (releasing through the daemon) before the daemon stops."""
+@dataclass(frozen=True)
+class ClientSide:
+    """What the containers' side of a CNI cell did: the ADDs, the MACs of the links they
+    made, the identifiers the daemon is documented to send, the parent's MAC, its log."""
+
+    plugged: tuple[Plugged, ...]
+    macs: Mapping[str, str]
+    ids: Mapping[str, str]
+    parent_mac: str
+    daemon_log: str
+
+    def to_json(self) -> dict:
+        """For the peer agent's reply (the containers of a split cell live on node-b)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict) -> ClientSide:
+        return cls(tuple(Plugged(**p) for p in raw["plugged"]), raw["macs"], raw["ids"],
+                   raw["parent_mac"], raw["daemon_log"])
+
+
+def clients_host(sc: Scenario) -> Any:
+    """The host whose namespace runs the daemon and the plugins: the containers' host."""
+    return next(h for h in sc.hosts if h.name == sc.containers[0].host)
+
+
+@contextmanager
+def plugged_side(topo: Topology, run: Run, daemon: str, expect_none: bool) -> Iterator[ClientSide]:
+    """The daemon up, c1 then c2 plugged (each ADD blocks until a lease or the daemon gives
+    up); on exit the DELs (releasing through the daemon), then the daemon stops. Runs where
+    the containers live: here, or in the peer agent of a split topology."""
     sc = topo.scenario
-    assert sc.dhcp is not None
-    pool = Pool(sc.dhcp.subnet, sc.dhcp.pool_start, sc.dhcp.pool_end)
-    host = sc.hosts[0]
+    host = clients_host(sc)
     network = sc.cni["netconf"]["name"]
     ids = {c.name: client_id(cni_kind.container_id(topo, c), network, c.ifname)
            for c in sc.containers}
-    capture = Capture(topo.ns(sc.dhcp.server), sc.node(sc.dhcp.server).ifname)
     plugged: list[Plugged] = []
     macs: dict[str, str] = {}         # the MAC of each interface a successful ADD made
+    with dhcp_daemon(run, topo.ns(host.name), broadcast=daemon == "broadcast",
+                     scaled=not expect_none) as d, ExitStack() as plugs:
+        for c in sc.containers:
+            t0 = time.monotonic()
+            left: list[bool] = []
+
+            def look(c=c, left=left) -> None:
+                left.append(bool(topo.ns(c.name).ipr.link_lookup(ifname=c.ifname)))
+            try:
+                result = cni_kind.plug(topo, c, host, stack=plugs, timeout_s=ADD_TIMEOUT_S,
+                                       extra_ipam={"daemonSocketPath": d.socket_path},
+                                       failed_add=look)
+                addrs = cni.result_addresses(result, c.ifname)
+                macs[c.name] = link_mac(topo, c.name)
+                plugged.append(Plugged(c.name, addrs[0] if addrs else None, None,
+                                       time.monotonic() - t0, False))
+            except cni.CniError as exc:
+                plugged.append(Plugged(c.name, None, exc.msg, time.monotonic() - t0,
+                                       any(left)))
+        parent_mac = topo.ns(host.name).ipr.get_links(
+            topo.index(host.name, host.node.ifname))[0].get_attr("IFLA_ADDRESS").lower()
+        yield ClientSide(tuple(plugged), macs, ids, parent_mac, d.log_tail(400))
+
+
+@contextmanager
+def peer_side(peer: Any, daemon: str, expect_none: bool) -> Iterator[ClientSide]:
+    """:func:`plugged_side` in the peer agent (a split topology's containers live there)."""
+    side = peer.cni_plug(daemon, expect_none)
+    try:
+        yield side
+    finally:
+        peer.cni_unplug()
+
+
+def run_cni_cell(cell: CniDhcpCell, topo: Topology, run: Run) -> CniObservation:
+    """Server and capture up, then the containers' side (here, or on the peer of a split
+    topology); read results, leases and requests; the DELs release before the daemon stops."""
+    sc = topo.scenario
+    assert sc.dhcp is not None
+    pool = Pool(sc.dhcp.subnet, sc.dhcp.pool_start, sc.dhcp.pool_end)
+    expect_none = cell.expected.lease == "none"
+    on_peer = getattr(topo, "peer", None) is not None and clients_host(sc).name not in \
+        topo.namespaces
+    capture = Capture(topo.ns(sc.dhcp.server), sc.node(sc.dhcp.server).ifname)
     try:
         with dhcp_server(cell.server, topo.ns(sc.dhcp.server), sc.node(sc.dhcp.server).ifname,
                          pool, run) as server, \
-                dhcp_daemon(run, topo.ns(host.name), broadcast=cell.daemon == "broadcast",
-                            scaled=cell.expected.lease != "none") as daemon, ExitStack() as plugs:
-            for c in sc.containers:
-                t0 = time.monotonic()
-                left: list[bool] = []
-
-                def look(c=c, left=left) -> None:
-                    left.append(bool(topo.ns(c.name).ipr.link_lookup(ifname=c.ifname)))
-                try:
-                    result = cni_kind.plug(topo, c, host, stack=plugs, timeout_s=ADD_TIMEOUT_S,
-                                           extra_ipam={"daemonSocketPath": daemon.socket_path},
-                                           failed_add=look)
-                    addrs = cni.result_addresses(result, c.ifname)
-                    macs[c.name] = link_mac(topo, c.name)
-                    plugged.append(Plugged(c.name, addrs[0] if addrs else None, None,
-                                           time.monotonic() - t0, False))
-                except cni.CniError as exc:
-                    plugged.append(Plugged(c.name, None, exc.msg, time.monotonic() - t0,
-                                           any(left)))
+                (peer_side(topo.peer, cell.daemon, expect_none) if on_peer else
+                 plugged_side(topo, run, cell.daemon, expect_none)) as side:
+            plugged = list(side.plugged)
             wanted = {p.address.split("/")[0] for p in plugged if p.address}
             deadline = time.monotonic() + LEASE_WAIT_S
             while True:
@@ -359,12 +418,11 @@ def run_cni_cell(cell: CniDhcpCell, topo: Topology, run: Run) -> CniObservation:
                 time.sleep(0.01)
             requests = tuple(capture.drain())
             server_start_s = server.started_s
-            log = f"server: {server.log_tail(4)[-400:]} | daemon: {daemon.log_tail(400)}"
+            log = f"server: {server.log_tail(4)[-400:]} | daemon: {side.daemon_log}"
     finally:
         capture.close()
-    parent_mac = topo.ns(host.name).ipr.get_links(
-        topo.index(host.name, host.node.ifname))[0].get_attr("IFLA_ADDRESS").lower()
-    stored = tuple(sorted(classify_id(le.client_id, le.hwaddr, ids) for le in leases))
+    ids, macs = side.ids, side.macs
+    stored = tuple(sorted(classify_id(le.client_id, le.hwaddr, dict(ids)) for le in leases))
     lease = _classify(plugged, leases)
     configured = tuple(p.name for p in plugged if p.address)
     detail = "; ".join(f"{p.name}({macs.get(p.name, '-')}): "
@@ -381,4 +439,5 @@ def run_cni_cell(cell: CniDhcpCell, topo: Topology, run: Run) -> CniObservation:
     if lease.startswith("inconsistent") or any(p.error for p in plugged):
         detail += f" | {log}"
     return CniObservation(lease, stored, configured, tuple(plugged), tuple(leases), requests,
-                          ids, macs, parent_mac, server_start_s, detail)
+                          ids, macs, side.parent_mac, server_start_s, detail,
+                          topo.peer.kernel if on_peer else "")
