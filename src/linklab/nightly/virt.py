@@ -29,6 +29,8 @@ SOCKET = "/run/libvirt/libvirt-sock"
 ETC = Path("/etc/libvirt/qemu")
 RUN = Path("/run/libvirt")
 DNSMASQ = Path("/var/lib/libvirt/dnsmasq")
+LIB = Path("/var/lib/libvirt/qemu")         # a running domain's private directories
+LOGS = Path("/var/log/libvirt/qemu")
 DAEMONS = ("virtlogd", "libvirtd")
 LOCK = "/run/lock/linklab-libvirt.lock"
 
@@ -135,8 +137,12 @@ def owned_remove(ident: str, data: dict) -> bool:
         if pid is not None:
             stop_pid(pid, proc_starttime(pid), grace=5.0)
         for f in (ETC / f"{ident}.xml", RUN / "qemu" / f"{ident}.xml",
-                  RUN / "qemu" / f"{ident}.pid"):
+                  RUN / "qemu" / f"{ident}.pid", LOGS / f"{ident}.log"):
             f.unlink(missing_ok=True)
+        # what libvirtd removes when a domain stops, left when it died first
+        for d in (*LIB.glob(f"domain-*-{ident}"), *(LIB / "channel" / "target").glob(
+                f"domain-*-{ident}")):
+            shutil.rmtree(d, ignore_errors=True)
     elif what == "network":
         if live:
             virsh("net-destroy", ident, timeout=60)
