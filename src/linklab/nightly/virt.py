@@ -57,6 +57,15 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
+def _zombie(pid: int) -> bool:
+    """Exited, not yet reaped (a daemon's parent is PID 1 here, which may never reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+
+
 def _pid_from(pidfile: str | Path) -> int | None:
     try:
         return int(Path(pidfile).read_text().split()[0])
@@ -306,7 +315,7 @@ class Libvirt:
     def daemon_died(self) -> str | None:
         """Which of the run's daemons is gone (killed, crashed), if one is."""
         for name, (pid, start) in self.pids.items():
-            if proc_starttime(pid) != start:
+            if proc_starttime(pid) != start or _zombie(pid):
                 return f"{name} (pid {pid}) died mid-night"
         return None
 
