@@ -221,6 +221,7 @@ def _dhcp_cell(scenario: str, setup: str, server: str, client: str):
                 and c.setup.name == setup and c.server == server and c.client == client)
 
 
+@pytest.mark.connectivity        # so the VM leg (ipvlan) runs the ipvlan ones too
 @pytest.mark.parametrize("scenario, setup, server, client", [
     ("dhcp-twohost-macvlan", "C", "kea-match-client-id", "udhcpc"),
     ("dhcp-twohost-macvlan", "C", "dnsmasq-default", "dhclient"),
@@ -266,6 +267,7 @@ def test_a_dhcp_server_placed_on_the_peer_is_refused(nodes: Nodes, run: Run) -> 
     assert place(sc, ["host1"]).on_peer("c2")
 
 
+@pytest.mark.connectivity
 @pytest.mark.parametrize("scenario, server, daemon", [
     ("dhcp-cni-twohost-macvlan", "dnsmasq-default", "plain"),
     ("dhcp-cni-twohost-macvlan", "kea-no-match-client-id", "plain"),
