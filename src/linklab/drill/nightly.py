@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -157,8 +158,8 @@ class Night:
 def no_address(n: Night) -> str:
     """node-b's DHCP requests dropped on the management bridge, before it boots."""
     tap, mac = n.mgmt_nic("node-b")
-    rules = (f"table bridge linklab_drill {{ chain no_lease {{ type filter hook input "
-             f"priority -200; ether saddr {mac} udp dport 67 drop; }} }}\n")
+    rules = (f"table bridge linklab_drill {{\n chain no_lease {{\n  type filter hook input "
+             f"priority -200;\n  ether saddr {mac} udp dport 67 drop\n }}\n}}\n")
     cmd(["nft", "-f", "-"], f"{n.prefix}virt", input=rules, timeout=30)
     return f"nft in {n.prefix}virt drops DHCP from node-b ({mac}, {tap})"
 
@@ -171,10 +172,18 @@ def ssh_cut(n: Night) -> str:
     return f"virsh domif-setlink {n.prefix}node-a {mac} ({tap}) down"
 
 
-# run on node-b: the peer agents' PIDs and whether their half's namespaces exist yet
-_AGENTS = ("sudo sh -c 'for p in /proc/[0-9]*; do tr \"\\0\" \" \" < $p/cmdline 2>/dev/null "
-           "| grep -q -- \"-m linklab.twohost.peer \" && echo ${p#/proc/}; done; "
-           "ip netns list | grep -c . || true'")
+# run on node-b: the peer agents' PIDs (argv ``python -m linklab.twohost.peer``, not a shell
+# naming it) and how many namespaces exist (the agent's half is built)
+_AGENTS = shlex.join(["sudo", "python3", "-c", """import os
+for p in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        a = open(f"/proc/{p}/cmdline", "rb").read().split(b"\\0")
+    except OSError:
+        continue
+    if a[1:3] == [b"-m", b"linklab.twohost.peer"]:
+        print(p)
+print(len(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else 0)
+"""])
 
 
 def peer_agent_killed(n: Night) -> str:
@@ -185,10 +194,9 @@ def peer_agent_killed(n: Night) -> str:
         pids, namespaces = out[:-1], int(out[-1]) if out else 0
         if pids and namespaces:
             time.sleep(5)            # hello said, the scenario's cells under way
-            pid = pids[0]
-            res = n.ssh("node-b", f"sudo kill -9 {int(pid)}")
+            res = n.ssh("node-b", f"sudo kill -9 {int(pids[0])}")
             if res.returncode == 0:
-                return f"kill -9 {pid} (linklab.twohost.peer) on node-b"
+                return f"kill -9 {pids[0]} (python -m linklab.twohost.peer) on node-b"
         time.sleep(2)
     raise TimeoutError("no peer agent appeared on node-b")
 
