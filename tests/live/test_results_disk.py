@@ -2,18 +2,20 @@
 connectivity matrix and under the bench, and one remounted read-only under the matrix.
 
 The run stops with an error naming the file; the jsonl keeps whole rows; no parquet, csv or
-temporary file is left half-written; every namespace the run made is gone; ``linklab report``
-renders what remains and says what is missing.
+temporary file is left half-written; every namespace the run made is gone (its own: those of
+the markers its records had, whatever other users run meanwhile); ``linklab report`` renders
+what remains and says what is missing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,6 @@ SELECTION = ("tests/live/test_connectivity.py", "-m", "connectivity", "-k",
              "veth and not bpf and not cni and not twohost")   # 21 cells, ~2 s
 BENCH = ("bench/test_bench.py", "-m", "bench", "--bench-datapaths=veth", "--bench-reps=1",
          "--bench-warmup=0", "--bench-duration=2", "--bench-latency-duration=2")   # ~10 s
-RECORDS = Path("/run/linklab")
 
 
 def _namespaces() -> set[str]:
@@ -32,16 +33,21 @@ def _namespaces() -> set[str]:
     return {ln.split()[0] for ln in out.stdout.splitlines() if ln.strip()}
 
 
-def _recorded() -> set[str]:
-    """Namespaces listed in any run's ownership record (other sessions' live runs)."""
-    out = set()
-    for rec in RECORDS.glob("*.jsonl"):
-        for line in rec.read_text(errors="replace").splitlines():
-            try:
-                out.add(json.loads(line).get("ns"))
-            except (json.JSONDecodeError, AttributeError):
-                continue
-    return out
+def _wait(proc: subprocess.Popen, records: Path, markers: set[str], timeout: float = 300,
+          until: object = None) -> int | None:
+    """Wait for the run (or ``until()``), noting the markers of the records it makes in
+    ``records``: its namespaces are those of its markers (another user's run beside it has
+    namespaces of its own, recorded elsewhere, which are none of this run's leftovers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        markers |= {p.name.split(".jsonl")[0] for p in records.glob("*.jsonl*")}
+        if until is not None and until():  # type: ignore[operator]
+            return None
+        time.sleep(0.005)
+    if proc.poll() is None:
+        proc.kill()
+        pytest.fail(f"the run did not end within {timeout:.0f} s")
+    return proc.returncode
 
 
 @pytest.fixture
@@ -67,7 +73,7 @@ def _start(results: Path, records: Path, run_id: str, log: Path,
                                 cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
 
 
-def _check_remains(run: Path, records: Path, before: set[str], out: str, tmp_path: Path,
+def _check_remains(run: Path, records: Path, markers: Set[str], out: str, tmp_path: Path,
                    why: str, table: str = "connectivity") -> int:
     """Whole rows kept, nothing half-written, nothing left, and a report that renders; the
     number of rows kept."""
@@ -89,7 +95,8 @@ def _check_remains(run: Path, records: Path, before: set[str], out: str, tmp_pat
         assert len(pd.read_parquet(parquet)) == sum(len(p.read_text().splitlines())
                                                     for p in parts)
     assert not list(records.glob("*.jsonl")), "the run left its ownership record"
-    left = _namespaces() - before - _recorded()
+    assert markers, "the run's ownership record was never seen"
+    left = {n for n in _namespaces() if any(n.startswith(f"ll{m}-") for m in markers)}
     assert not left, f"namespaces left: {sorted(left)}"
     html = tmp_path / "report" / "index.html"
     rep = subprocess.run([*LINKLAB, "report", str(run), "-o", str(html)], cwd=REPO,
@@ -106,12 +113,18 @@ def test_a_results_disk_that_fills_mid_run(small_fs: Path, tmp_path: Path,
     (small_fs / "filler").write_bytes(b"\0" * (248 * 1024))
     records = tmp_path / "records"
     records.mkdir()
-    before = _namespaces()
+    markers: set[str] = set()
     proc = _start(small_fs / "results", records, "disk-full", tmp_path / "run.log")
-    assert proc.wait(timeout=300) == 2       # pytest: interrupted
-    kept = _check_remains(small_fs / "results" / "disk-full", records, before,
-                          (tmp_path / "run.log").read_text(), tmp_path,
-                          "No space left on device")
+    # another user's run beside this one: a namespace of its own that no record here lists
+    other = f"llu-{secrets.token_hex(2)}-host"
+    subprocess.run(["ip", "netns", "add", other], check=True)
+    try:
+        assert _wait(proc, records, markers) == 2       # pytest: interrupted
+        kept = _check_remains(small_fs / "results" / "disk-full", records, markers,
+                              (tmp_path / "run.log").read_text(), tmp_path,
+                              "No space left on device")
+    finally:
+        subprocess.run(["ip", "netns", "del", other], check=False)
     request.node.user_properties.append(("rows_kept", kept))   # the drill reads it
 
 
@@ -120,21 +133,18 @@ def test_a_results_disk_remounted_read_only_mid_run(small_fs: Path, tmp_path: Pa
     """Remounted read-only once the first rows are in."""
     records = tmp_path / "records"
     records.mkdir()
-    before = _namespaces()
+    markers: set[str] = set()
     run = small_fs / "results" / "read-only"
     proc = _start(small_fs / "results", records, "read-only", tmp_path / "run.log")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if sum(len(p.read_text().splitlines()) for p in run.glob("connectivity*.jsonl")) >= 3:
-            subprocess.run(["mount", "-o", "remount,ro", small_fs], check=True)
-            break
-        time.sleep(0.005)
-    else:
+    if _wait(proc, records, markers, 120, until=lambda: sum(
+            len(p.read_text().splitlines()) for p in run.glob("connectivity*.jsonl")) >= 3) \
+            is not None:
         pytest.fail(f"the run wrote no rows to remount under (exit {proc.poll()})")
-    rc = proc.wait(timeout=300)
+    subprocess.run(["mount", "-o", "remount,ro", small_fs], check=True)
+    rc = _wait(proc, records, markers)
     out = (tmp_path / "run.log").read_text()
     assert rc == 2, out[-2000:]
-    kept = _check_remains(run, records, before, out, tmp_path, "Read-only file system")
+    kept = _check_remains(run, records, markers, out, tmp_path, "Read-only file system")
     request.node.user_properties.append(("rows_kept", kept))
 
 
@@ -147,10 +157,10 @@ def test_a_results_disk_that_fills_mid_bench(small_fs: Path, tmp_path: Path,
     (small_fs / "filler").write_bytes(b"\0" * (150 * 1024))
     records = tmp_path / "records"
     records.mkdir()
-    before = _namespaces()
+    markers: set[str] = set()
     proc = _start(small_fs / "results", records, "bench-full", tmp_path / "run.log", BENCH)
-    assert proc.wait(timeout=300) == 2
-    kept = _check_remains(small_fs / "results" / "bench-full", records, before,
+    assert _wait(proc, records, markers) == 2
+    kept = _check_remains(small_fs / "results" / "bench-full", records, markers,
                           (tmp_path / "run.log").read_text(), tmp_path,
                           "No space left on device", table="bench")
     request.node.user_properties.append(("rows_kept", kept))
