@@ -409,7 +409,8 @@ def test_local_dry_run_names_the_box_driver_and_selection(tmp_path: Path) -> Non
     tcg = dry()
     assert "box local" in tcg and "LINKLAB_LIBVIRT_DRIVER=qemu" in tcg
     assert "LINKLAB_VM_CPUS=1" in tcg and "LINKLAB_VM_MEMORY_MIB=1024" in tcg
-    assert "-k '\"'\"'ipvlan or (bench and not rate_limited)'\"'\"' --bench-smoke" in tcg
+    assert ("-k '\"'\"'ipvlan or (bench and not rate_limited) or (dhcp and twohost)'\"'\"' "
+            "--bench-smoke") in tcg
     assert "LINKLAB_TIME_SCALE=5" in tcg
     assert "linklab.remote --env /etc/linklab/node.env --ping-back" in tcg
     assert tcg.index("--ping-back") < tcg.index("finally:") < tcg.index("vagrant destroy --force",
