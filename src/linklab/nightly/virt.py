@@ -102,8 +102,9 @@ def owned_exists(ident: str, data: dict) -> bool:
     what = data["what"]
     if what == "daemon":
         return daemon_pid(ident, data) is not None
-    if what == "domain":
-        return (ETC / f"{ident}.xml").exists() or (RUN / "qemu" / f"{ident}.xml").exists()
+    if what == "domain":     # its QEMU log too: libvirt keeps it after undefine
+        return (ETC / f"{ident}.xml").exists() or (RUN / "qemu" / f"{ident}.xml").exists() \
+            or (LOGS / f"{ident}.log").exists()
     if what == "network":   # its definition, or the run state libvirt leaves after undefine
         return any(p.exists() for p in _network_files(ident)) or \
             (RUN / "network" / ident).is_dir()
