@@ -130,7 +130,7 @@ def test_local_runner_runs_each_step_inside_the_nights_namespace(tmp_path: Path,
     try:
         step = ci_nightly.Step("where am I", ("readlink", "/proc/self/ns/net"),
                             stdout=tmp_path / "out")
-        assert ci_nightly.in_namespace(ns.path)(step, {}) == 0
+        assert ci_nightly.in_namespace(ns.path)(step, {}).rc == 0
         inode = os.stat(ns.path).st_ino
         assert (tmp_path / "out").read_text().strip() == f"net:[{inode}]"
     finally:
