@@ -172,17 +172,25 @@ def ssh_cut(n: Night) -> str:
     return f"virsh domif-setlink {n.prefix}node-a {mac} ({tap}) down"
 
 
-# run on node-b: the peer agents' PIDs (argv ``python -m linklab.twohost.peer``, not a shell
-# naming it) and how many namespaces exist (the agent's half is built)
-_AGENTS = shlex.join(["sudo", "python3", "-c", """import os
-for p in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        a = open(f"/proc/{p}/cmdline", "rb").read().split(b"\\0")
-    except OSError:
-        continue
-    if a[1:3] == [b"-m", b"linklab.twohost.peer"]:
-        print(p)
-print(len(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else 0)
+# run on node-b, as root: for up to 30 s, the first peer agent (argv ``python -m
+# linklab.twohost.peer``, never a shell naming it) whose half is built (namespaces exist) gets
+# SIGKILL at once, on the node itself (a DHCP scenario's agent lives a few seconds under TCG:
+# a round trip from the host came too late); prints its PID
+_KILL_AGENT = shlex.join(["sudo", "python3", "-c", """import os, signal, sys, time
+end = time.monotonic() + 30
+while time.monotonic() < end:
+    if os.path.isdir("/run/netns") and os.listdir("/run/netns"):
+        for p in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                a = open(f"/proc/{p}/cmdline", "rb").read().split(b"\\0")
+            except OSError:
+                continue
+            if a[1:3] == [b"-m", b"linklab.twohost.peer"]:
+                os.kill(int(p), signal.SIGKILL)
+                print(p)
+                sys.exit(0)
+    time.sleep(0.2)
+sys.exit(1)
 """])
 
 
@@ -190,14 +198,9 @@ def peer_agent_killed(n: Night) -> str:
     """SIGKILL to the peer agent on node-b once its half is built and cells run."""
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and n.proc.poll() is None:
-        out = n.ssh("node-b", _AGENTS).stdout.split()
-        pids, namespaces = out[:-1], int(out[-1]) if out else 0
-        if pids and namespaces:
-            time.sleep(5)            # hello said, the scenario's cells under way
-            res = n.ssh("node-b", f"sudo kill -9 {int(pids[0])}")
-            if res.returncode == 0:
-                return f"kill -9 {pids[0]} (python -m linklab.twohost.peer) on node-b"
-        time.sleep(2)
+        res = n.ssh("node-b", _KILL_AGENT)
+        if res.returncode == 0 and res.stdout.strip().isdigit():
+            return f"kill -9 {res.stdout.strip()} (python -m linklab.twohost.peer) on node-b"
     raise TimeoutError("no peer agent appeared on node-b")
 
 
