@@ -8,6 +8,7 @@ never anything found by a name pattern.
 
 from __future__ import annotations
 
+import glob
 import importlib
 import json
 import os
@@ -63,10 +64,16 @@ class Run:
                 self.record = f"{RECORD_DIR}/{self.marker}.jsonl"
                 try:
                     os.link(draft, self.record)   # fails if the marker is taken
-                    break
                 except FileExistsError:
                     if marker:
                         raise
+                    continue
+                # a marker is unique within one record directory only: a run recorded in
+                # another (LINKLAB_RECORD_DIR: the drill, a test's child session, a second
+                # user) may own ll<marker>-* namespaces already; a random marker moves on
+                if marker or not glob.glob(f"{NETNS_DIR}/ll{self.marker}-*"):
+                    break
+                os.unlink(self.record)
         finally:
             os.unlink(draft)
         self._fh = open(self.record, "a", buffering=1)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from linklab import vm
+from linklab import ownership, vm
 
 ROOT = Path(__file__).resolve().parents[2]
 PRINT_IDS = "llu-ids: ; @echo $(TEST_RUN_ID) $(REPORT_RUN_ID)"
@@ -100,3 +100,24 @@ def test_guest_env_carries_pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
     assert vm.guest_env("tcg", None)["PYTHONPATH"] == "/tmp/llu-clone/src"
     monkeypatch.delenv("PYTHONPATH")
     assert "PYTHONPATH" not in vm.guest_env("tcg", None)
+
+
+def test_a_random_marker_skips_one_whose_namespaces_exist(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run recorded in another record directory (a second user's, a test's child session)
+    owns ll1a2b-host: a new run here does not take 1a2b (its namespaces would collide)."""
+    netns, records = tmp_path / "netns", tmp_path / "records"
+    netns.mkdir()
+    records.mkdir()
+    (netns / "ll1a2b-host").touch()
+    monkeypatch.setattr(ownership, "NETNS_DIR", str(netns))
+    monkeypatch.setattr(ownership, "RECORD_DIR", str(records))
+    tokens, real = iter(["1a2b", "3c4d"]), ownership.secrets.token_hex
+    monkeypatch.setattr(ownership.secrets, "token_hex",      # markers are 2 bytes
+                        lambda n: next(tokens) if n == 2 else real(n))
+    run = ownership.Run()
+    try:
+        assert run.marker == "3c4d"
+        assert sorted(p.name for p in records.iterdir()) == ["3c4d.jsonl"]
+    finally:
+        run.close()
