@@ -283,8 +283,8 @@ def one_fault(d: Drill, fault: Fault) -> dict:
             row["error"] = f"the night never reached {fault.trigger!r}"
         else:
             time.sleep(fault.delay_s)
+            row["injected"] = fault.inject(n)     # it returns once the fault has landed
             t_fault = time.monotonic()
-            row["injected"] = fault.inject(n)
             row["fault_at_s"] = round(t_fault - n.t0, 1)
             d.log(f"  {fault.name}: {row['injected']} at {row['fault_at_s']:.0f} s")
             rc = n.wait_exit(NIGHT_BOUND_S)
