@@ -173,6 +173,15 @@ def test_two_host_names_the_dead_peer_agent(tmp_path: Path, ci_nightly) -> None:
     assert out["cause"] == (
         "the peer agent on node-b died mid-cell (twohost-bridge-v4-neigh; 2 cells broke): "
         "the agent died (exit 255: ssh's, the agent was killed or the link dropped)")
+    # a split DHCP cell (not counted here) whose agent died breaks the night too
+    junit.write_text(
+        "<testsuites><testsuite>"
+        '<testcase name="test_cell[twohost-bridge-v4-child-to-child]"/>'
+        f'<testcase name="test_dhcp_cell[dhcp-twohost-macvlan-v4]"><failure message="{died}"/>'
+        "</testcase></testsuite></testsuites>")
+    assert ci_nightly.two_host_summary(night) == ci_nightly.EXIT_BROKEN
+    assert json.loads((night / "two-host.json").read_text())["cause"].startswith(
+        "the peer agent on node-b died mid-cell (test_dhcp_cell[dhcp-twohost-macvlan-v4]; 1 ")
     junit.write_text('<testsuites><testsuite><testcase name="test_cell[twohost-veth-v4-neigh]">'
                      '<error message="CmdError: ip link add failed"/></testcase>'
                      "</testsuite></testsuites>")
