@@ -323,7 +323,8 @@ def layout(d: Drill, label: str, checkouts: tuple[Path, Path], quick: bool,
            "markers": [sorted(u.markers) for u in users],
            "guests": [sorted(u.vm_names) for u in users], "why": why}
     d.log(f"  {label}: report rc={users[0].rc} ({users[0].run_id}), test rc={users[1].rc} "
-          f"({users[1].run_id}) in {wall:.0f} s; records {row['markers']}, guests "
+          f"({users[1].run_id}) in {wall:.0f} s; records {len(users[0].markers)} + "
+          f"{len(users[1].markers)}, guests "
           f"{row['guests']}; mixed {mixed}{': ' + '; '.join(why) if why else ''}; left "
           f"{len(left)}{': ' + ', '.join(left) if left else ''}; logs in {base}")
     return row
