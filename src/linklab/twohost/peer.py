@@ -165,6 +165,9 @@ class PeerClient:
             rc = self.proc.wait(10)
         except subprocess.TimeoutExpired:
             return "died (its output closed, the process still runs)"
+        return self._how(rc)
+
+    def _how(self, rc: int) -> str:
         if rc < 0:
             return f"died (killed by signal {-rc})"
         return f"died (exit {rc}" + (": ssh's, the agent was killed or the link dropped"
@@ -246,7 +249,11 @@ class PeerClient:
         tail = self._tail()
         self.err.close()
         if rc != 0 and not quiet:
-            raise PeerError(f"{self.where}: the agent's teardown exited {rc}{tail}")
+            # killed between two requests, it is seen here: said as such (ssh's 255, a signal)
+            died = rc < 0 or (rc == 255 and isinstance(self.cfg.remote, SshRemote))
+            raise PeerError(f"{self.where}: " + (f"the agent {self._how(rc)} before its teardown"
+                                                 if died else
+                                                 f"the agent's teardown exited {rc}") + tail)
 
 
 def _starttime(pid: int) -> int | None:
