@@ -56,23 +56,44 @@ def test_split_cells_pair_with_the_one_machine_runs_and_a_difference_is_counted(
     assert text[2].endswith("DIFFERS") and "not run" in text[2]
 
 
+def _junit(night: Path, cases: dict[str, str]) -> Path:
+    """The two-host step's JUnit file: test name -> passed | failure | error."""
+    junit = night / "node-a" / "results" / f"{STAMP}-two-host" / "junit-host.xml"
+    body = "".join(f'<testcase name="{name}">' + ("" if what == "passed" else f'<{what} '
+                   'message="x"/>') + "</testcase>" for name, what in cases.items())
+    junit.write_text(f"<testsuites><testsuite>{body}</testsuite></testsuites>")
+    return junit
+
+
 def test_the_night_step_writes_the_table_and_fails_on_a_failed_split_cell(
         tmp_path: Path, ci_nightly, capsys) -> None:
     night = _night(tmp_path, [_row("B", "kea-match-client-id", "none []", "failed", "6.1")],
                    [_row("B", "kea-match-client-id", "distinct [c1 c2]")], [])
+    _junit(night, {"test_dhcp[dhcp-B-twohost-ipvlan-l2-kea-match-client-id-udhcpc]": "failure",
+                   "test_cell[twohost-bridge-v4-child-to-child]": "passed"})
     assert ci_nightly.two_host_dhcp(night) == ci_nightly.EXIT_FAILED
     saved = json.loads((night / "two-host-dhcp.json").read_text())
-    assert saved["total"]["differ"] == 1 and saved["errors"] == []
+    assert saved["total"]["differ"] == 1 and saved["errors"] == [] and saved["tests"] == 1
     assert "DIFFERS" in (night / "two-host-dhcp.txt").read_text()
-    assert "1 failed, 0 errors of 1 split cells" in capsys.readouterr().out
+    assert "0 passed, 1 failed, 0 errors of 1 split tests" in capsys.readouterr().out
+
+
+def test_a_split_test_that_failed_before_its_row_still_fails_the_step(
+        tmp_path: Path, ci_nightly, capsys) -> None:
+    """Its agent killed mid-cell: no row, but JUnit has the failure (a drill night printed
+    '34 passed, 0 failed' over two such tests)."""
+    night = _night(tmp_path, [_row("C", "dnsmasq-default", "distinct [none none]")], [], [])
+    _junit(night, {"test_dhcp[dhcp-C-twohost-macvlan-dnsmasq-default-udhcpc]": "passed",
+                   "test_cni_dhcp[dhcp-F-cni-twohost-macvlan-kea-match-client-id-cni-dhcp]":
+                   "failure"})
+    assert ci_nightly.two_host_dhcp(night) == ci_nightly.EXIT_FAILED
+    assert "1 passed, 1 failed, 0 errors of 2 split tests" in capsys.readouterr().out
 
 
 def test_an_errored_split_cell_breaks_the_step_and_no_dhcp_cell_is_no_verdict(
         tmp_path: Path, ci_nightly) -> None:
     night = _night(tmp_path, [], [], [])
-    junit = night / "node-a" / "results" / f"{STAMP}-two-host" / "junit-host.xml"
-    junit.write_text('<testsuites><testsuite><testcase name="test_dhcp[dhcp-B-x]">'
-                     '<error message="peer gone"/></testcase></testsuite></testsuites>')
+    junit = _junit(night, {"test_dhcp[dhcp-B-x]": "error"})
     assert ci_nightly.two_host_dhcp(night) == ci_nightly.EXIT_BROKEN
     assert json.loads((night / "two-host-dhcp.json").read_text())["errors"] == [
         "test_dhcp[dhcp-B-x]"]
