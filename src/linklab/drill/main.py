@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nightly", action="store_true",
                     help="also break live nights on the two Vagrant/libvirt VMs (ci/nightly "
                          f"--local): {', '.join(NIGHTLY_FAULTS)}; about half an hour")
+    ap.add_argument("--nightly-fault", action="append", default=[], choices=NIGHTLY_FAULTS,
+                    help="with --nightly: only this fault (repeatable)")
+    ap.add_argument("--users-full", action="store_true",
+                    help="two users at once with the real make report and make test (each "
+                         "~20 min alone) instead of the reduced users every drill runs")
     ap.add_argument("--make-test", action="store_true",
                     help="also run `make test` inside the host diff and the uplink capture")
     args = ap.parse_args(argv)
@@ -139,10 +144,10 @@ def run_all(d: Drill, args: argparse.Namespace, only: set[str], t_start: float,
                 summary["disk"] = results_disk(d)
             if want("users"):
                 d.log("== 6b. two users at once: one checkout and two checkouts")
-                summary["users"] = two_users(d, quick=args.quick)
+                summary["users"] = two_users(d, quick=not args.users_full)
             if args.nightly or "nightly" in only:
                 d.log("== 8. the nightly's own failures, live on the two VMs")
-                summary["nightly"] = nightly_faults(d)
+                summary["nightly"] = nightly_faults(d, tuple(args.nightly_fault))
         finally:
             time.sleep(0.5)   # let tcpdump flush the last packets
     lines = cmd(["tcpdump", "-r", pcap, "-n", "-tt"], check=False).stdout.splitlines()

@@ -11,8 +11,8 @@ record or a guest name claimed by both (or a guest of the other's in a JUnit fil
 was left: namespaces, processes, temp dirs, records, QEMU, tracefs instances, nft tables in
 the default namespace.
 
-``--quick``: reduced users (a few host cells and one guest each with disjoint scenarios, the
-test user's guests in one checkout the cost smoke's); the full drill runs the real
+Every drill runs reduced users (a few host cells and one guest each with disjoint scenarios,
+the test user's guests in one checkout the cost smoke's); ``--users-full`` runs the real
 ``make report`` and ``make test``."""
 
 from __future__ import annotations
