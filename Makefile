@@ -128,7 +128,7 @@ nightly-local: setup
 
 # Reliability and safety drill (src/linklab/drill/): kill -9 / Ctrl-C at live kill points,
 # tool failures, concurrent sessions, bad input, host diff and uplink capture; prints a summary
-# table. DRILL=--quick is the CI size.
+# table. CI (.ci/run) runs it without --nightly and --users-full; DRILL=--quick is a smaller one (fewer kill and Ctrl-C points).
 drill: setup
 	$(PY) -m linklab.drill $(DRILL)
 
