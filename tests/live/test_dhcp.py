@@ -96,14 +96,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("dhcp_cell", cases)
 
 
-def _shipped_cell(scenario: str, client: str, server: str) -> DhcpCell:
+def _shipped_cell(scenario: str, client: str, server: str, setup: str | None = None) -> DhcpCell:
     """A cell of the shipped DHCP matrix (for tests that run one cell by hand)."""
     from linklab.dhcp.matrix import MATRIX_FILE
     from linklab.model import SHIPPED, load_all
 
     scenarios = {sc.name: sc for sc in load_all(SHIPPED)}
     return next(c for c in load_matrix(MATRIX_FILE, scenarios) if c.scenario.name == scenario
-                and c.client == client and c.server == server)
+                and c.client == client and c.server == server
+                and setup in (None, c.setup.name))
 
 
 def _cni_cells(config: pytest.Config) -> list[CniDhcpCell]:
@@ -114,6 +115,19 @@ def _cni_cells(config: pytest.Config) -> list[CniDhcpCell]:
         return [c for f in files if f.is_file() for c in load_cni_matrix(f, scenarios)]
     except ScenarioError as exc:
         raise pytest.UsageError(f"CNI DHCP matrix: {exc}") from None
+
+
+def _cni_missing(cell: CniDhcpCell) -> str | None:
+    """The server, the link kind or the CNI dhcp plugin this machine lacks, by name."""
+    sc = cell.scenario
+    why = (missing_tool(SERVER_TOOL[cell.server.split("-", 1)[0]])
+           or missing_link(sc.kind, sc.mode, sc.flag))
+    if not why:
+        try:
+            cni_mod.plugin_path("dhcp")
+        except cni_mod.CniError as exc:
+            why = exc.msg
+    return why
 
 
 def _dhcp_missing(cell: DhcpCell) -> str | None:
@@ -304,14 +318,7 @@ def test_cni_dhcp(cni_cell: CniDhcpCell, run, results, request) -> None:
     cell = cni_cell
     part = results_part(request.config)
     sc = cell.scenario
-    why = (missing_tool(SERVER_TOOL[cell.server.split("-", 1)[0]])
-           or missing_link(sc.kind, sc.mode, sc.flag))
-    if not why:
-        try:
-            cni_mod.plugin_path("dhcp")
-        except cni_mod.CniError as exc:
-            why = exc.msg
-    if why:
+    if why := _cni_missing(cell):
         results.append("dhcp", _cni_row(cell, "skipped", detail=why), part=part)
         pytest.skip(why)
     env = _split_env(request.config, cell)

@@ -26,6 +26,7 @@ from linklab.peer import PeerConfig, PeerError, split_build
 from linklab.placement import PlacementError
 from linklab.probes import Observer
 from linklab.pytest.plugin import host_snapshot
+from tests.live.test_dhcp import _cni_missing, _dhcp_missing, _shipped_cell
 
 pytestmark = pytest.mark.two_host
 
@@ -212,15 +213,6 @@ def test_a_lent_nic_goes_back_in_its_old_state(nodes: Nodes, run: Run) -> None:
     cmd(["ip", "-n", nodes.a, "link", "set", "l2a", "mtu", "1500", "up"])
 
 
-def _dhcp_cell(scenario: str, setup: str, server: str, client: str):
-    from linklab.dhcp.matrix import MATRIX_FILE, load_matrix
-    from linklab.model import load_all
-
-    scenarios = {sc.name: sc for sc in load_all(SHIPPED)}
-    return next(c for c in load_matrix(MATRIX_FILE, scenarios) if c.scenario.name == scenario
-                and c.setup.name == setup and c.server == server and c.client == client)
-
-
 @pytest.mark.connectivity        # so the VM leg (ipvlan) runs the ipvlan ones too
 @pytest.mark.parametrize("scenario, setup, server, client", [
     ("dhcp-twohost-macvlan", "C", "kea-match-client-id", "udhcpc"),
@@ -234,14 +226,11 @@ def test_dhcp_split_serves_clients_on_the_peer(nodes: Nodes, run: Run, netns_nam
     """A DHCP cell split across the nodes: the server's host stays on node-a, the clients'
     host (whatever LINKLAB_PEER_HOSTS says) is built by the agent on node-b, whose clients ask
     across the wire; the outcome is the one-machine matrix's expectation."""
-    from linklab.capabilities import missing_link, missing_tool
     from linklab.dhcp.cell import run_cell
 
-    cell = _dhcp_cell(scenario, setup, server, client)
+    cell = _shipped_cell(scenario, client, server, setup)
     sc = cell.scenario
-    if why := (missing_link(sc.kind, sc.mode, sc.flag) or missing_tool(
-            {"kea": "kea-dhcp4", "dnsmasq": "dnsmasq"}[server.split("-")[0]])
-               or missing_tool({"udhcpc": "busybox", "dhclient": "dhclient"}[client])):
+    if why := _dhcp_missing(cell):
         pytest.skip(why)
     cfg = PeerConfig.from_env(nodes.write_env(LINKLAB_PEER_HOSTS="host2"))
     with split_build(sc, run, cfg) as topo:
@@ -278,8 +267,6 @@ def test_cni_dhcp_split_plugs_on_the_peer(nodes: Nodes, run: Run, netns_names, s
     """The CNI dhcp plugin as the client across two nodes: the daemon and the ADDs run in the
     agent's host namespace on node-b, the server and the capture on node-a; the documented
     client-id reaches the server across the wire; DEL releases before the daemon stops."""
-    from linklab import cni as cni_mod
-    from linklab.capabilities import missing_link, missing_tool
     from linklab.dhcp.cni import CNI_MATRIX_FILE, load_cni_matrix, run_cni_cell
     from linklab.model import load_all
 
@@ -287,14 +274,7 @@ def test_cni_dhcp_split_plugs_on_the_peer(nodes: Nodes, run: Run, netns_names, s
     cell = next(c for c in load_cni_matrix(CNI_MATRIX_FILE, scenarios)
                 if c.scenario.name == scenario and c.server == server and c.daemon == daemon)
     sc = cell.scenario
-    why = missing_link(sc.kind, sc.mode, sc.flag) or missing_tool(
-        {"kea": "kea-dhcp4", "dnsmasq": "dnsmasq"}[server.split("-")[0]])
-    if not why:
-        try:
-            cni_mod.plugin_path("dhcp")
-        except cni_mod.CniError as exc:
-            why = exc.msg
-    if why:
+    if why := _cni_missing(cell):
         pytest.skip(why)
     with split_build(sc, run, PeerConfig.from_env(nodes.write_env())) as topo:
         assert not {"host1", "c1", "c2"} & set(topo.namespaces)

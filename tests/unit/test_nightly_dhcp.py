@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from linklab.nightly import dhcp
+from linklab.results import RunDir
 
 STAMP = "20261206T150000Z"
 
@@ -40,9 +41,9 @@ def test_split_cells_pair_with_the_one_machine_runs_and_a_difference_is_counted(
                    [_row("B", "dnsmasq-default", "distinct [c1 c2]"),
                     _row("B", "kea-match-client-id", "distinct [c1 c2]")],
                    [_row("B", "dnsmasq-default", "distinct [c1 c2]")])
-    split = dhcp.rows(night / "node-a" / "results" / f"{STAMP}-two-host")
+    split = RunDir(night / "node-a" / "results" / f"{STAMP}-two-host").rows("dhcp")
     assert len(split) == 2                          # the torn last line is skipped
-    pairs = dhcp.pair(split, {n: dhcp.rows(night / n / "results" / f"{STAMP}-{n}")
+    pairs = dhcp.pair(split, {n: RunDir(night / n / "results" / f"{STAMP}-{n}").rows("dhcp")
                               for n in ("node-a", "node-b")})
     by = {p.cell: p for p in pairs}
     same = by["B-dhcp-twohost-ipvlan-l2-dnsmasq-default-udhcpc"]

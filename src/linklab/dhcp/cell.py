@@ -124,7 +124,7 @@ def run_clients(topo: Topology, run: Run, client: str, client_ids: dict[str, str
     return results, {name: link_mac(topo, name) for name in client_ids}
 
 
-def _clients_on_peer(topo: Topology, names: list[str]) -> bool:
+def clients_on_peer(topo: Topology, names: list[str]) -> bool:
     """A split topology whose clients were built by the peer agent (on node-b)."""
     return getattr(topo, "peer", None) is not None and \
         not any(name in topo.namespaces for name in names)
@@ -141,7 +141,7 @@ def run_cell(cell: DhcpCell, topo: Topology, run: Run) -> Observation:
     explicit = {n: cid for n, cid in cell.setup.client_ids.items() if cid not in (NO_ID, MAC_ID)}
     ids = dict(cell.setup.client_ids)
     with dhcp_server(cell.server, topo.ns(server_ns), server_if, pool, run) as server:
-        on_peer = _clients_on_peer(topo, list(ids))
+        on_peer = clients_on_peer(topo, list(ids))
         if on_peer:
             results, mac = topo.peer.dhcp_clients(cell.client, ids,
                                                   broadcast=cell.broadcast_flag,

@@ -27,7 +27,7 @@ from typing import Any
 from linklab import cni
 from linklab.build import Topology
 from linklab.cmd import bkg
-from linklab.dhcp.cell import LEASE_WAIT_S, classify_id, link_mac
+from linklab.dhcp.cell import LEASE_WAIT_S, classify_id, clients_on_peer, link_mac
 from linklab.dhcp.leases import Lease
 from linklab.dhcp.matrix import ANY_SERVER, LEASE_OUTCOMES, Expected, parse_expected
 from linklab.dhcp.servers import OPTIONS, Pool, dhcp_server
@@ -400,8 +400,7 @@ def run_cni_cell(cell: CniDhcpCell, topo: Topology, run: Run) -> CniObservation:
     assert sc.dhcp is not None
     pool = Pool(sc.dhcp.subnet, sc.dhcp.pool_start, sc.dhcp.pool_end)
     expect_none = cell.expected.lease == "none"
-    on_peer = getattr(topo, "peer", None) is not None and clients_host(sc).name not in \
-        topo.namespaces
+    on_peer = clients_on_peer(topo, [clients_host(sc).name])
     capture = Capture(topo.ns(sc.dhcp.server), sc.node(sc.dhcp.server).ifname)
     try:
         with dhcp_server(cell.server, topo.ns(sc.dhcp.server), sc.node(sc.dhcp.server).ifname,

@@ -2,17 +2,14 @@
 
 The two-host step runs the DHCP cells of the two-host scenarios split (the server on node-a,
 the clients on node-b, the libvirt L2 between them); each node's own suite runs the same cells
-inside one machine. This reads the ``dhcp`` rows of both (``<table>*.jsonl``: whole rows, also
-of an interrupted run) and pairs them by cell: setup, scenario, server option, client.
-
-Standard library only: ``ci/nightly --two-host-summary`` calls it.
+inside one machine. This pairs the ``dhcp`` rows of both (read with
+:meth:`linklab.results.RunDir.rows`) by cell: setup, scenario, server option, client;
+``ci/nightly --two-host-summary`` calls it.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -34,20 +31,6 @@ class DhcpPair:
         if not self.split or not alone:
             return None
         return all(o == self.split for o in alone)
-
-
-def rows(run_dir: Path, table: str = "dhcp") -> list[dict]:
-    """The rows of ``table`` in a run directory (its jsonl parts; a torn last line skipped)."""
-    out = []
-    for part in sorted(run_dir.glob(f"{table}*.jsonl")):
-        for line in part.read_text(errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                out.append(row)
-    return out
 
 
 def cell_key(row: dict) -> str:
