@@ -171,8 +171,9 @@ def test_two_host_names_the_dead_peer_agent(tmp_path: Path, ci_nightly) -> None:
     assert ci_nightly.two_host_summary(night) == ci_nightly.EXIT_BROKEN
     out = json.loads((night / "two-host.json").read_text())
     assert out["cause"] == (
-        "the peer agent on node-b died mid-cell (twohost-bridge-v4-neigh; 2 cells broke): "
-        "the agent died (exit 255: ssh's, the agent was killed or the link dropped)")
+        "the peer agent on node-b died mid-cell (twohost-bridge-v4-neigh; 2 cells broke, 0 split "
+        "tests not run): the agent died (exit 255: ssh's, the agent was killed or the link "
+        "dropped)")
     # a split DHCP cell (not counted here) whose agent died breaks the night too
     junit.write_text(
         "<testsuites><testsuite>"

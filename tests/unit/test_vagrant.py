@@ -306,8 +306,10 @@ def test_two_host_summary_counts_cells_per_scenario(tmp_path: Path, ci_nightly) 
     assert ci_nightly.two_host_summary(night) == ci_nightly.EXIT_PASSED
     out = json.loads((night / "two-host.json").read_text())
     assert out["scenarios"] == {
-        "twohost-macvlan": {"passed": 2, "failed": 0, "error": 0, "skipped": 0},
-        "twohost-ipvlan-l3": {"passed": 2, "failed": 0, "error": 0, "skipped": 0}}
+        "twohost-macvlan": {"passed": 2, "failed": 0, "error": 0, "skipped": 0,
+                            "not_run": 0},
+        "twohost-ipvlan-l3": {"passed": 2, "failed": 0, "error": 0, "skipped": 0,
+                              "not_run": 0}}
     assert out["ping_back"]["peer_kernel"] == "6.1.0-57-amd64" and out["status"] == "passed"
     cases.append(case("twohost-bridge-v4-neigh", "<failure message='x'/>"))
     junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
@@ -316,7 +318,7 @@ def test_two_host_summary_counts_cells_per_scenario(tmp_path: Path, ci_nightly) 
     junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")
     assert ci_nightly.two_host_summary(night) == ci_nightly.EXIT_BROKEN   # the agent's teardown
     assert json.loads((night / "two-host.json").read_text())["scenarios"]["twohost-macvlan"] \
-        == {"passed": 1, "failed": 0, "error": 1, "skipped": 0}     # one cell, one outcome
+        == {"passed": 1, "failed": 0, "error": 1, "skipped": 0, "not_run": 0}  # one outcome
     cases.pop()
     cases.append(case("twohost-veth-v4-neigh", "<error message='PeerError: ...'/>"))
     junit.write_text(f"<testsuites><testsuite>{''.join(cases)}</testsuite></testsuites>")

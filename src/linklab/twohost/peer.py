@@ -72,6 +72,12 @@ class PeerError(RuntimeError):
         self.marker = marker
 
 
+class AgentGone(PeerError):
+    """The agent's process is gone (killed, crashed, its ssh link dropped) in the middle of
+    the protocol: its half on the peer is in no known state (a lent NIC may be half-moved),
+    so a session splitting over this peer stops there (linklab.pytest.plugin)."""
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -137,6 +143,7 @@ class PeerClient:
         self.run = run
         run.own_pid(self.proc.pid, _starttime(self.proc.pid), self.argv)
         self._heard: set[str] = set()
+        self.gone = False                  # its death was already raised (AgentGone)
         try:
             hello = self._read(READY_TIMEOUT_S * time_scale())
             self.marker: str | None = hello.get("marker")
@@ -153,11 +160,17 @@ class PeerClient:
         out = self.proc.stdout
         ready, _, _ = select.select([out], [], [], timeout)
         line = out.readline() if ready else None
-        if not line:
-            why = "did not answer in time" if line is None else self._died()
-            raise PeerError(f"{self.where}: the agent {why}"
+        if line is None:
+            raise PeerError(f"{self.where}: the agent did not answer in time"
                             f" (argv: {' '.join(self.argv)}){self._tail()}")
+        if not line:
+            raise self._gone(f"the agent {self._died()} (argv: {' '.join(self.argv)})")
         return json.loads(line)
+
+    def _gone(self, what: str) -> AgentGone:
+        """The agent's death, said once: :meth:`close` does not say it again."""
+        self.gone = True
+        return AgentGone(f"{self.where}: {what}{self._tail()}")
 
     def _died(self) -> str:
         """The agent's output ended: how, once its exit status is known (bounded wait)."""
@@ -184,7 +197,7 @@ class PeerClient:
             self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
             self.proc.stdin.flush()
         except BrokenPipeError:
-            raise PeerError(f"{self.where}: the agent is gone{self._tail()}") from None
+            raise self._gone("the agent is gone") from None
         reply = self._read(timeout * time_scale())
         if "error" in reply:
             raise PeerError(f"{self.where}: {op}: {reply['error']}")
@@ -248,12 +261,12 @@ class PeerClient:
         self.proc.stdout.close()
         tail = self._tail()
         self.err.close()
-        if rc != 0 and not quiet:
+        if rc != 0 and not quiet and not self.gone:
             # killed between two requests, it is seen here: said as such (ssh's 255, a signal)
-            died = rc < 0 or (rc == 255 and isinstance(self.cfg.remote, SshRemote))
-            raise PeerError(f"{self.where}: " + (f"the agent {self._how(rc)} before its teardown"
-                                                 if died else
-                                                 f"the agent's teardown exited {rc}") + tail)
+            if rc < 0 or (rc == 255 and isinstance(self.cfg.remote, SshRemote)):
+                raise AgentGone(f"{self.where}: the agent {self._how(rc)} before its teardown"
+                                + tail)
+            raise PeerError(f"{self.where}: the agent's teardown exited {rc}{tail}")
 
 
 def _starttime(pid: int) -> int | None:
