@@ -201,6 +201,41 @@ def test_kill_9_of_both_nodes_processes_then_clean_leaves_nothing(nodes: Nodes,
     assert nodes.links(nodes.a) == {"l2a": 1500} and nodes.links(nodes.b) == {"l2b": 1500}
 
 
+# a process lending node-b's NIC that is killed mid-move: after the NIC left home under its
+# passing name, before it got its lent name (the third namespace socket: the move's target)
+HALF_MOVED = textwrap.dedent("""
+    import os, signal, sys
+    from linklab.cmd import cmd
+    from linklab.ownership import Run
+    from linklab.twohost import uplink
+    opened, real = [], uplink._ipr_in
+    def dying(path):
+        opened.append(path)
+        if len(opened) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(path)
+    uplink._ipr_in = dying
+    run = Run()
+    ns = run.ns_name("host2")
+    run.own_namespace(ns)
+    cmd(["ip", "netns", "add", ns])
+    uplink.adopt(run, uplink.Uplink("l2b", sys.argv[1]), ns, "eth0", 1500, "half-moved")
+""")
+
+
+def test_a_nic_killed_mid_move_goes_back_with_clean(nodes: Nodes) -> None:
+    """A peer agent killed as its half was built: the NIC was in the host's namespace under
+    its passing name, which the record now names (before, clean found no NIC of the lent
+    name, deleted the namespace and the node's NIC with it: every later agent failed)."""
+    proc = subprocess.run([sys.executable, "-c", HALF_MOVED, f"/run/netns/{nodes.b}"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert nodes.links(nodes.b) == {}           # l2b left home, not yet lent
+    subprocess.run([sys.executable, "-m", "linklab.cli", "clean"], check=True,
+                   capture_output=True)
+    assert nodes.links(nodes.b) == {"l2b": 1500}
+
+
 def test_a_lent_nic_goes_back_in_its_old_state(nodes: Nodes, run: Run) -> None:
     cmd(["ip", "-n", nodes.a, "link", "set", "l2a", "down"])
     cmd(["ip", "-n", nodes.a, "link", "set", "l2a", "mtu", "1450"])

@@ -49,16 +49,16 @@ def _ipr_in(path: str) -> IPRoute:
 
 
 def _move(src: str, ifname: str, dst: str, new_name: str, mtu: int | None,
-          up: bool = True) -> int:
-    """Move ``ifname`` from namespace ``src`` to ``dst`` as ``new_name`` (down while renamed,
-    then ``up``, at ``mtu`` if given); return its index in ``dst``."""
+          up: bool = True, passing: str | None = None) -> int:
+    """Move ``ifname`` from namespace ``src`` to ``dst`` as ``new_name`` (down while renamed
+    ``passing``, then ``up``, at ``mtu`` if given); return its index in ``dst``."""
     with _ipr_in(src) as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:
             raise UplinkError(f"{ifname}: no such interface in {src}")
         # a name no namespace holds for the move (eth0 coming home to a node with its own
         # eth0 would be refused: EEXIST), the wanted one once there
-        passing = f"llup{secrets.token_hex(4)}"
+        passing = passing or f"llup{secrets.token_hex(4)}"
         ipr.link("set", index=found[0], state="down")
         ipr.link("set", index=found[0], ifname=passing)
         fd = os.open(dst, os.O_RDONLY | os.O_CLOEXEC)
@@ -99,12 +99,15 @@ def adopt(run, uplink: Uplink, ns_name: str, new_name: str, mtu: int,
     if old is None:
         raise UplinkError(f"{where}: uplink NIC {uplink.ifname} not found in {home} (the "
                           "node's LINKLAB_PARENT_IF; check /etc/linklab/node.env)")
+    # the name it passes under is recorded too: a kill mid-move leaves it so named (a drill
+    # night's agent, killed as its half was built, left node-b without its NIC)
     data = {"ns": ns_name, "ifname": new_name, "orig": uplink.ifname, "home": home,
-            "mtu": old[0], "up": old[1]}
+            "mtu": old[0], "up": old[1], "passing": f"llup{secrets.token_hex(4)}"}
     ident = f"{home}:{uplink.ifname}"
     run.own_object(KIND, ident, **data)
     try:
-        index = _move(home, uplink.ifname, f"{NETNS_DIR}/{ns_name}", new_name, mtu)
+        index = _move(home, uplink.ifname, f"{NETNS_DIR}/{ns_name}", new_name, mtu,
+                      passing=data["passing"])
     except (NetlinkError, OSError, UplinkError) as exc:
         owned_remove(ident, data)
         run.disown_object(KIND, ident)
@@ -127,22 +130,34 @@ def _same_ns(a: str, b: str) -> bool:
 
 # ---- ownership (linklab.ownership.OBJECT_KINDS) ------------------------------------------------
 
-def owned_exists(ident: str, data: dict) -> bool:
-    """Still lent: the NIC is in the topology's namespace."""
+def _where(data: dict) -> tuple[str, str] | None:
+    """(namespace path, name) of a lent NIC not yet home: in the topology's namespace under
+    its lent name, or under its passing name there or still at home (a move cut short)."""
     path = f"{NETNS_DIR}/{data['ns']}"
-    if not os.path.exists(path):
-        return False
-    with _ipr_in(path) as ipr:
-        return bool(ipr.link_lookup(ifname=data["ifname"]))
+    passing = data.get("passing")
+    places = [(path, data["ifname"])] + ([(path, passing), (data["home"], passing)]
+                                         if passing else [])
+    for ns, name in places:
+        if os.path.exists(ns):
+            with _ipr_in(ns) as ipr:
+                if ipr.link_lookup(ifname=name):
+                    return ns, name
+    return None
+
+
+def owned_exists(ident: str, data: dict) -> bool:
+    """Still lent (or half-moved): the NIC is not home under its own name."""
+    return _where(data) is not None
 
 
 def owned_remove(ident: str, data: dict) -> bool:
     """Give the NIC back: rename, old MTU, move home. False when it is not lent (any more)."""
-    if not owned_exists(ident, data):
+    found = _where(data)
+    if found is None:
         return False
     try:
-        _move(f"{NETNS_DIR}/{data['ns']}", data["ifname"], data["home"], data["orig"],
-              data.get("mtu"), data.get("up", True))
+        _move(found[0], found[1], data["home"], data["orig"], data.get("mtu"),
+              data.get("up", True))
     except NetlinkError as exc:
         if exc.code == errno.ENODEV:   # the kernel removed it meanwhile (a veth whose peer died)
             return False
