@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from linklab.nightly import causes
 from tests.unit.test_vagrant import Machines, config
 
 UP_TAIL = """==> node-b: Waiting for domain to get an IP address...
@@ -189,3 +190,25 @@ def test_two_host_names_the_dead_peer_agent(tmp_path: Path, ci_nightly) -> None:
     assert ci_nightly.two_host_summary(night) == ci_nightly.EXIT_BROKEN
     assert json.loads((night / "two-host.json").read_text())["cause"] == \
         "1 two-host cells errored, the first twohost-veth-v4-neigh: CmdError: ip link add failed"
+
+
+def test_the_command_names_causes_with_linklab_nightly(ci_nightly) -> None:
+    """ci/nightly keeps its plan and steps; the causes and the guard are the module's."""
+    for name in ("Ran", "NightGuard", "name_cause", "step_nodes", "two_host_cause"):
+        assert getattr(ci_nightly, name) is getattr(causes, name)
+
+
+def test_step_nodes_reads_ssh_hosts_and_rsync_targets() -> None:
+    class S:                 # a step as the module reads it: title, argv, verdict
+        title, verdict = "s", False
+
+        def __init__(self, *argv: str) -> None:
+            self.argv = argv
+
+    nodes = ("node-a", "node-b")
+    assert causes.step_nodes(S("ssh", "-F", "cfg", "node-b", "--", "true"), nodes) == ["node-b"]
+    assert causes.step_nodes(S("rsync", "-a", "node-a:/vagrant/results/", "/x/"), nodes) == \
+        ["node-a"]
+    assert causes.step_nodes(S("vagrant", "up", "node-a"), nodes) == []
+    gone = causes.name_cause(S("ssh", "node-a", "--", "pytest"), causes.Ran(255, ""), nodes, 9)
+    assert gone == "ssh to node-a lost mid-step (exit 255) during 's', after 9 s"

@@ -44,6 +44,7 @@ from linklab.checks import UNSET, cells
 from linklab.flows import FlowCheck
 from linklab.live import LiveTopology, Source, scenario_from
 from linklab.model import SHIPPED, Scenario, ScenarioError, load_paths, with_all_pairs
+from linklab.nightly.causes import NOT_RUN
 from linklab.ownership import Run, clean
 from linklab.probes import Observer
 from linklab.pytest import matrix
@@ -289,7 +290,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # the split test in which the peer agent died first (``--remote-env``): later ones do not run
 PEER_GONE_KEY = pytest.StashKey[str]()
-NOT_RUN = "not run: "                  # how those skips begin (ci/nightly counts them)
 
 
 @pytest.hookimpl(tryfirst=True)
