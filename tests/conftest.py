@@ -15,7 +15,6 @@ import importlib.machinery
 import importlib.util
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +22,7 @@ from types import ModuleType
 import pytest
 
 from linklab.model import SHIPPED, Scenario, load_scenario
+from linklab.poll import poll as poll_until
 from tests import LINKLAB, PYTEST, REPO
 
 
@@ -54,12 +54,7 @@ def process_state() -> Callable[[int], str]:
 
 
 def _poll(cond: Callable[[], object], timeout_s: float = 10.0, step_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step_s)
-    return bool(cond())
+    return bool(poll_until(cond, timeout_s, step_s))
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ from pathlib import Path
 from linklab.cmd import cmd
 from linklab.drill import NETNS, PY, ROOT
 from linklab.drill.runner import Drill
+from linklab.poll import poll
 
 NIGHTLY = ROOT / "ci" / "nightly"
 # one cell per node: the night's whole path (box, libvirt, up, ssh, pytest, collect, report,
@@ -92,13 +93,21 @@ class Night:
     def prefix(self) -> str:
         return f"ll{self.marker}-"
 
+    def running(self) -> bool:
+        """The night runs; once it ended, its last output is read (bounded) first."""
+        if self.proc.poll() is None:
+            return True
+        self.reader.join(5)
+        return False
+
     def wait_line(self, pattern: str, timeout_s: float) -> tuple[float, str] | None:
         """The first output line matching ``pattern`` (None: the night ended or time ran out);
         also learns the night's libvirt marker on the way."""
         rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout_s
         seen = 0
-        while time.monotonic() < deadline:
+
+        def matched() -> tuple[float, str] | None:
+            nonlocal seen
             for t, line in self.lines[seen:]:
                 seen += 1
                 m = re.match(r"<== libvirt: namespace ll(\w+)-virt", line)
@@ -106,12 +115,8 @@ class Night:
                     self.marker = m[1]
                 if rx.search(line):
                     return t, line
-            if self.proc.poll() is not None and seen == len(self.lines):
-                self.reader.join(5)
-                if seen == len(self.lines):
-                    return None
-            time.sleep(0.2)
-        return None
+            return None
+        return poll(matched, timeout_s, 0.2, alive=self.running)
 
     def virsh(self, *args: str) -> str:
         return cmd(["virsh", "-c", "qemu:///system", "-q", *args], timeout=60,
@@ -119,14 +124,16 @@ class Night:
 
     def mgmt_nic(self, node: str, timeout_s: float = 900) -> tuple[str, str]:
         """(tap, MAC) of a node's NIC on the management network, once its domain exists."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.proc.poll() is None:
+        def listed() -> tuple[str, str] | None:
             for f in (line.split() for line in
                       self.virsh("domiflist", f"{self.prefix}{node}").splitlines()):
                 if len(f) >= 5 and f[2] == f"{self.prefix}mgmt":
                     return f[0], f[4]
-            time.sleep(0.5)
-        raise TimeoutError(f"{node}'s management NIC did not appear")
+            return None
+        nic = poll(listed, timeout_s, 0.5, alive=lambda: self.proc.poll() is None)
+        if nic is None:
+            raise TimeoutError(f"{node}'s management NIC did not appear")
+        return nic
 
     def ssh(self, node: str, remote: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
         """A command on a node over the night's own ssh config, inside its namespace."""
@@ -196,12 +203,14 @@ sys.exit(1)
 
 def peer_agent_killed(n: Night) -> str:
     """SIGKILL to the peer agent on node-b once its half is built and cells run."""
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline and n.proc.poll() is None:
+    def killed() -> str | None:       # each try waits up to 30 s on node-b itself
         res = n.ssh("node-b", _KILL_AGENT)
-        if res.returncode == 0 and res.stdout.strip().isdigit():
-            return f"kill -9 {res.stdout.strip()} (python -m linklab.twohost.peer) on node-b"
-    raise TimeoutError("no peer agent appeared on node-b")
+        pid = res.stdout.strip()
+        return pid if res.returncode == 0 and pid.isdigit() else None
+    pid = poll(killed, 900, 0, alive=lambda: n.proc.poll() is None)
+    if pid is None:
+        raise TimeoutError("no peer agent appeared on node-b")
+    return f"kill -9 {pid} (python -m linklab.twohost.peer) on node-b"
 
 
 def libvirtd_killed(n: Night) -> str:
