@@ -80,6 +80,28 @@ def test_drops_go_to_the_probe_that_last_carried_the_skb_within_its_window() -> 
     assert request.end == "dropped" and reply.drops == []
 
 
+def test_a_freed_skbs_address_is_another_packets_in_the_same_window() -> None:
+    """After the probe's skb is dropped (or consumed), its address is free: a datagram
+    reusing it and dropped in the same window (another user's, SOCKET_RCVBUFF) is not the
+    probe's (seen once as NETFILTER_DROP,NOT_SPECIFIED before a free ended the chain)."""
+    udp_drop = ("rx_sk=00000000000000c3 protocol=2048 location=udp_queue_rcv_one_skb+0x1/0x2 "
+                "reason: SOCKET_RCVBUFF")
+    text = "".join(f"{TASK}{line}\n" for line in (
+        "1.000001: tracing_mark_write: linklab-probe 0",
+        "1.000002: netif_receive_skb: dev=a1234p2 skbaddr=00000000000000a1 len=700",
+        "1.000003: kfree_skb: skbaddr=00000000000000a1 rx_sk=0000000000000000 protocol=34525"
+        " location=nft_do_chain+0x1/0x2 reason: NETFILTER_DROP",
+        f"1.000004: kfree_skb: skbaddr=00000000000000a1 {udp_drop}",
+        "1.000005: netif_receive_skb: dev=a1234p2 skbaddr=00000000000000b1 len=700",
+        "1.000006: consume_skb: skbaddr=00000000000000b1 location=f+0x1/0x2",
+        f"1.000007: kfree_skb: skbaddr=00000000000000b1 {udp_drop}",
+    ))
+    cell = Cell("child-to-child", "v6", "c1", "c2", "blocked")
+    results = {p.index: Anatomy(p, sent=True) for p in probes_of([cell])}
+    attribute(tracefs.parse(text), results, {"a1234p2": "c2/eth0"})
+    assert results[0].drops == [("NETFILTER_DROP", "nft_do_chain")]
+
+
 def test_probe_lengths_are_distinct_and_fit_the_mtu() -> None:
     sc = load_scenario(SHIPPED / "veth.toml")
     probes = probes_of(scenario_cells(sc))

@@ -19,8 +19,9 @@ Exactness is designed in:
   * drops (``skb:kfree_skb``: location + reason) are attributed by the skbaddr chain, as pwru
     follows a packet: a drop belongs to the probe whose event last carried that skb address,
     if it happened inside that probe's window (a ``trace_marker`` line opens each window) and
-    the probe was not delivered. A freed skb's address is soon reused by other packets (an
-    ND or MLD message dropped later would otherwise be blamed on a delivered probe).
+    the probe was not delivered. A freed skb's address is soon reused by other packets, so a
+    free ends the chain: the next drop at that address is another packet's (an ND message,
+    or another user's datagram).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ MARK = "linklab-probe"
 LOOPBACK = "lo"
 BRIDGE_NF = ("net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables",
              "net/bridge/bridge-nf-call-arptables")
+FREES = ("kfree_skb", "consume_skb")
 STEPS = {"net_dev_queue": "queue", "net_dev_xmit": "xmit", "netif_rx": "rx",
          "netif_receive_skb": "stack"}
 
@@ -292,7 +294,7 @@ def exchange(target: Target, probes: list[Probe],
 def attribute(events: list[tracefs.Event], results: dict[int, Anatomy],
               devices: dict[str, str], shared: frozenset[str] = frozenset()) -> None:
     """Give each tracepoint hit to its probe (by length) and each drop to the probe whose
-    event last carried the dropped skb's address.
+    event last carried the dropped skb's address, unless that skb was freed since.
 
     A device whose name other runs' namespaces also have (``shared``: the upstream switch's
     fixed port names; every namespace's ``lo``) counts only when its skb is the one this
@@ -304,9 +306,11 @@ def attribute(events: list[tracefs.Event], results: dict[int, Anatomy],
         if ev.event == "tracing_mark_write" and ev.mark.startswith(MARK):
             window = int(ev.mark.split()[1])
             continue
-        if ev.event == "kfree_skb":
-            owner = last_owner.get(ev.skbaddr)
-            if owner is not None and owner == window and not results[owner].delivered:
+        if ev.event in FREES:
+            # the skb ends here: its address's next packet is another's
+            owner = last_owner.pop(ev.skbaddr, None)
+            if ev.event == "kfree_skb" and owner is not None and owner == window \
+                    and not results[owner].delivered:
                 results[owner].drops.append((ev.reason, ev.location))
             continue
         step = STEPS.get(ev.event)
