@@ -22,11 +22,14 @@ from typing import Any
 
 from linklab import cni
 from linklab.format import fields
+from linklab.held import Held, unusable
 from linklab.kinds.bridge import probe as probe_bridge
 from linklab.kinds.common import check_choice, container_count, no_bridge
 from linklab.kinds.ipvlan import probe as probe_ipvlan
 from linklab.kinds.macvlan import probe as probe_macvlan
 from linklab.kinds.veth import probe as probe_veth
+from linklab.poll import poll
+from linklab.suite import time_scale
 
 # mode -> (plugin, the plugin's own mode or None)
 PLUGINS: dict[str, tuple[str, str | None]] = {
@@ -49,6 +52,9 @@ FLAGS: tuple[str, ...] = ()
 FOREIGN = True              # the plugin names and creates the links (kinds.foreign)
 HOST_FORWARDS = False        # bridge (isGateway) and ptp turn forwarding on themselves
 IPAM_TYPES = ("host-local", "static", "dhcp")
+# how long a plugged interface may keep an address it cannot use yet (tentative IPv6: the
+# kernel's DAD work, which with DAD off only has to run once)
+SETTLE_S = 10.0 * time_scale()
 
 
 def validate_mode(ctx, mode, flag, prefix: str = "") -> None:
@@ -222,8 +228,28 @@ def plug(topo, c, host, extra_ipam: Mapping[str, Any] | None = None,
     if not index:
         raise cni.CniError(nc["type"], topo.scenario.name, "ADD",
                            f"reported success but {c.name} has no interface {c.ifname!r}")
+    settle(topo, c, index[0], nc["type"])
     topo.register(c.name, c.ifname, index[0])
     return result
+
+
+def settle(topo, c, index: int, plugin: str) -> None:
+    """Wait until ``c``'s interface can use every address the plugin gave it. The plugin adds
+    IPv6 addresses without ``nodad`` and returns while the kernel still holds them tentative
+    (:mod:`linklab.held`; it waits itself only when the IPAM names an IPv6 gateway), and a
+    probe's ``bind()`` right after the build fails with EADDRNOTAVAIL."""
+    ns = topo.ns(c.name)
+    left: list[Held] = []
+
+    def settled() -> bool:
+        left[:] = unusable(ns, index)
+        return not left
+
+    if poll(settled, SETTLE_S, interval=0.02) is None:
+        raise cni.CniError(plugin, topo.scenario.name, "ADD",
+                           f"{c.name}/{c.ifname} still holds {', '.join(map(str, left))} "
+                           f"{SETTLE_S:g} s after the plugin returned (the kernel's duplicate "
+                           "address detection has not finished)")
 
 
 def attach(topo, c, host) -> None:
