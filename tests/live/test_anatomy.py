@@ -194,7 +194,8 @@ CHILD = textwrap.dedent("""\
     with open_veth_pair(run, ("v4",)) as target, \\
             nftcount.counting(target.namespaces, {"p0": (700, 731)}), \\
             tracefs.instance(run) as inst:
-        inst.configure(sorted(target.devices), 700, 731)
+        inst.configure({ev: tracefs.net_filter(sorted(target.devices), 700, 731)
+                        for ev in tracefs.NET_EVENTS}, tracefs.NET_BUFFER_KB)
         inst.start()
         print(run.marker, inst.name, " ".join(ns.name for ns in target.namespaces.values()),
               flush=True)

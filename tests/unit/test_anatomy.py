@@ -21,10 +21,12 @@ from linklab.anatomy.datapaths import (
 )
 from linklab.anatomy.measure import (
     BASE_BYTES,
+    FREES_KEPT_MAX,
     MARK,
     STRIDE,
     Anatomy,
     Probe,
+    Windows,
     attribute,
     minus,
     probes_of,
@@ -65,8 +67,25 @@ def test_a_trace_parses_into_events_in_order() -> None:
     assert events[1].dev == "a1234p1" and events[1].len == 714
     assert events[3].location == "ip_rcv_finish_core" and events[3].reason == "IP_LOCAL_SOURCE"
     assert events[0].mark == f"{MARK} 0"
-    assert tracefs.lost(TRACE) == 0
-    assert tracefs.lost(TRACE.replace("6/6", "4/9")) == 5
+
+
+# a per_cpu/cpuN/stats file of a buffer that kept its oldest events and refused 14350 more
+STATS = textwrap.dedent("""\
+    entries: 1564
+    overrun: 0
+    commit overrun: 0
+    bytes: 69360
+    oldest event ts: 22011.838792
+    now ts: 22012.332214
+    dropped events: 14350
+    read events: 0
+    """)
+
+
+def test_a_cpus_stats_say_how_many_events_it_kept_and_did_not_keep() -> None:
+    assert tracefs.counted(STATS) == (1564, 14350)
+    assert tracefs.counted(STATS.replace("overrun: 0\n", "overrun: 7\n", 1)) == (1564, 14357)
+    assert tracefs.counted(STATS.replace("14350", "0")) == (1564, 0)
 
 
 def test_drops_go_to_the_probe_that_last_carried_the_skb_within_its_window() -> None:
@@ -78,6 +97,109 @@ def test_drops_go_to_the_probe_that_last_carried_the_skb_within_its_window() -> 
     # the second drop reuses the address inside the next probe's window: not the request's
     assert request.drops == [("IP_LOCAL_SOURCE", "ip_rcv_finish_core")]
     assert request.end == "dropped" and reply.drops == []
+
+
+class FakeInstance:
+    """A tracefs instance without a kernel: it records what it is given while on, its loss
+    counter moves when told, calls are logged."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tracefs.Event] = []
+        self.count = 0
+        self.on = False
+        self.calls: list[str] = []
+        self.path = "instances/fake"
+
+    def record(self, events: list[tracefs.Event], lost: int = 0) -> None:
+        assert self.on
+        self.recorded += events
+        self.count += lost
+
+    def counts(self) -> tuple[int, int]:
+        return len(self.recorded), self.count
+
+    def lost(self) -> int:
+        return self.count
+
+    def clear(self) -> None:
+        self.calls.append("clear")
+        self.recorded, self.count = [], 0
+
+    def start(self) -> None:
+        self.calls.append("start")
+        self.on = True
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+        self.on = False
+
+    def mark(self, text: str) -> None:
+        self.calls.append(f"mark {text}")
+        self.recorded.append(tracefs.Event(0.0, 0, "tracing_mark_write", "", mark=text))
+
+    def events(self) -> list[tracefs.Event]:
+        self.calls.append("events")
+        return list(self.recorded)
+
+
+def _free(addr: str, reason: str = "") -> tracefs.Event:
+    if reason:
+        return tracefs.Event(0.0, 0, "kfree_skb", addr, location="f", reason=reason)
+    return tracefs.Event(0.0, 0, "consume_skb", addr, location="f")
+
+
+def test_a_net_loss_is_charged_to_the_window_open_and_the_one_before() -> None:
+    """A net event the kernel refused while window 5 was open may have been 5's or a late
+    one of the window before (3, in this pass's order), never of an earlier one."""
+    net, frees = FakeInstance(), FakeInstance()
+    w = Windows(net, frees)  # type: ignore[arg-type]
+    for index in (0, 3):
+        w.open(index)
+        w.close(index, False)
+    w.open(5)
+    net.count = 12
+    w.close(5, False)
+    w.finish()
+    assert w.lossy() == {3: "12 net events in the next window", 5: "12 net events"}
+    assert [c for c in net.calls if c.startswith("mark")] == \
+        [f"mark {MARK} {i}" for i in (0, 3, 5)]
+    # a free buffer holding few events is not emptied (that waits for an RCU grace period)
+    assert "clear" not in frees.calls
+
+
+def test_a_windows_frees_are_read_only_when_they_matter_and_none_was_lost() -> None:
+    """The free instance records only inside windows; what another user's drops did to it
+    matters only in the window of a probe that was not delivered, and a window reads only
+    the frees after its own mark."""
+    net, frees = FakeInstance(), FakeInstance()
+    w = Windows(net, frees)  # type: ignore[arg-type]
+    w.open(0)
+    frees.record([_free("a0", "SOCKET_RCVBUFF")], lost=900)   # a burst; 0 was delivered
+    w.close(0, False)
+    w.open(1)                    # 0's loss: emptied first
+    frees.record([_free("a1", "NETFILTER_DROP"), _free("b1")])
+    w.close(1, True)             # not delivered, nothing lost: its frees are read
+    w.open(2)
+    frees.record([_free("a2", "SOCKET_RCVBUFF")], lost=40)
+    w.close(2, True)             # not delivered, and 40 events lost while it was open
+    w.open(3)
+    frees.record([_free("a3", "NO_SOCKET")])
+    w.close(3, True)
+    w.finish()
+    assert w.lossy() == {2: "40 free events"}
+    assert [(e.skbaddr, e.reason) for e in w.free_events] == \
+        [("a1", "NETFILTER_DROP"), ("b1", ""), ("a3", "NO_SOCKET")]
+    assert frees.calls.count("clear") == 2 and frees.calls.count("events") == 2
+
+
+def test_a_free_buffer_holding_many_events_is_emptied_before_the_next_window() -> None:
+    net, frees = FakeInstance(), FakeInstance()
+    w = Windows(net, frees)  # type: ignore[arg-type]
+    w.open(0)
+    frees.record([_free(f"{n:x}") for n in range(FREES_KEPT_MAX + 1)])
+    w.close(0, False)
+    w.open(1)
+    assert frees.calls.count("clear") == 1 and frees.counts() == (1, 0)   # 1's mark
 
 
 def test_a_freed_skbs_address_is_another_packets_in_the_same_window() -> None:

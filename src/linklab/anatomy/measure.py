@@ -11,7 +11,7 @@ Exactness is designed in:
   * each traced packet has an IP length of its own (``BASE_BYTES + STRIDE * index``):
     tracepoints report the skb length, nft ``meta length`` matches it, so a count belongs to
     exactly one probe and ARP, ND, MLD or any other chatter (other lengths) is never counted;
-  * tracepoints are filtered by the datapath's run-unique device names
+  * tracepoints are filtered in the kernel by the datapath's run-unique device names
     (:mod:`linklab.anatomy.datapaths`), in a tracefs instance of the run's own;
   * a warm-up pass sends every probe once untraced, so neighbours are resolved before the
     counted pass; one measurement at a time on the machine (a lock), so two runs' probes of
@@ -20,8 +20,15 @@ Exactness is designed in:
     follows a packet: a drop belongs to the probe whose event last carried that skb address,
     if it happened inside that probe's window (a ``trace_marker`` line opens each window) and
     the probe was not delivered. A freed skb's address is soon reused by other packets, so a
-    free ends the chain: the next drop at that address is another packet's (an ND message,
-    or another user's datagram).
+    free (``skb:kfree_skb`` or ``skb:consume_skb``) ends the chain: the next drop at that
+    address is another packet's (an ND message, or another user's datagram);
+  * the frees have no field to tell our packets from the machine's (no device, no length)
+    and another user's traffic can drop ~100k packets/s: they record into an instance of
+    their own only while a probe's window is open, emptied before a window once it holds
+    many or lost any (:class:`Windows`);
+  * no event is silently missing: both buffers count what they could not keep, per window.
+    A window that lost net events, or free events while its probe was not delivered, has its
+    cell traced again (up to :data:`RETRIES` times), then :class:`LostEvents` names it.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -56,6 +63,9 @@ ECHO_REPLY = {4: 0, 6: 129}
 ECHO_REQUEST = {4: 8, 6: 128}
 ECHO_IGNORE = {4: "net/ipv4/icmp_echo_ignore_all", 6: "net/ipv6/icmp/echo_ignore_all"}
 POLL = 0.005 * SCALE
+RETRIES = 3                  # passes again over the cells whose window lost events
+RETRY_PAUSE = 0.5 * SCALE    # before the n-th: n times this (let another user's burst pass)
+FREES_KEPT_MAX = 4096        # frees kept before the buffer is emptied (each read parses them)
 MARK = "linklab-probe"
 LOOPBACK = "lo"
 BRIDGE_NF = ("net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables",
@@ -104,6 +114,7 @@ class Anatomy:
     hooks: list[tuple[str, str, str, int]] = field(default_factory=list)  # ns, family, hook, n
     drops: list[tuple[str, str]] = field(default_factory=list)   # (reason, location)
     first: Anatomy | None = None   # the untraced first attempt, when it ended otherwise
+    passes: int = 1                # traced passes it took (a window that lost events: again)
 
     def count(self, step: str) -> int:
         return sum(1 for s, _ in self.steps if s == step)
@@ -249,9 +260,10 @@ def _request_arrived(target: Target, cell: Cell, family: int, before: int,
 
 
 def exchange(target: Target, probes: list[Probe],
-             mark: Callable[[str], None] | None = None) -> dict[int, Anatomy]:
+             windows: Windows | None = None) -> dict[int, Anatomy]:
     """Send every probe once, one after the other: a cell's request alone (the destination
-    ignoring echoes), then, if it arrived, the round trip; ``mark`` opens each window."""
+    ignoring echoes), then, if it arrived, the round trip; ``windows`` opens a window before
+    each probe is sent and closes it when its wait is over."""
     out: dict[int, Anatomy] = {}
     by_cell: dict[Cell, list[Probe]] = {}
     for p in probes:
@@ -271,20 +283,23 @@ def exchange(target: Target, probes: list[Probe],
                 payload = p.payload()
                 before = in_echos(target, cell.dst, fam)
                 dst.sysctl(ECHO_IGNORE[fam], 1 if p.direction == "request" else 0)
-                if mark is not None:
-                    mark(f"{MARK} {p.index}")
+                if windows is not None:
+                    windows.open(p.index)
                 try:
                     sock.sendto(struct.pack("!BBHHH", ECHO_REQUEST[fam], 0, 0, 0, p.index + 1)
                                 + payload, (target.addrs[(cell.dst, fam)], 0))
                     res.sent = True
                 except OSError as exc:
                     res.send_error = errno_name(exc.errno or 0)
-                    continue
-                if p.direction == "request":
-                    res.delivered = _request_arrived(target, cell, fam, before, wait)
                 else:
-                    res.delivered = _echo_reply(sock, fam, len(payload), wait)
-                time.sleep(SETTLE if res.delivered else 0)
+                    if p.direction == "request":
+                        res.delivered = _request_arrived(target, cell, fam, before, wait)
+                    else:
+                        res.delivered = _echo_reply(sock, fam, len(payload), wait)
+                    time.sleep(SETTLE if res.delivered else 0)
+                if windows is not None:
+                    # its frees matter only if it was sent and not delivered (a drop)
+                    windows.close(p.index, res.sent and not res.delivered)
         finally:
             sock.close()
             dst.sysctl(ECHO_IGNORE[fam], ignore)
@@ -347,30 +362,137 @@ def bridge_netfilter_off(target: Target) -> list[str]:
     return sorted(set(was_on))
 
 
-def trace(target: Target, run: Run, cells: list[Cell] | None = None) -> list[Anatomy]:
-    """The anatomy of every cell of ``target`` (both directions), warm-up pass first."""
-    probes = probes_of(target.cells if cells is None else cells)
-    if not probes:
-        return []
-    bridge_netfilter_off(target)
-    lo, hi = BASE_BYTES, BASE_BYTES + STRIDE * len(probes) - 1
-    if hi >= MAX_BYTES:
-        raise ValueError(f"{target.name}: {len(probes)} probes do not fit under the "
-                         f"{MAX_BYTES}-byte MTU; trace fewer checks or families at a time")
-    warm = exchange(target, probes)               # warm-up: neighbours, routes, caches
-    with machine_lock(), \
-            nftcount.counting(target.namespaces, {p.id: p.lengths for p in probes}) as nf, \
-            tracefs.instance(run) as inst:
-        inst.configure([*sorted(target.devices), LOOPBACK], lo, hi)
-        inst.start()
+class LostEvents(RuntimeError):
+    """Probe windows still lost events after :data:`RETRIES` more passes: counts would not be
+    exact. Names each probe, what it lost and how it ended."""
+
+
+class Windows:
+    """The probe windows of one traced pass, and the events each lost.
+
+    The net events go to one instance for the whole pass (a ``trace_marker`` line opens each
+    window); a loss is charged to the window open when the kernel counted it. The frees
+    (``skb:kfree_skb``, ``skb:consume_skb``) record into an instance of their own only while
+    a window is open (another user's frees between our windows cost nothing), which a marker
+    opens too; it is emptied before a window once it holds :data:`FREES_KEPT_MAX` events or
+    lost some (emptying waits for an RCU grace period, ~20 ms here). A window's
+    frees are read only when they matter (the probe was sent and not delivered), and only
+    if none was lost while it was open."""
+
+    def __init__(self, net: tracefs.Instance, frees: tracefs.Instance) -> None:
+        self.net, self.frees = net, frees
+        self.opened: list[int] = []             # probe indexes, in window order
+        self._net_lost = net.lost()
+        self.net_lost: dict[int, int] = {}      # probe index -> net events lost
+        self.frees_lost: dict[int, int] = {}    # probe index -> free events lost
+        self.free_events: list[tracefs.Event] = []
+
+    def _charge_net(self) -> None:
+        now = self.net.lost()
+        if now > self._net_lost and self.opened:
+            current = self.opened[-1]
+            self.net_lost[current] = self.net_lost.get(current, 0) + now - self._net_lost
+        self._net_lost = now
+
+    def open(self, index: int) -> None:
+        self._charge_net()
+        self.opened.append(index)
+        kept, lost = self.frees.counts()
+        if kept > FREES_KEPT_MAX or lost:       # so a loss counted at close is this window's
+            self.frees.clear()
+        self.net.mark(f"{MARK} {index}")
+        self.frees.start()
+        self.frees.mark(f"{MARK} {index}")
+
+    def close(self, index: int, frees_matter: bool) -> None:
+        self.frees.pause()
+        if not frees_matter:
+            return
+        if (lost := self.frees.counts()[1]):
+            self.frees_lost[index] = lost
+            return
+        events = self.frees.events()
+        start = max((n for n, e in enumerate(events)
+                     if e.event == "tracing_mark_write" and e.mark == f"{MARK} {index}"),
+                    default=None)
+        if start is None:
+            raise tracefs.TracefsError(f"tracefs {self.frees.path}: the mark of window "
+                                       f"{index} is missing, yet nothing was lost")
+        self.free_events += [e for e in events[start + 1:] if e.event in FREES]
+
+    def finish(self) -> None:
+        self._charge_net()
+
+    def lossy(self) -> dict[int, str]:
+        """probe index -> what its window lost. A net event lost in a window may have been
+        the previous probe's, arriving late: that one is charged too."""
+        out: dict[int, list[str]] = {}
+        for before, index in zip([None, *self.opened], self.opened):
+            if (n := self.net_lost.get(index)):
+                out.setdefault(index, []).append(f"{n} net events")
+                if before is not None:
+                    out.setdefault(before, []).append(f"{n} net events in the next window")
+            if (n := self.frees_lost.get(index)):
+                out.setdefault(index, []).append(f"{n} free events")
+        return {i: ", ".join(what) for i, what in sorted(out.items())}
+
+
+def _traced(target: Target, run: Run, probes: list[Probe], span: tuple[int, int]
+            ) -> tuple[dict[int, Anatomy], dict[int, str]]:
+    """One traced pass over ``probes``: their anatomies, and the windows that lost events."""
+    net_events = {ev: tracefs.net_filter([*sorted(target.devices), LOOPBACK], *span)
+                  for ev in tracefs.NET_EVENTS}
+    with nftcount.counting(target.namespaces, {p.id: p.lengths for p in probes}) as nf, \
+            tracefs.instance(run) as net, tracefs.instance(run, "anatomy-frees") as frees:
+        net.configure(net_events, tracefs.NET_BUFFER_KB)
+        frees.configure(tracefs.FREE_EVENTS, tracefs.frees_buffer_kb(len(net.cpus)))
+        windows = Windows(net, frees)
+        net.start()
         try:
-            results = exchange(target, probes, inst.mark)
+            results = exchange(target, probes, windows)
         finally:
-            events = inst.stop()
+            net.pause()
+        windows.finish()
+        # one order for both instances (the same trace clock); on a tie the net event first
+        events = sorted([*net.events(), *windows.free_events], key=lambda e: e.ts)
         counters = nf.read()
     attribute(events, results, target.devices, target.shared)
     for res in results.values():
         res.hooks = nftcount.hooks_crossed(counters, res.probe.id, list(target.namespaces))
+    return results, windows.lossy()
+
+
+def trace(target: Target, run: Run, cells: list[Cell] | None = None) -> list[Anatomy]:
+    """The anatomy of every cell of ``target`` (both directions), warm-up pass first; the
+    cells whose windows lost events are traced again, up to :data:`RETRIES` times."""
+    probes = probes_of(target.cells if cells is None else cells)
+    if not probes:
+        return []
+    bridge_netfilter_off(target)
+    span = BASE_BYTES, BASE_BYTES + STRIDE * len(probes) - 1
+    if span[1] >= MAX_BYTES:
+        raise ValueError(f"{target.name}: {len(probes)} probes do not fit under the "
+                         f"{MAX_BYTES}-byte MTU; trace fewer checks or families at a time")
+    warm = exchange(target, probes)               # warm-up: neighbours, routes, caches
+    with machine_lock():
+        results, lossy = _traced(target, run, probes, span)
+        for attempt in range(1, RETRIES + 1):
+            if not lossy:
+                break
+            time.sleep(RETRY_PAUSE * attempt)
+            cells = {probes[i].cell for i in lossy}
+            again, lossy = _traced(target, run, [p for p in probes if p.cell in cells], span)
+            for index, res in again.items():
+                res.passes = attempt + 1
+                results[index] = res
+    if lossy:
+        raise LostEvents(f"anatomy {target.name}: the trace lost events in the window of "
+                         + "; ".join(f"{_name(probes[i])} ({what}; it ended "
+                                     f"{results[i].end})" for i, what in lossy.items())
+                         + f", in {RETRIES + 1} passes: other traffic on the machine outran "
+                         f"the buffers ({tracefs.NET_BUFFER_KB} KiB/CPU of net events, "
+                         f"{tracefs.frees_buffer_kb(os.cpu_count() or 1)} KiB/CPU of frees); "
+                         "run again when it is quieter")
     for p in probes:
         if p.direction == "reply":
             results[p.index] = minus(results[p.index], results[p.index - 1])
@@ -378,6 +500,10 @@ def trace(target: Target, run: Run, cells: list[Cell] | None = None) -> list[Ana
             # the matrix observes first attempts: say so when a later one ended otherwise
             results[p.index].first = warm[p.index]
     return [results[p.index] for p in probes]
+
+
+def _name(p: Probe) -> str:
+    return f"{p.cell.check} {p.cell.family} {p.direction}"
 
 
 def minus(round_trip: Anatomy, request: Anatomy) -> Anatomy:
