@@ -5,17 +5,21 @@ setting behind, even after kill -9. The parsers and attribution are in tests/uni
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from linklab import ownership
-from linklab.anatomy import nftcount, tracefs
+from linklab.anatomy import measure, nftcount, tracefs
 from linklab.anatomy.datapaths import (
     open_scenario,
     open_veth_pair,
@@ -23,11 +27,16 @@ from linklab.anatomy.datapaths import (
 )
 from linklab.anatomy.measure import (
     Anatomy,
+    LostEvents,
     rows,
     trace,
 )
+from linklab.bench.measure import bound
 from linklab.capabilities import missing_link, missing_tool
+from linklab.cmd import bkg, cmd, require
 from linklab.model import SHIPPED, load_scenario
+from linklab.netns import NetNS
+from linklab.poll import poll
 from linklab.results import kernel_release, virtualisation
 from tests import REPO
 
@@ -264,3 +273,104 @@ def test_a_packet_from_the_wire_enters_the_stack_once_on_ipvlan_twice_on_veth(
     assert inbound.delivered, inbound.path
     here = [ns for ns in inbound.stack_ns.split(",") if ns in ("host", "c1")]
     assert len(here) == WIRE_TO_CONTAINER[name], inbound.path
+
+
+# ---- another user's traffic on the machine ---------------------------------------------------
+
+OLD_BUFFER_KB = 512       # the one buffer the drop event shared with the net events before
+KFREE_EVENT_BYTES = 44    # one skb:kfree_skb in a ring buffer (per_cpu stats: bytes / entries)
+BLAST_PORT = 5299
+BLAST_START_S = 10.0
+
+
+def _udp_rcvbuf_errors(ns: NetNS) -> int:
+    """Datagrams ``ns``'s UDP dropped at a full socket buffer: one skb:kfree_skb each."""
+    with ns.enter():
+        with open("/proc/thread-self/net/snmp") as fh:
+            names, values = [line.split() for line in fh if line.startswith("Udp:")][:2]
+    return int(values[names.index("RcvbufErrors")])
+
+
+@contextmanager
+def _udp_blast(other: ownership.Run) -> Iterator[Callable[[], int]]:
+    """Another user's traffic, as a UDP bench makes it: iperf3 at full rate over a veth pair
+    of another run's namespaces (none of the traced devices). Yields the datagrams its
+    receiver has dropped so far, once it drops them."""
+    iperf3 = require("iperf3")
+    with open_veth_pair(other, ("v4",)) as pair:
+        server, client = pair.ns("c2"), pair.ns("c1")
+        with bkg([iperf3, "-s", "-p", str(BLAST_PORT)], ns=server, owner=other,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as srv:
+            assert poll(lambda: bound(server, BLAST_PORT, "tcp"), BLAST_START_S,
+                        alive=lambda: srv.poll() is None), \
+                f"iperf3 -s did not listen (exit {srv.poll()})"
+            with bkg([iperf3, "-c", pair.addrs[("c2", 4)], "-p", str(BLAST_PORT), "-u",
+                      "-b", "0", "-t", "600"], ns=client, owner=other,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as blaster:
+                start = _udp_rcvbuf_errors(server)
+                if not poll(lambda: _udp_rcvbuf_errors(server) - start >= 1000, BLAST_START_S,
+                            0.05, alive=lambda: blaster.poll() is None):
+                    assert blaster.poll() is None, f"iperf3 -c exited {blaster.returncode}"
+                    pytest.xfail(f"the UDP blast dropped {_udp_rcvbuf_errors(server) - start}"
+                                 f" datagrams in {BLAST_START_S:g} s: this machine's receiver "
+                                 "keeps up, there is no drop storm to trace beside")
+                yield lambda: _udp_rcvbuf_errors(server)
+
+
+def _drop_echo_requests(ns: NetNS, family: str) -> None:
+    """A netfilter drop in ``ns`` (input) of ``family``'s echo requests; dies with ``ns``."""
+    match = "icmpv6 type echo-request" if family == "v6" else "icmp type echo-request"
+    cmd([require("nft", "nftables"), "-f", "-"], ns=ns, timeout=30, input=(
+        "table inet linklab_test_drop {\n chain input {\n"
+        "  type filter hook input priority 0; policy accept;\n"
+        f"  {match} drop\n }}\n}}\n"))
+
+
+@pytest.mark.anatomy
+def test_another_users_udp_blast_changes_no_count_and_no_drop_reason(
+        run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """skb:kfree_skb has no device or length to filter on and sees the whole machine: another
+    user's UDP stream, dropping ~100k datagrams/s, overflowed the one 512 KiB/CPU buffer and
+    failed the anatomy ("lost N events"). The frees now record into an instance of their own
+    only inside probe windows, each window's losses counted: beside the same stream the
+    routed veth's counts, and c2's netfilter drop of IPv6 echo requests with its reason, read
+    as in quiet; and a window that does lose frees (a buffer made too small) is named, never
+    counted short."""
+    _needs_tracing()
+    if (why := missing_tool("iperf3")):
+        pytest.skip(why)
+    with open_scenario(load_scenario(SHIPPED / "veth.toml"), run) as target:
+        _drop_echo_requests(target.ns("c2"), "v6")
+        target.cells = [replace(c, expected="blocked") if (c.dst, c.family) == ("c2", "v6")
+                        else c for c in target.cells]
+        quiet = trace(target, run)
+        other = ownership.Run()
+        try:
+            with _udp_blast(other) as dropped:
+                before, start = dropped(), time.monotonic()
+                busy = trace(target, run)
+                blasted, seconds = dropped() - before, time.monotonic() - start
+                monkeypatch.setattr(tracefs, "frees_buffer_kb", lambda _cpus: 16)
+                monkeypatch.setattr(measure, "RETRY_PAUSE", 0.0)
+                try:
+                    trace(target, run)
+                    lost = None
+                except LostEvents as exc:
+                    lost = exc
+        finally:
+            other.close()
+    v6 = _cells(quiet, "child-to-child", "v6")["request"]
+    assert v6.end == "dropped" and v6.drop_reason == "NETFILTER_DROP", (v6.end, v6.path)
+    assert sum(a.delivered for a in quiet) == len(quiet) - 2      # v6 c1 -> c2, both ways
+    assert [a.key() for a in busy] == [a.key() for a in quiet]
+    held = OLD_BUFFER_KB * 1024 * (os.cpu_count() or 1) // KFREE_EVENT_BYTES
+    print(f"anatomy beside a UDP blast: {blasted} datagrams dropped in {seconds:.1f} s "
+          f"(the old buffer held {held} drop events), passes "
+          f"{max(a.passes for a in busy)}; with 16 KiB: {lost}")
+    if blasted <= held:
+        pytest.xfail(f"the blast dropped {blasted} datagrams while the anatomy ran, fewer "
+                     f"than the old {OLD_BUFFER_KB} KiB/CPU buffer held ({held}): it would not "
+                     "have failed it")
+    # the dropped probe's frees are not read: its drop is unknown, and the error says so
+    assert lost is not None and re.search(r"child-to-child v6 request \(\d+ free events; it "
+                                          r"ended never delivered\).*16 KiB/CPU", str(lost))
