@@ -22,11 +22,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from pyroute2.netlink.exceptions import NetlinkError as IPRouteError  # reads (ipr)
+
 from linklab import kinds
 from linklab.build import Topology
 from linklab.checks import PATHS, UNSET, Cell, endpoints, errno_name, source
 from linklab.cmd import require
 from linklab.flows import FlowCheck
+from linklab.held import held
 from linklab.nl import NetlinkError
 from linklab.suite import time_scale
 
@@ -77,8 +80,44 @@ class Probe:
             s.close()
 
 
+class Unopened(Probe):
+    """A probe that could not be opened: its observation says why (the batch goes on)."""
+
+    def __init__(self, result: Observation) -> None:
+        self.result = result
+
+
 def _family(fam: str) -> int:
     return 6 if fam == "v6" else 4
+
+
+def holding(topo: Topology, name: str) -> str:
+    """What ``name``'s interface holds, for an error: ``<namespace>/<ifname> holds <addresses>``
+    (each with the state that keeps it unusable, e.g. ``tentative``)."""
+    ns, ifname = topo.ns(name), topo.ifname(name)
+    where = f"{ns.name}/{ifname}"
+    try:
+        index = ns.ipr.link_lookup(ifname=ifname)
+        addrs = held(ns, index[0]) if index else None
+    except (OSError, IPRouteError) as exc:
+        return f"{where}: its addresses could not be read ({exc})"
+    if addrs is None:
+        return f"{where} does not exist"
+    return f"{where} holds {', '.join(map(str, addrs)) or 'no address'}"
+
+
+def bind_source(sock: socket.socket, topo: Topology, src: str, family: int,
+                what: str) -> Observation | None:
+    """Bind a probe's socket to ``src``'s address: None once bound, else the cell's
+    observation (the errno, and what the interface holds: an address the kernel has not
+    finished adding, or none at all)."""
+    address = str(topo.addr(src, family))
+    try:
+        sock.bind((address, 0))
+    except OSError as exc:
+        return Observation(errno_name(exc.errno or 0), f"{what}: bind {address} failed "
+                                                       f"({exc.strerror}); {holding(topo, src)}")
+    return None
 
 
 class Ping(Probe):
@@ -94,16 +133,16 @@ class Ping(Probe):
             self.sock = socket.socket(af, socket.SOCK_DGRAM, proto)
         self.fds = (self.sock,)
         self.sock.setblocking(False)
-        self.sock.bind((str(topo.addr(src, family)), 0))
+        header = 48 if self.v6 else 28
+        self.payload = bytes((size - header) if size else 16)
+        self.seq = 0
+        self.what = f"{src} -> {dst} {self.dst}" + (f" size {size} DF" if size else "")
+        self.result = bind_source(self.sock, topo, src, family, self.what)
         if df and self.v6:
             self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
             self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, 1)
         elif df:
             self.sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
-        header = 48 if self.v6 else 28
-        self.payload = bytes((size - header) if size else 16)
-        self.seq = 0
-        self.what = f"{src} -> {dst} {self.dst}" + (f" size {size} DF" if size else "")
 
     def send(self) -> None:
         self.seq += 1
@@ -244,9 +283,9 @@ class Broadcast(_Received):
         with topo.ns(src).enter():
             self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.tx.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        self.tx.bind((str(iface.ip), 0))
         self.tx.setblocking(False)
         self.what = f"{src} -> {self.bcast}:{self.port}, listening in {dst}"
+        self.result = bind_source(self.tx, topo, src, 4, self.what)
 
     def send(self) -> None:
         try:
@@ -281,36 +320,45 @@ class Servers:
     """The listeners of a batch's tcp and udp flows, one per (node, family, proto, port), each
     in its destination's namespace: tcp listens (the kernel completes the handshake), udp
     echoes every datagram to its sender. A port already bound there (the node runs its own
-    service) is left to that service."""
+    service) is left to that service; a listener that cannot bind otherwise is the flow's
+    observation (:meth:`ensure`)."""
 
     def __init__(self, topo: Topology) -> None:
         self.topo = topo
         self.socks: dict[tuple[str, int, str, int], socket.socket | None] = {}
+        self.failed: dict[tuple[str, int, str, int], Observation] = {}
         self.fresh: list[socket.socket] = []      # udp sockets the loop must serve
 
-    def ensure(self, node: str, family: int, proto: str, port: int) -> None:
+    def ensure(self, node: str, family: int, proto: str, port: int) -> Observation | None:
+        """The listener of (node, family, proto, port) made once; the observation of its
+        failed bind, or None."""
         key = (node, family, proto, port)
         if key in self.socks:
-            return
+            return self.failed.get(key)
         af = socket.AF_INET6 if family == 6 else socket.AF_INET
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
         with self.topo.ns(node).enter():
             sock = socket.socket(af, kind)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        address = str(self.topo.addr(node, family))
         try:
-            sock.bind((str(self.topo.addr(node, family)), port))
+            sock.bind((address, port))
         except OSError as exc:
             sock.close()
-            if exc.errno != errno.EADDRINUSE:
-                raise
             self.socks[key] = None
-            return
+            if exc.errno == errno.EADDRINUSE:
+                return None
+            self.failed[key] = Observation(
+                errno_name(exc.errno or 0), f"{proto} listener on {node} [{address}]:{port}: "
+                f"bind failed ({exc.strerror}); {holding(self.topo, node)}")
+            return self.failed[key]
         sock.setblocking(False)
         if proto == "tcp":
             sock.listen(4096)
         else:
             self.fresh.append(sock)
         self.socks[key] = sock
+        return None
 
     @staticmethod
     def echo(sock: socket.socket) -> None:
@@ -335,12 +383,12 @@ class Servers:
 
 
 def flow_socket(topo: Topology, src: str, family: int, kind: int) -> socket.socket:
-    """A non-blocking socket of ``kind`` made in ``src``'s namespace, bound to its address."""
+    """A non-blocking socket of ``kind`` made in ``src``'s namespace (bound by
+    :func:`bind_source`)."""
     af = socket.AF_INET6 if family == 6 else socket.AF_INET
     with topo.ns(src).enter():
         sock = socket.socket(af, kind)
     sock.setblocking(False)
-    sock.bind((str(topo.addr(src, family)), 0))
     return sock
 
 
@@ -355,6 +403,9 @@ class TcpConnect(Probe):
         self.wfds = (self.sock,)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.what = f"{src} -> {dst} {self.dst} tcp/{port}"
+        self.result = bind_source(self.sock, topo, src, family, self.what)
+        if self.result is not None:
+            return
         code = self.sock.connect_ex((self.dst, port))
         if code not in (0, errno.EINPROGRESS):
             self.result = Observation("blocked", f"{self.what}: connect {errno_name(code)}")
@@ -378,6 +429,9 @@ class UdpEcho(Probe):
         self.fds = (self.sock,)
         self.token = os.urandom(8)
         self.what = f"{src} -> {dst} {self.dst} udp/{port}"
+        self.result = bind_source(self.sock, topo, src, family, self.what)
+        if self.result is not None:
+            return
         try:
             self.sock.connect((self.dst, port))
         except OSError as exc:
@@ -412,8 +466,9 @@ def make_flow_probe(topo: Topology, fc: FlowCheck, servers: Servers) -> Probe:
     f, family = fc.flow, _family(fc.family)
     if f.proto == "icmp":
         probe: Probe = Ping(topo, f.src, f.dst, family)
+    elif (unheard := servers.ensure(f.dst, family, f.proto, f.port)) is not None:
+        probe = Unopened(unheard)
     else:
-        servers.ensure(f.dst, family, f.proto, f.port)
         probe = (TcpConnect if f.proto == "tcp" else UdpEcho)(topo, f.src, f.dst, family, f.port)
     probe.expected = fc.expected
     return probe
@@ -512,7 +567,11 @@ def _observe_chunk(makers: list[tuple[str, Callable[[], Probe]]],
     sel = selectors.DefaultSelector()       # epoll: thousands of sockets, past select's 1024
     try:
         for key, make in makers:
-            probes[key] = make()
+            try:
+                probes[key] = make()
+            except OSError as exc:   # one probe that cannot open is its cell's error, no more
+                probes[key] = Unopened(Observation(
+                    errno_name(exc.errno or 0), f"{key}: its probe could not be opened: {exc}"))
         for p in probes.values():
             if p.result is None:
                 for s in p.fds:

@@ -1,6 +1,8 @@
 """Addresses a socket cannot bind yet, without a kernel: a CNI plug returns only once the
 kernel lets the container use every address the plugin added (an IPv6 address stays tentative
-until the kernel's DAD work has run, and the batch's first probe binds it at once)."""
+until the kernel's DAD work has run, and the batch's first probe binds it at once); a probe
+that cannot bind anyway is its cell's error observation, naming the namespace, the interface
+and what it holds, and the rest of the batch goes on."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from linklab import cni
+from linklab import cni, probes
+from linklab.checks import cells
 from linklab.held import IFA_F_DADFAILED, IFA_F_TENTATIVE, Held, held, unusable
 from linklab.kinds import cni as cni_kind
 from linklab.model import SHIPPED, load_scenario
+from linklab.probes import Observation, observe_batch
 
 SC = load_scenario(SHIPPED / "cni-ipvlan-l3.toml")
 C1 = SC.containers[0]
@@ -108,3 +112,86 @@ def test_held_reads_the_states_from_either_flags_field() -> None:
                            Held("fe80::1/64", ("tentative",))]
     assert [str(h) for h in unusable(Ns, 2)] == [f"{V6} tentative dadfailed",
                                                   "fe80::1/64 tentative"]
+
+
+# ---- a probe whose bind fails ----------------------------------------------------------------
+
+class UnbindableSocket:
+    """A socket whose bind() fails as the kernel's does for an address it holds tentative."""
+
+    def __init__(self, *_a: Any) -> None:
+        self.closed = False
+
+    def setblocking(self, _flag: bool) -> None: ...
+
+    def setsockopt(self, *_a: Any) -> None: ...
+
+    def bind(self, address: tuple) -> None:
+        raise OSError(99, "Cannot assign requested address")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def probing_topo(ipr: FakeIpr) -> Any:
+    """The cni-ipvlan-l3 topology as the probes see it: namespaces entered by no-ops."""
+    @contextmanager
+    def enter() -> Iterator[None]:
+        yield
+
+    spaces = {name: SimpleNamespace(name=f"llfake-{name}", ipr=ipr, enter=enter)
+              for name in ("host", "c1", "c2", "upstream", "remote")}
+    return SimpleNamespace(scenario=SC, peer=None, ns=spaces.__getitem__,
+                           here=lambda _name: True, ifname=lambda n: SC.node(n).ifname,
+                           addr=lambda n, fam: SC.node(n).addr(fam).ip)
+
+
+def test_a_failed_bind_is_the_cells_error_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The VM leg's traceback (OSError: [Errno 99] out of the batch, in whichever cell asked
+    first) becomes each cell's EADDRNOTAVAIL, saying where and what the interface holds."""
+    made: list[UnbindableSocket] = []
+    monkeypatch.setattr(probes.socket, "socket",
+                        lambda *a: made.append(UnbindableSocket()) or made[-1])
+    topo = probing_topo(FakeIpr(tentative_reads=10**6))
+    wanted = [c for c in cells(SC) if c.check == "child-to-child"]
+    seen = observe_batch(topo, wanted)
+    assert set(seen) == {"cni-ipvlan-l3-v4-child-to-child", "cni-ipvlan-l3-v6-child-to-child"}
+    v6 = seen["cni-ipvlan-l3-v6-child-to-child"]
+    assert v6 == Observation(
+        "EADDRNOTAVAIL", "c1 -> c2 2001:db8:0:12::10: bind 2001:db8:0:11::10 failed (Cannot "
+        f"assign requested address); llfake-c1/eth0 holds {V4}, {V6} tentative")
+    assert seen["cni-ipvlan-l3-v4-child-to-child"].result == "EADDRNOTAVAIL"
+    assert made and all(s.closed for s in made)
+
+
+def test_a_missing_interface_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source's interface gone (a DEL, a failed ADD): the detail says so."""
+    monkeypatch.setattr(probes.socket, "socket", UnbindableSocket)
+    ipr = FakeIpr(tentative_reads=0)
+    ipr.link_lookup = lambda ifname: []
+    topo = probing_topo(ipr)
+    cell = next(c for c in cells(SC) if c.check == "child-to-host" and c.family == "v4")
+    seen = observe_batch(topo, [cell])[cell.id]
+    assert seen.result == "EADDRNOTAVAIL"
+    assert seen.detail.endswith("; llfake-c1/eth0 does not exist"), seen.detail
+
+
+def test_a_probe_that_cannot_open_leaves_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any other error opening one probe (here the source's socket() itself) is that cell's
+    observation; the other cells of the batch are still observed."""
+    monkeypatch.setattr(probes.socket, "socket", UnbindableSocket)
+    real = probes.Ping.__init__
+
+    def ping(self, topo, src, dst, family, **kw):
+        if family == 6:
+            raise PermissionError(13, "Permission denied")
+        real(self, topo, src, dst, family, **kw)
+
+    monkeypatch.setattr(probes.Ping, "__init__", ping)
+    topo = probing_topo(FakeIpr(tentative_reads=0))
+    wanted = [c for c in cells(SC) if c.check == "child-to-child"]
+    seen = observe_batch(topo, wanted)
+    assert seen["cni-ipvlan-l3-v6-child-to-child"] == Observation(
+        "EACCES", "cni-ipvlan-l3-v6-child-to-child: its probe could not be opened: [Errno 13] "
+                  "Permission denied")
+    assert seen["cni-ipvlan-l3-v4-child-to-child"].result == "EADDRNOTAVAIL"
