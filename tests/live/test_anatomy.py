@@ -201,7 +201,7 @@ CHILD = textwrap.dedent("""\
     from linklab.anatomy.datapaths import open_veth_pair
     run = Run()
     with open_veth_pair(run, ("v4",)) as target, \\
-            nftcount.counting(target.namespaces, {"p0": (700, 731)}), \\
+            nftcount.counting(target.namespaces, {"p0": (700, 731, "v4")}), \\
             tracefs.instance(run) as inst:
         inst.configure({ev: tracefs.net_filter(sorted(target.devices), 700, 731)
                         for ev in tracefs.NET_EVENTS}, tracefs.NET_BUFFER_KB)

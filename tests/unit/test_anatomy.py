@@ -251,8 +251,12 @@ def test_renaming_gives_every_interface_a_unique_name(sc) -> None:
 
 
 def test_counting_ruleset_and_counters_parse() -> None:
-    text = nftcount.ruleset("inet", {"p0": (700, 731), "p1": (732, 763)})
-    assert text.count("meta length 700-731 counter") == len(nftcount.HOOKS)
+    text = nftcount.ruleset("inet", {"p0": (700, 731, "v4"), "p1": (732, 763, "v6")})
+    assert text.count("meta length 700-731 icmp type { echo-request, echo-reply } counter") \
+        == len(nftcount.HOOKS)
+    # an ICMPv6 error quoting p0 (+48 bytes) has p1's length: only echoes count
+    assert text.count("meta length 732-763 icmpv6 type { echo-request, echo-reply } counter") \
+        == len(nftcount.HOOKS)
     sample = {"nftables": [
         {"rule": {"family": "inet", "table": nftcount.TABLE, "chain": "forward",
                   "comment": "p1", "expr": [{"match": {}}, {"counter": {"packets": 2,

@@ -442,7 +442,8 @@ def _traced(target: Target, run: Run, probes: list[Probe], span: tuple[int, int]
     """One traced pass over ``probes``: their anatomies, and the windows that lost events."""
     net_events = {ev: tracefs.net_filter([*sorted(target.devices), LOOPBACK], *span)
                   for ev in tracefs.NET_EVENTS}
-    with nftcount.counting(target.namespaces, {p.id: p.lengths for p in probes}) as nf, \
+    with nftcount.counting(target.namespaces,
+                           {p.id: (*p.lengths, p.cell.family) for p in probes}) as nf, \
             tracefs.instance(run) as net, tracefs.instance(run, "anatomy-frees") as frees:
         net.configure(net_events, tracefs.NET_BUFFER_KB)
         frees.configure(tracefs.FREE_EVENTS, tracefs.frees_buffer_kb(len(net.cpus)))

@@ -3,7 +3,10 @@ topology, with a counting chain per hook, present only while a measurement runs.
 
 Each probe packet has a length of its own (:mod:`linklab.anatomy.probe`), so one rule per
 probe and hook counts how often that packet crossed the hook: ``meta length`` is the packet's
-length from its network header at every inet and bridge hook.
+length from its network header at every inet and bridge hook. The rule matches echo requests
+and replies only: an ICMPv6 error quotes the packet that caused it (40 + 8 bytes more, inside
+the next probe's 32-byte range), e.g. "address unreachable" for a request whose neighbour
+never answered, ~3 s after it was sent.
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ TABLE = "linklab_anatomy"
 HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 FAMILIES = ("inet", "bridge")
 PRIORITY = -400      # before every other chain, so a later drop rule cannot hide a crossing
+ECHO = {"v4": "icmp type { echo-request, echo-reply }",
+        "v6": "icmpv6 type { echo-request, echo-reply }"}
 
 
-def ruleset(family: str, probes: Mapping[str, tuple[int, int]]) -> str:
-    """The counting table of ``family``: per hook, one counter per probe length range."""
+def ruleset(family: str, probes: Mapping[str, tuple[int, int, str]]) -> str:
+    """The counting table of ``family``: per hook, one counter per probe (length range, IP
+    family v4 | v6: its echoes only)."""
     lines = [f"table {family} {TABLE} {{"]
     for hook in HOOKS:
         lines.append(f" chain {hook} {{")
         lines.append(f"  type filter hook {hook} priority {PRIORITY}; policy accept;")
-        for probe, (lo, hi) in probes.items():
-            lines.append(f'  meta length {lo}-{hi} counter comment "{probe}"')
+        for probe, (lo, hi, fam) in probes.items():
+            lines.append(f'  meta length {lo}-{hi} {ECHO[fam]} counter comment "{probe}"')
         lines.append(" }")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -61,7 +67,7 @@ class Counting:
 
 @contextmanager
 def counting(namespaces: Mapping[str, NamespaceLike],
-             probes: Mapping[str, tuple[int, int]]) -> Iterator[Counting]:
+             probes: Mapping[str, tuple[int, int, str]]) -> Iterator[Counting]:
     """Install the counting tables in every namespace; delete them (LIFO) on exit."""
     c = Counting(namespaces)
     with ExitStack() as stack:
