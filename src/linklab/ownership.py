@@ -2,12 +2,15 @@
 
 Each run appends, *before* creating anything, one JSON line per namespace, process, path or
 other system object to ``/run/linklab/<marker>.jsonl``. ``clean`` reads every record whose
-owning process is dead (PID and start time no longer match) and removes exactly what it lists —
-never anything found by a name pattern.
+owning process is dead (PID and start time no longer match) and removes exactly what it lists.
+The one exception is a kind in :data:`UNRECORDED_KINDS`, whose objects name the process that
+made them and are held by it while it lives (tracefs instances): one whose record is gone
+with its directory is removed once that process is dead and no record lists it.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import importlib
 import json
@@ -39,6 +42,13 @@ OBJECT_KINDS: dict[str, str] = {
     "libvirt-domain": "linklab.nightly.virt",
     "libvirt-volume": "linklab.nightly.virt",
 }
+
+# Kinds whose objects carry their creating process's PID in their name and stay busy (the
+# kernel refuses removal, EBUSY) while it holds them. Their module also provides
+# ``owned_by_name() -> {ident: pid}``: every object whose name says it is ours, and its PID.
+# ``clean`` removes those whose PID is dead — a record directory removed before anyone
+# cleaned it (a drill's, a test's tmp_path) must not leave them for good.
+UNRECORDED_KINDS: tuple[str, ...] = ("tracefs",)
 
 
 def object_module(kind: str):
@@ -151,6 +161,7 @@ class Leftovers:
     objects: dict[tuple[str, str], dict] = field(default_factory=dict)  # (kind, id) -> data
     pin: str | None = None                 # kept on purpose (linklab up NAME) until down
     pin_info: dict = field(default_factory=dict)
+    unrecorded: bool = False               # no record listed it: its name named a dead PID
 
     def empty(self) -> bool:
         return not (self.namespaces or self.pids or self.paths or self.objects)
@@ -237,9 +248,7 @@ def _pids_inside(name: str) -> list[tuple[int, int | None]]:
 def clean(*, log=print) -> list[Leftovers]:
     """Remove what runs whose process is dead left behind; return what was removed."""
     removed: list[Leftovers] = []
-    if not os.path.isdir(RECORD_DIR):
-        return removed
-    for entry in sorted(os.listdir(RECORD_DIR)):
+    for entry in sorted(os.listdir(RECORD_DIR)) if os.path.isdir(RECORD_DIR) else []:
         if ".jsonl" not in entry or entry.startswith("."):
             continue
         path = os.path.join(RECORD_DIR, entry)
@@ -254,7 +263,51 @@ def clean(*, log=print) -> list[Leftovers]:
             continue      # pinned (linklab up): released only by linklab down
         if claim_and_release(path, left, log):
             removed.append(left)
+    return removed + clean_unrecorded(log=log)
+
+
+def clean_unrecorded(*, log=print, prefix: str = "linklab clean") -> list[Leftovers]:
+    """Remove objects of :data:`UNRECORDED_KINDS` that no record here lists and whose
+    creating process is dead; one still busy (a live process holds it: another user's run,
+    recorded elsewhere or in another PID namespace) is left alone."""
+    removed: list[Leftovers] = []
+    for kind in UNRECORDED_KINDS:
+        mod = object_module(kind)
+        # objects first, records second: a run records an object before creating it, so an
+        # object seen here is listed in a record read after
+        found = mod.owned_by_name()
+        if not found:
+            continue
+        listed = {ident for (k, ident) in _listed_objects() if k == kind}
+        for ident, pid in found.items():
+            if ident in listed or _alive(pid, None):
+                continue
+            try:
+                gone = mod.owned_remove(ident, {})
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+                log(f"{prefix}: {kind} {ident} is in use (its PID {pid} is not alive here: "
+                    "another PID namespace's?); left alone")
+                continue
+            if gone:
+                log(f"{prefix}: removed {kind} {ident} of dead process {pid} (no record "
+                    "listed it)")
+                removed.append(Leftovers("", pid, objects={(kind, ident): {}},
+                                         unrecorded=True))
     return removed
+
+
+def _listed_objects() -> set[tuple[str, str]]:
+    """Every (kind, id) a record in :data:`RECORD_DIR` still lists (live runs', pinned,
+    kept, or claimed by a cleaner at work)."""
+    listed: set[tuple[str, str]] = set()
+    for path in glob.glob(f"{RECORD_DIR}/*.jsonl*"):
+        try:
+            listed |= set(read_record(path).objects)
+        except FileNotFoundError:
+            continue     # released meanwhile
+    return listed
 
 
 def claim_and_release(path: str, left: Leftovers, log=print,
@@ -281,8 +334,14 @@ def claim_and_release(path: str, left: Leftovers, log=print,
     for pid, start in left.pids.items():
         stop(pid, start)
     for (kind, ident), data in reversed(left.objects.items()):   # last created first
-        if object_module(kind).owned_remove(ident, data):
-            log(f"{prefix}: removed {kind} {ident} {of}")
+        try:
+            if object_module(kind).owned_remove(ident, data):
+                log(f"{prefix}: removed {kind} {ident} {of}")
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            kept.append(f"{kind} {ident} in use")   # a live process holds it: not dead
+            log(f"{prefix}: {kind} {ident} {of} is in use; its record is kept")
     for name in reversed(left.namespaces):
         for pid, start in _pids_inside(name):   # inside a namespace the run owned
             stop(pid, start, f" in namespace {name}")

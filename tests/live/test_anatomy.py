@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ from linklab.model import SHIPPED, load_scenario
 from linklab.netns import NetNS
 from linklab.poll import poll
 from linklab.results import kernel_release, virtualisation
-from tests import REPO
+from tests import LINKLAB, REPO
 
 SCENARIOS = scenario_datapaths(SHIPPED)
 
@@ -240,6 +241,65 @@ def test_kill_9_mid_measurement_is_cleaned_by_ownership(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not any(os.path.exists(f"/run/netns/{n}") for n in namespaces)
     assert _top_level() == before
+
+
+@contextmanager
+def _measuring_child(records: Path) -> Iterator[tuple[subprocess.Popen, str, list[str]]]:
+    """CHILD recording into ``records``, mid-measurement: (process, instance, namespaces);
+    killed at exit."""
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True,
+                            cwd=REPO, env=os.environ | {"LINKLAB_RECORD_DIR": str(records)})
+    try:
+        line = proc.stdout.readline().split()
+        assert line, "the child did not start its measurement"
+        assert line[1] in _instances()
+        yield proc, line[1], line[2:]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+
+
+@pytest.mark.anatomy
+def test_an_instance_whose_record_directory_was_removed_is_cleaned(tmp_path: Path) -> None:
+    """2026-12-06 15:52: a drill's run killed mid-measurement, its record directory (the
+    drill's work directory) removed before anyone cleaned it, left linklab-08f0-anatomy-6072
+    that no record listed. ``linklab clean`` now removes it: its name says the anatomy made
+    it, in a process that is dead, and no record lists it."""
+    _needs_tracing()
+    records = tmp_path / "drill-records"
+    with _measuring_child(records) as (_proc, instance, namespaces):
+        pass                                   # killed -9 here
+    shutil.rmtree(records)
+    try:
+        out = subprocess.run([*LINKLAB, "clean"], cwd=REPO, capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+        assert instance not in _instances(), out
+        assert f"removed tracefs {instance} of dead process" in out, out
+    finally:    # its namespaces went unrecorded with the directory: ours to delete here
+        for name in namespaces:
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+@pytest.mark.anatomy
+def test_a_live_runs_instance_is_refused_to_a_cleaner_that_thinks_it_dead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two users at once: a run recorded in another directory and seen as dead (another PID
+    namespace's) holds a file of its instance open, so the kernel refuses rmdir (EBUSY) and
+    the cleaner leaves it; once that run is gone, its own record cleans it."""
+    _needs_tracing()
+    records = tmp_path / "other-user"
+    with _measuring_child(records) as (proc, instance, _namespaces):
+        monkeypatch.setattr(ownership, "_alive", lambda _pid, _start: False)
+        said: list[str] = []
+        assert ownership.clean_unrecorded(log=said.append) == []
+        assert instance in _instances() and proc.poll() is None
+        assert any(f"tracefs {instance} is in use" in m for m in said), said
+        monkeypatch.undo()
+    monkeypatch.setattr(ownership, "RECORD_DIR", str(records))
+    removed = ownership.clean(log=lambda _m: None)
+    assert any(("tracefs", instance) in r.objects for r in removed)
+    assert instance not in _instances()
 
 
 # receive-stack entries (netif_receive_skb) on the container's host — the host's and the

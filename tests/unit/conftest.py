@@ -6,11 +6,23 @@ from pathlib import Path
 
 import pytest
 
+from linklab.anatomy import tracefs
 from linklab.netns import NetNS
 
 UNIT = Path(__file__).resolve().parent
 # the plugin's fixtures that build (an ownership run under /run/linklab: root, namespaces)
 LIVE_FIXTURES = frozenset({"run", "linklab_topology", "linklab_live", "linklab_matrix"})
+
+
+@pytest.fixture(autouse=True)
+def no_tracefs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Function scope, every unit test; monkeypatch. The machine's tracefs is out of reach
+    (``ownership.clean`` would otherwise sweep its instances): a test that needs one mounts
+    a fake (a directory) over ``tracefs.mounted`` itself."""
+    def unreachable() -> None:
+        raise tracefs.TracefsError("unit tests do not reach the kernel's tracefs")
+
+    monkeypatch.setattr(tracefs, "mounted", unreachable)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,6 +9,14 @@ it works where /sys/kernel/tracing is not mounted (this host, the VM guest) and 
 mount behind: the mount lives as long as the file descriptor. The instance itself is a
 kernel object shared by every mount of tracefs, hence the ownership record.
 
+An instance's name carries the PID of the process that made it
+(``linklab-<marker>-anatomy[-frees]-<pid>``), and that process holds one of its files open
+while it lives: the kernel refuses to remove an instance with an open file (``rmdir``:
+EBUSY). So ``linklab clean`` can also remove an instance whose record is gone (a record
+directory removed before anyone cleaned it: a drill's, a test's ``tmp_path``) once no record
+lists it and its PID is dead, without ever taking a live run's — another user's, recorded in
+another directory or seen from another PID namespace.
+
 Buffers keep their oldest events when full (``options/overwrite`` 0): the kernel then counts
 every event it could not record (``per_cpu/cpuN/stats``: ``dropped events``) at the moment
 it happens, so a caller that reads the counters at the edges of a window knows whether
@@ -45,6 +53,11 @@ NET_EVENTS = ("net/net_dev_queue", "net/net_dev_xmit", "net/netif_rx", "net/neti
 DROP_EVENT = "skb/kfree_skb"
 CONSUME_EVENT = "skb/consume_skb"
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+# the names :func:`instance` gives: linklab-<run marker>-<purpose>-<PID of the creating process>
+OWNED_NAME = re.compile(r"^linklab-(?P<marker>[0-9a-z]+)-(?P<purpose>anatomy(?:-frees)?)"
+                        r"-(?P<pid>[1-9][0-9]*)$")
+# the file an instance's creator holds open while it lives (the kernel's guard against rmdir)
+GUARD_FILE = "tracing_on"
 
 _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 430, 431, 432   # same numbers on every arch
 _FSOPEN_CLOEXEC, _FSCONFIG_CMD_CREATE, _FSMOUNT_CLOEXEC = 1, 6, 1
@@ -130,13 +143,30 @@ def owned_exists(ident: str, data: dict) -> bool:
 
 
 def owned_remove(ident: str, data: dict) -> bool:
-    """Remove the tracefs instance ``ident`` (its events, filters and buffer go with it)."""
+    """Remove the tracefs instance ``ident`` (its events, filters and buffer go with it).
+    OSError EBUSY: a live process holds one of its files open (its creator does)."""
     with mounted() as root:
         try:
             os.rmdir(instance_path(ident), dir_fd=root)
         except FileNotFoundError:
             return False
         return True
+
+
+def owned_by_name() -> dict[str, int]:
+    """Every instance named as :func:`instance` names them: name -> the PID that made it.
+    Empty where tracefs cannot be reached (not root, no CONFIG_TRACING): none of ours then."""
+    try:
+        names = instances()
+    except (TracefsError, OSError):
+        return {}
+    return {n: int(m["pid"]) for n in names if (m := OWNED_NAME.match(n))}
+
+
+def instances() -> list[str]:
+    """The names of every tracefs instance on this machine (whoever made it)."""
+    with mounted() as root:
+        return listdir(root, "instances")
 
 
 def _exists(root: int, path: str) -> bool:
@@ -290,9 +320,15 @@ def instance(run, purpose: str = "anatomy") -> Iterator[Instance]:
         except FileExistsError:
             raise TracefsError(f"tracefs {instance_path(name)} already exists: another "
                                "measurement of this process is running") from None
+        guard: int | None = None
         try:
+            # held open while this process lives: rmdir by anyone else fails with EBUSY
+            guard = os.open(f"{instance_path(name)}/{GUARD_FILE}", os.O_RDONLY | os.O_CLOEXEC,
+                            dir_fd=root)
             yield Instance(root, name)
         finally:
+            if guard is not None:
+                os.close(guard)
             for attempt in range(50):
                 try:
                     os.rmdir(instance_path(name), dir_fd=root)

@@ -1,4 +1,5 @@
-"""``linklab clean``: remove what dead runs recorded, and nothing else."""
+"""``linklab clean``: remove what dead runs recorded, and the objects that name a dead
+process as their maker and that no record lists (ownership.UNRECORDED_KINDS)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ def cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cli_main(args: argparse.Namespace) -> int:
     removed = clean(log=(lambda _m: None) if args.quiet else print)
-    ns = sum(len(r.namespaces) for r in removed)
-    pids = sum(len(r.pids) for r in removed)
-    paths = sum(len(r.paths) for r in removed)
-    objects = sum(len(r.objects) for r in removed)
-    print(f"linklab clean: {len(removed)} dead run(s); {ns} namespace(s), {pids} process(es), "
-          f"{paths} path(s), {objects} other object(s) listed in their records")
+    runs = [r for r in removed if not r.unrecorded]
+    ns = sum(len(r.namespaces) for r in runs)
+    pids = sum(len(r.pids) for r in runs)
+    paths = sum(len(r.paths) for r in runs)
+    objects = sum(len(r.objects) for r in runs)
+    unrecorded = sum(len(r.objects) for r in removed if r.unrecorded)
+    print(f"linklab clean: {len(runs)} dead run(s); {ns} namespace(s), {pids} process(es), "
+          f"{paths} path(s), {objects} other object(s) listed in their records; "
+          f"{unrecorded} object(s) no record listed, named after a dead process")
     return 0
