@@ -45,21 +45,34 @@ class Drill:
         return self._guarded(self._sigint_point, *args)
 
     def _guarded(self, fn: Callable[..., dict], *args: object) -> dict:
-        """A drill step that breaks is a row with its error; its run is stopped and cleaned."""
+        """A drill step that breaks is a row with its error; its run is stopped and cleaned.
+        A drill interrupted mid-step (Ctrl-C) stops and cleans it too before it goes: the run
+        has a session of its own (a terminal's Ctrl-C does not reach it), and its records live
+        in the drill's work directory, which no later ``linklab clean`` reads."""
         self.current: subprocess.Popen | None = None
         try:
             return fn(*args)
         except Exception as exc:
-            proc, rec = getattr(self, "current", None), getattr(self, "current_rec", None)
-            if proc is not None and proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-            if rec:
-                subprocess.run([PY, "-m", "linklab.cli", "clean", "-q"], cwd=ROOT,
-                               env=self.env(rec), capture_output=True, timeout=120, check=False)
+            self._abandon()
             self.log(f"  step {args[0]} failed: {exc!r}")
             return {"target": getattr(args[0], "name", "?"), "trigger": str(args[1]),
                     "error": repr(exc)}
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Kill the current step's run (its process group) and clean its record directory."""
+        proc, rec = getattr(self, "current", None), getattr(self, "current_rec", None)
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        if rec:
+            subprocess.run([PY, "-m", "linklab.cli", "clean", "-q"], cwd=ROOT,
+                           env=self.env(rec), capture_output=True, timeout=120, check=False)
 
     def start(self, target: Target, rec: str, res: str, logpath: str,
               extra: tuple[str, ...] = ()) -> subprocess.Popen:

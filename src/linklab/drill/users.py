@@ -29,12 +29,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from linklab.anatomy import tracefs
 from linklab.drill import ROOT
 from linklab.drill.observe import Observer, descendants, processes
 from linklab.drill.runner import Drill
 from linklab.ownership import read_record
 
-TRACEFS = "/sys/kernel/tracing/instances"
 RUN_ID_RE = re.compile(r"\d{8}T\d{6}Z-(?:make|report)-\d+")   # the Makefile's run ids
 # what the reduced users run: disjoint scenarios, so a row's scenario names its user
 REPORT_HOST = ("veth", "-m", "connectivity or anatomy", "-k",
@@ -227,8 +227,12 @@ def leftovers(rec: str, users: list[User], nft_before: set[str]) -> list[str]:
     left += [f"qemu {p.pid} ({p.argv[p.argv.index('-name') + 1]})"
              for p in processes().values() if p.comm.startswith("qemu-system")
              and "-name" in p.argv and p.argv[p.argv.index("-name") + 1] in names]
-    for m in obs.markers:
-        left += [f"tracefs {t}" for t in glob.glob(f"{TRACEFS}/linklab-{m}-*")]
+    try:    # through tracefs's own mount: /sys/kernel/tracing is not mounted everywhere
+        instances = tracefs.instances()
+    except (tracefs.TracefsError, OSError):
+        instances = []
+    left += [f"tracefs {t}" for t in instances for m in obs.markers
+             if t.startswith(f"linklab-{m}-")]
     left += [f"nft table {t}" for t in sorted(_default_ns_nft() - nft_before)]
     return left
 
