@@ -169,6 +169,25 @@ def instances() -> list[str]:
         return listdir(root, "instances")
 
 
+def _close_leaked(root: int, name: str) -> int:
+    """Close this process's descriptors open on a file of instance ``name``; how many.
+
+    A Ctrl-C during a slow open (``trace`` with O_TRUNC waits for the buffers' reset) makes
+    CPython raise KeyboardInterrupt as the call returns, before the descriptor is stored: no
+    ``finally`` can close it, and the kernel refuses rmdir while it is open (EBUSY) — the
+    instance then outlives the process."""
+    dev, prefix, closed = os.fstat(root).st_dev, f"/{instance_path(name)}/", 0
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{entry}").startswith(prefix) and \
+                    os.fstat(int(entry)).st_dev == dev:
+                os.close(int(entry))
+                closed += 1
+        except OSError:
+            continue        # the listing's own descriptor, or one closed meanwhile
+    return closed
+
+
 def _exists(root: int, path: str) -> bool:
     try:
         os.stat(path, dir_fd=root)
@@ -333,8 +352,9 @@ def instance(run, purpose: str = "anatomy") -> Iterator[Instance]:
                 try:
                     os.rmdir(instance_path(name), dir_fd=root)
                     break
-                except OSError as exc:   # EBUSY while a reader still holds a file open
+                except OSError as exc:   # EBUSY while a file of it is still open
                     if exc.errno != errno.EBUSY or attempt == 49:
                         raise
-                    time.sleep(0.02)
+                    if not _close_leaked(root, name):
+                        time.sleep(0.02)   # another reader's: let it finish
             run.disown_object(KIND, name)
