@@ -29,10 +29,11 @@ import ctypes
 import errno
 import os
 import re
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from linklab.poll import poll
 
 KIND = "tracefs"
 # per CPU. The net events are filtered to our devices and lengths: a pass records a few hundred.
@@ -58,6 +59,8 @@ OWNED_NAME = re.compile(r"^linklab-(?P<marker>[0-9a-z]+)-(?P<purpose>anatomy(?:-
                         r"-(?P<pid>[1-9][0-9]*)$")
 # the file an instance's creator holds open while it lives (the kernel's guard against rmdir)
 GUARD_FILE = "tracing_on"
+# how long a reader may keep an instance busy at its removal
+RMDIR_TIMEOUT_S = 1.0
 
 _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 430, 431, 432   # same numbers on every arch
 _FSOPEN_CLOEXEC, _FSCONFIG_CMD_CREATE, _FSMOUNT_CLOEXEC = 1, 6, 1
@@ -348,13 +351,17 @@ def instance(run, purpose: str = "anatomy") -> Iterator[Instance]:
         finally:
             if guard is not None:
                 os.close(guard)
-            for attempt in range(50):
+            def removed() -> bool:
                 try:
                     os.rmdir(instance_path(name), dir_fd=root)
-                    break
+                    return True
                 except OSError as exc:   # EBUSY while a file of it is still open
-                    if exc.errno != errno.EBUSY or attempt == 49:
+                    if exc.errno != errno.EBUSY:
                         raise
-                    if not _close_leaked(root, name):
-                        time.sleep(0.02)   # another reader's: let it finish
+                    _close_leaked(root, name)   # ours, lost to a Ctrl-C; else another reader's
+                    return False
+
+            if not poll(removed, RMDIR_TIMEOUT_S, interval=0.02):
+                raise OSError(errno.EBUSY, f"tracefs {instance_path(name)} still in use "
+                                           f"after {RMDIR_TIMEOUT_S:g} s")
             run.disown_object(KIND, name)
